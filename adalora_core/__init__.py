@@ -1,0 +1,21 @@
+"""Our AdaLoRA: SVD-shaped adapters, the sensitivity-based rank allocator, its training loop and export.
+
+No web or database code lives here; see docs/CORE_API.md for how the worker drives it.
+"""
+
+from .allocator import Allocation, BudgetSchedule, RankAllocator
+from .config import AdaLoraConfig, ConfigError, default_target_modules
+from .export import merged_state_dict, save_merged, save_peft_adapter
+from .hf import build_model
+from .inject import Adapted, inject_adalora, unload
+from .layer import SVDLinear
+from .loop import TrainArgs, TrainCallbacks, TrainResult, save_checkpoint, train
+from .plan import plan_run
+from .regularizer import orthogonal_penalty
+
+__all__ = [
+    "Adapted", "AdaLoraConfig", "Allocation", "BudgetSchedule", "ConfigError", "RankAllocator", "SVDLinear",
+    "TrainArgs", "TrainCallbacks", "TrainResult", "build_model", "default_target_modules", "inject_adalora",
+    "merged_state_dict", "orthogonal_penalty", "plan_run", "save_checkpoint", "save_merged",
+    "save_peft_adapter", "train", "unload",
+]

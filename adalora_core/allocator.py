@@ -1,0 +1,200 @@
+"""RankAllocator: sensitivity-scored triplets, the cubic budget schedule, one global threshold.
+
+Call `update(step)` after `optimizer.step()` and before `zero_grad()`, with `step` the 0-based index of
+the optimizer step just taken (gradient accumulation therefore never skews the schedule). The
+per-step work is a handful of `torch._foreach_*` calls over all adapter tensors, not a Python loop of
+small ops per tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import AdaLoraConfig, ConfigError
+from .layer import SVDLinear
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What one allocation step decided: the budget (total rank) and the kept rank of each module."""
+
+    step: int
+    budget: int
+    ranks: dict[str, int]
+    final: bool  # True at the step after which the mask is frozen
+    warning: str | None = None  # set when the allocation looks broken (see RankAllocator._guard)
+
+
+class BudgetSchedule:
+    """b(t): init budget until tinit, cubic decay to the target, then the target for the last tfinal steps."""
+
+    def __init__(self, init_budget: int, target_budget: int, total_step: int, tinit: int, tfinal: int,
+                 delta_t: int) -> None:
+        self.init_budget, self.target_budget = init_budget, target_budget
+        self.total_step, self.tinit, self.tfinal, self.delta_t = total_step, tinit, tfinal, delta_t
+        # Masks freeze at T - tfinal; with tfinal = 0 that step never comes, so use the last step.
+        self.final_step = min(total_step - tfinal, total_step - 1)
+
+    def budget(self, step: int) -> int:
+        if step <= self.tinit:
+            return self.init_budget
+        if step >= self.final_step:
+            return self.target_budget
+        progress = (step - self.tinit) / (self.total_step - self.tfinal - self.tinit)
+        spread = self.init_budget - self.target_budget
+        return int(spread * (1 - progress) ** 3 + self.target_budget)
+
+    def allocates_at(self, step: int) -> bool:
+        return step == self.final_step or (self.tinit < step < self.final_step and step % self.delta_t == 0)
+
+    def points(self) -> list[tuple[int, int]]:
+        """(step, budget) at every allocation step: the whole plan, for dry runs and charts."""
+        return [(s, self.budget(s)) for s in range(self.tinit + 1, self.final_step + 1) if self.allocates_at(s)]
+
+
+class RankAllocator:
+    def __init__(self, modules: dict[str, SVDLinear], config: AdaLoraConfig, total_step: int) -> None:
+        if not modules:
+            raise ValueError("no adapted modules: check target_modules")
+        ranks = {m.r for m in modules.values()}
+        if len(ranks) != 1:
+            raise ValueError(f"all modules must share init_r, got ranks {sorted(ranks)}")
+        self.names = list(modules)
+        self.modules = [modules[n] for n in self.names]
+        self.r = ranks.pop()
+        self.beta1, self.beta2 = config.beta1, config.beta2
+        tinit, tfinal = config.schedule_steps(total_step)
+        n = len(self.modules)
+        self.schedule = BudgetSchedule(self.r * n, round(target_rank(config, self.modules) * n),
+                                       total_step, tinit, tfinal, config.delta_t)
+        # Parameters in a fixed order: A of every module, then E, then B.
+        self.params = ([m.lora_A for m in self.modules] + [m.lora_E for m in self.modules]
+                       + [m.lora_B for m in self.modules])
+        self.ema_ipt = [torch.zeros_like(p) for p in self.params]
+        self.ema_unc = [torch.zeros_like(p) for p in self.params]
+        self.mask = torch.ones(n, self.r, dtype=torch.bool, device=self.params[0].device)
+        self.frozen = False
+        self.current_budget = self.schedule.init_budget
+        self.allocations = 0  # allocation steps taken before the final one
+
+    # -- the hot path -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update(self, step: int) -> Allocation | None:
+        """Update sensitivities and, on allocation steps, prune to the scheduled budget."""
+        if self.frozen:
+            self._apply_mask()  # the optimizer may have moved pruned singular values; hold them at zero
+            return None
+        self._update_scores()
+        # `>=` rather than `==`: a caller that skips the final step must still get a frozen target mask.
+        final = step >= self.schedule.final_step
+        if not (final or self.schedule.allocates_at(step)):
+            return None
+        budget = self.schedule.budget(step)
+        scores = self._prune_to(budget)
+        self.current_budget = budget
+        warning = self._guard(scores) if final else None
+        if final:
+            self.frozen = True
+            self.ema_ipt, self.ema_unc = [], []  # no longer needed; free the memory
+        else:
+            self.allocations += 1
+        return Allocation(step, budget, self.ranks(), final, warning)
+
+    def _guard(self, scores: torch.Tensor) -> str | None:
+        """The classic AdaLoRA failure: the allocator never ran while budgeting, or saw no gradient at all."""
+        if self.schedule.init_budget == self.schedule.target_budget:
+            return None
+        if self.allocations == 0 and len(self.schedule.points()) > 1:
+            return ("rank allocation never ran during the budgeting phase, so ranks went from init_r straight to "
+                    "the target at the end: call update(step) after every optimizer step, with the step index")
+        if not bool((scores > 0).any()):
+            return ("every sensitivity score is zero: the adapters received no gradient, so pruning was arbitrary; "
+                    "check that the loss depends on the adapted modules and update() runs before zero_grad()")
+        return None
+
+    def _update_scores(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        ipt = torch._foreach_mul(self.params, grads)
+        torch._foreach_abs_(ipt)
+        # ema = beta * ema + (1 - beta) * x, written as two foreach calls over every tensor at once
+        torch._foreach_mul_(self.ema_ipt, self.beta1)
+        torch._foreach_add_(self.ema_ipt, ipt, alpha=1 - self.beta1)
+        torch._foreach_sub_(ipt, self.ema_ipt)
+        torch._foreach_abs_(ipt)
+        torch._foreach_mul_(self.ema_unc, self.beta2)
+        torch._foreach_add_(self.ema_unc, ipt, alpha=1 - self.beta2)
+
+    def triplet_scores(self) -> torch.Tensor:
+        """(n_modules, r): s(E_i) + mean_j s(A_ij) + mean_k s(B_ki), with s = sensitivity EMA × uncertainty."""
+        n = len(self.modules)
+        scores = torch._foreach_mul(self.ema_ipt, self.ema_unc)
+        s_a, s_e, s_b = scores[:n], scores[n:2 * n], scores[2 * n:]
+        return (torch.stack(s_e).view(n, self.r) + _grouped_mean(s_a, dim=1)
+                + _grouped_mean([s.T for s in s_b], dim=1))
+
+    def _prune_to(self, budget: int) -> torch.Tensor:
+        scores = self.triplet_scores()
+        k = self.mask.numel() - budget
+        if k <= 0:
+            self.mask.fill_(True)
+        else:
+            threshold = torch.kthvalue(scores.view(-1), k).values
+            self.mask = scores > threshold
+        self._apply_mask()
+        return scores
+
+    def _apply_mask(self) -> None:
+        keep = self.mask.to(self.params[0].dtype).unsqueeze(-1).unbind(0)  # n tensors of (r, 1)
+        torch._foreach_mul_([m.lora_E for m in self.modules], list(keep))
+
+    # -- reporting and resume -----------------------------------------------------------------------
+
+    def ranks(self) -> dict[str, int]:
+        return dict(zip(self.names, self.mask.sum(dim=1).tolist()))
+
+    def rank_pattern(self) -> dict[str, list[bool]]:
+        return dict(zip(self.names, self.mask.tolist()))
+
+    def state_dict(self) -> dict:
+        return {"names": self.names, "mask": self.mask.cpu(), "frozen": self.frozen,
+                "current_budget": self.current_budget, "allocations": self.allocations,
+                "ema_ipt": [t.cpu() for t in self.ema_ipt], "ema_unc": [t.cpu() for t in self.ema_unc]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["names"] != self.names:
+            raise ValueError("allocator state was saved for different modules")
+        device = self.params[0].device
+        self.mask = state["mask"].to(device)
+        self.frozen = state["frozen"]
+        self.current_budget, self.allocations = state["current_budget"], state["allocations"]
+        self.ema_ipt = [t.to(device) for t in state["ema_ipt"]]
+        self.ema_unc = [t.to(device) for t in state["ema_unc"]]
+
+
+def target_rank(config: AdaLoraConfig, modules: list[SVDLinear]) -> float:
+    """Average final rank: target_r, or the rank whose A, E and B sizes add up to target_params."""
+    if config.target_r is not None:
+        return config.target_r
+    # Each kept rank of a module costs in + out + 1 parameters (a row of A, a column of B, one E).
+    per_rank = sum(m.in_features + m.out_features + 1 for m in modules)
+    rank = config.target_params / per_rank
+    if rank > config.init_r:
+        raise ConfigError(f"target_params={config.target_params} exceeds the adapters' size at init_r="
+                          f"{config.init_r} ({per_rank * config.init_r}): lower target_params or raise init_r")
+    return rank
+
+
+def _grouped_mean(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Mean along `dim` of each tensor, stacked to (len, r): one stack + mean per distinct shape."""
+    out = [None] * len(tensors)
+    groups: dict[torch.Size, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.shape, []).append(i)
+    for idx in groups.values():
+        means = torch.stack([tensors[i] for i in idx]).mean(dim=dim + 1)
+        for i, m in zip(idx, means.unbind(0)):
+            out[i] = m
+    return torch.stack(out)

@@ -1,0 +1,82 @@
+"""Export: a PEFT `ADALORA` adapter folder, and merged weights that plain transformers loads."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+from .loop import TrainResult
+
+PEFT_PREFIX = "base_model.model."
+
+
+def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None = None,
+                      task_type: str | None = None) -> None:
+    """adapter_config.json + adapter_model.safetensors, pruned ranks removed, loadable by stock PEFT."""
+    adapted, config = result.adapted, result.config
+    pattern = result.rank_pattern
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in adapted.modules.items():
+        keep = torch.tensor(pattern[name], dtype=torch.bool, device=module.lora_E.device)
+        key = PEFT_PREFIX + name
+        tensors[key + ".lora_A"] = module.lora_A.detach()[keep]
+        tensors[key + ".lora_E"] = module.lora_E.detach()[keep]
+        tensors[key + ".lora_B"] = module.lora_B.detach()[:, keep]
+    for head in adapted.heads:
+        for pname, p in adapted.model.get_submodule(head).named_parameters():
+            tensors[f"{PEFT_PREFIX}{head}.{pname}"] = p.detach()
+    tinit, tfinal = config.schedule_steps(config.total_step)
+    peft_config = {
+        "peft_type": "ADALORA",
+        "task_type": task_type,
+        "base_model_name_or_path": base_model,
+        "init_r": config.init_r,
+        "target_r": round(sum(sum(v) for v in pattern.values()) / len(pattern)),
+        "r": config.init_r,  # unused by AdaLoRA; set to init_r so PEFT does not warn
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": sorted(adapted.modules),
+        "modules_to_save": adapted.heads or None,
+        # PEFT reads a key's module path by dropping its last component.
+        "rank_pattern": {f"{name}.lora_E": keep for name, keep in pattern.items()},
+        "total_step": config.total_step,
+        "tinit": tinit,
+        "tfinal": tfinal,
+        "deltaT": config.delta_t,
+        "beta1": config.beta1,
+        "beta2": config.beta2,
+        "orth_reg_weight": config.orth_reg_weight,
+        "fan_in_fan_out": any(m.fan_in_fan_out for m in adapted.modules.values()),
+        "bias": "none",
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    save_file({k: v.float().contiguous().cpu() for k, v in tensors.items()},
+              os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
+        json.dump(peft_config, f, indent=2, sort_keys=True)
+
+
+def merged_state_dict(result: TrainResult) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every adapter folded into its weight; the model is left untouched."""
+    adapted = result.adapted
+    state = {}
+    for key, value in adapted.model.state_dict().items():
+        if ".lora_" in key:
+            continue
+        state[key.replace(".base.", ".")] = value
+    for name, module in adapted.modules.items():
+        delta = module.delta_weight().detach()
+        weight = state[f"{name}.weight"]
+        state[f"{name}.weight"] = weight + (delta.T if module.fan_in_fan_out else delta).to(weight.dtype)
+    return state
+
+
+def save_merged(result: TrainResult, out_dir: str) -> None:
+    """Merged weights via transformers' save_pretrained (safetensors); save the tokenizer beside it yourself."""
+    model = result.adapted.model
+    model.save_pretrained(out_dir, state_dict=merged_state_dict(result), safe_serialization=True)

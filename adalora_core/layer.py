@@ -1,0 +1,100 @@
+"""SVDLinear: a frozen linear layer plus the SVD-shaped update dW = B · (A ⊙ E) · lora_alpha / init_r."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2) stores its weight as (in, out) and computes x @ W + b."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+class SVDLinear(nn.Module):
+    """Wraps `base` (nn.Linear or Conv1D). A: (r, in), E: (r, 1), B: (out, r), all fp32 and trainable.
+
+    E starts at zero, so the wrapped layer equals the base layer at step 0 whatever A and B are.
+    Pruning a rank zeroes its E entry; the mask lives in the allocator, not here.
+    """
+
+    def __init__(self, base: nn.Module, r: int, lora_alpha: float, dropout: float = 0.0,
+                 init: str = "gaussian") -> None:
+        super().__init__()
+        self.base = base
+        self.fan_in_fan_out = is_conv1d(base)
+        weight = base.weight
+        self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out else weight.shape[::-1])
+        self.r = r
+        self.scaling = lora_alpha / r
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        device = weight.device
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=device, dtype=torch.float32))
+        self.lora_E = nn.Parameter(torch.zeros(r, 1, device=device, dtype=torch.float32))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, r, device=device, dtype=torch.float32))
+        self.merged = False
+        self.reset_parameters(init)
+
+    @torch.no_grad()
+    def reset_parameters(self, init: str) -> None:
+        self.lora_E.zero_()
+        if init == "gaussian":  # the paper's and PEFT's choice
+            nn.init.normal_(self.lora_A, std=0.02)
+            nn.init.normal_(self.lora_B, std=0.02)
+        elif init == "orthogonal":
+            nn.init.orthogonal_(self.lora_A)
+            nn.init.orthogonal_(self.lora_B)
+        elif init == "svd":  # start in the principal subspace of W, so E's first gradients are large
+            w = self.weight_out_in().float()
+            k = min(self.r, *w.shape)
+            # A randomised SVD is plenty for an initialisation and cheap on large matrices.
+            u, _, v = torch.svd_lowrank(w, q=min(k + 8, *w.shape), niter=4)
+            vh = v.T
+            self.lora_B.zero_()
+            self.lora_A.zero_()
+            self.lora_B[:, :k] = u[:, :k]
+            self.lora_A[:k] = vh[:k]
+            if k < self.r:  # more ranks than the matrix has: fill the rest orthogonally
+                nn.init.orthogonal_(self.lora_A[k:])
+                nn.init.orthogonal_(self.lora_B[:, k:])
+        else:
+            raise ValueError(f"unknown init {init!r}")
+
+    def weight_out_in(self) -> torch.Tensor:
+        w = self.base.weight
+        return w.T if self.fan_in_fan_out else w
+
+    def delta_weight(self) -> torch.Tensor:
+        """dW as (out, in), fp32."""
+        return (self.lora_B @ (self.lora_A * self.lora_E)) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        if self.merged:
+            return result
+        h = self.dropout(x)
+        if h.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(h.device.type):
+            h = h.to(self.lora_A.dtype)  # bf16/fp16 base, fp32 adapter
+        delta = (h @ (self.lora_A * self.lora_E).T) @ self.lora_B.T
+        return result + (delta * self.scaling).to(result.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.merged:
+            return
+        w = self.base.weight
+        delta = self.delta_weight()
+        w += (delta.T if self.fan_in_fan_out else delta).to(w.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            return
+        w = self.base.weight
+        delta = self.delta_weight()
+        w -= (delta.T if self.fan_in_fan_out else delta).to(w.dtype)
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, r={self.r}, scaling={self.scaling:g}"

@@ -1,0 +1,256 @@
+"""The training loop: setup, train, checkpoint, stop. Usable as a library with no web part.
+
+One optimizer step = `grad_accum` micro-batches. The data order is a pure function of (seed, epoch), so a
+checkpoint only needs the step count to know its data position, and resuming is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .allocator import Allocation, RankAllocator
+from .config import AdaLoraConfig, ConfigError
+from .inject import Adapted, inject_adalora
+from .regularizer import orthogonal_penalty
+
+
+@dataclass
+class TrainArgs:
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: float = 1.0                  # used when max_steps is None
+    max_steps: int | None = None         # optimizer steps
+    grad_accum: int = 1                  # micro-batches per optimizer step
+    warmup_ratio: float = 0.06           # fraction of steps with a linear warmup from 0
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = 1.0    # None: no clipping
+    eval_every: int | None = None        # steps; the run always evaluates at the end when eval_fn is given
+    checkpoint_every: int | None = None  # steps; needs checkpoint_dir
+    checkpoint_dir: str | None = None
+    seed: int = 0
+    device: str | None = None            # None: cuda when available, else cpu
+    bf16: bool | None = None             # None: bf16 autocast on CUDA devices that support it
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be >= 1")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError("give epochs > 0 or max_steps")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_schedule not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ConfigError("checkpoint_every needs checkpoint_dir")
+
+    def total_steps(self, n_examples: int) -> int:
+        if n_examples < self.batch_size:
+            raise ConfigError(f"the dataset has {n_examples} examples, fewer than batch_size={self.batch_size}: "
+                              "lower batch_size or add data")
+        if self.max_steps is not None:
+            return self.max_steps
+        steps_per_epoch = (n_examples // self.batch_size) / self.grad_accum
+        return max(1, math.ceil(steps_per_epoch * self.epochs))
+
+
+class TrainCallbacks:
+    """Hooks the loop calls; override what you need. `step` counts optimizer steps completed (1-based)."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None: ...
+    def on_event(self, level: str, message: str) -> None: ...
+    def on_checkpoint(self, step: int, path: str) -> None: ...
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TrainResult:
+    adapted: Adapted
+    allocator: RankAllocator
+    config: AdaLoraConfig          # with total_step filled in
+    step: int                      # optimizer steps completed
+    stopped: bool                  # True when should_stop() ended the run early
+    metrics: dict[str, float] = field(default_factory=dict)  # the last reported metrics
+
+    @property
+    def rank_pattern(self) -> dict[str, list[bool]]:
+        return self.allocator.rank_pattern()
+
+
+def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: Sequence,
+          collate: Callable[[list], dict[str, torch.Tensor]],
+          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+          callbacks: TrainCallbacks | None = None, resume_from: str | None = None) -> TrainResult:
+    callbacks = callbacks or TrainCallbacks()
+    total = args.total_steps(len(train_data))
+    config = config.with_total_step(total)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+    _seed_everything(args.seed)
+    adapted = inject_adalora(model, config)
+    model.to(device)
+    allocator = RankAllocator(adapted.modules, config, total)
+    optimizer = _optimizer(adapted, config, args)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args, total))
+    start = 0
+    if resume_from:
+        start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
+        callbacks.on_event("info", f"resumed from step {start}")
+    modules = list(adapted.modules.values())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    batches = _micro_batches(train_data, collate, args, skip=start * args.grad_accum)
+    result = TrainResult(adapted, allocator, config, start, stopped=False)
+
+    model.train()
+    for step in range(start, total):
+        if callbacks.should_stop():
+            result.stopped = True
+            callbacks.on_event("info", f"stopped at step {step} of {total}")
+            break
+        task_loss, orth_loss = 0.0, 0.0
+        for _ in range(args.grad_accum):
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss
+            orth = orthogonal_penalty(modules) if config.orth_reg_weight > 0 else loss.new_zeros(())
+            ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
+            task_loss += loss.item() / args.grad_accum
+            orth_loss += orth.item() / args.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
+        optimizer.step()
+        scheduler.step()
+        allocation = allocator.update(step)
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if allocation is not None:
+            _report_allocation(allocation, callbacks)
+        metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
+                   "grad_norm": float(grad_norm), "budget": float(allocator.current_budget)}
+        if eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
+            metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
+        callbacks.on_metrics(done, metrics)
+        result.step, result.metrics = done, metrics
+        if args.checkpoint_every and done % args.checkpoint_every == 0 and done < total:
+            path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
+            callbacks.on_checkpoint(done, path)
+    return result
+
+
+def _report_allocation(allocation: Allocation, callbacks: TrainCallbacks) -> None:
+    if allocation.warning:
+        warnings.warn(allocation.warning, RuntimeWarning, stacklevel=3)
+        callbacks.on_event("warning", allocation.warning)
+    callbacks.on_allocation(allocation.step + 1, allocation.budget, allocation.ranks, allocation.final)
+
+
+def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    model.eval()
+    try:
+        with torch.no_grad():
+            return eval_fn(model)
+    finally:
+        model.train()
+
+
+def _optimizer(adapted: Adapted, config: AdaLoraConfig, args: TrainArgs) -> torch.optim.Optimizer:
+    """AdamW; the singular values E may take a larger learning rate (config.e_lr_multiplier)."""
+    e_params = {id(m.lora_E) for m in adapted.modules.values()}
+    trainable = [p for p in adapted.model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if id(p) not in e_params], "lr": args.learning_rate},
+        {"params": [p for p in trainable if id(p) in e_params],
+         "lr": args.learning_rate * config.e_lr_multiplier},
+    ]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def _lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
+    warmup = int(args.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if args.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if args.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1 - progress)
+
+    return factor
+
+
+def _micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int
+                   ) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches; epoch e uses the permutation seeded by (seed, e). Drops the last partial batch."""
+    per_epoch = len(data) // args.batch_size
+    epoch, index = divmod(skip, per_epoch)
+    while True:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch))
+        for i in range(index, per_epoch):
+            rows = order[i * args.batch_size:(i + 1) * args.batch_size].tolist()
+            yield collate([data[j] for j in rows])
+        epoch, index = epoch + 1, 0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+
+def save_checkpoint(folder: str, step: int, adapted: Adapted, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, allocator: RankAllocator, config: AdaLoraConfig) -> str:
+    """Everything a resume needs; the data position follows from `step`. Written atomically."""
+    os.makedirs(folder, exist_ok=True)
+    state = {
+        "step": step,
+        "config": asdict(config),
+        "trainable": {n: p.detach().cpu() for n, p in adapted.model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "allocator": allocator.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }
+    path = os.path.join(folder, f"step-{step:08d}.pt")
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _load_checkpoint(path: str, adapted: Adapted, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     allocator: RankAllocator, config: AdaLoraConfig) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+    if state["config"] != asdict(config):
+        raise ConfigError(f"checkpoint {path} was written with a different configuration: resume with the same one")
+    params = dict(adapted.model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    allocator.load_state_dict(state["allocator"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state["step"]
