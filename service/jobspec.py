@@ -1,0 +1,228 @@
+"""What a user submits to start a training job, validated before anything is queued.
+
+Errors name the field and the fix; unknown fields are rejected so a typo is a 422, not a silent default.
+Importable without torch: the API validates specs without loading any model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.settings import get_settings
+
+Task = Literal["sequence_classification", "causal_lm"]
+DataFormat = Literal["csv", "tsv", "jsonl", "json"]
+SUFFIX_FORMATS: dict[str, DataFormat] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+# A Hugging Face hub id: `name` or `org/name`.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _safe_relative(path: str, field: str) -> PurePosixPath:
+    """A relative path with no `..`; absolute paths are checked against the allow-list by the caller."""
+    pure = PurePosixPath(path)
+    if ".." in pure.parts:
+        raise ValueError(f"{field} must not contain '..': name a path inside an allowed folder")
+    return pure
+
+
+def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
+    """The existing file or folder `path` names inside one of `roots`, or None. Never leaves the roots."""
+    for root in roots:
+        candidate = (Path(path) if Path(path).is_absolute() else root / path).resolve()
+        if not candidate.is_relative_to(root):
+            continue
+        if candidate.is_dir() if want_dir else candidate.is_file():
+            return candidate
+    return None
+
+
+class Columns(Strict):
+    """Which dataset columns hold the inputs; left empty, the worker picks them by common names."""
+
+    text_column: str | None = None       # sentence / text / prompt ...
+    text_pair_column: str | None = None  # second sentence of a pair task (NLI, paraphrase)
+    label_column: str | None = None      # label / labels / target ... (classification only)
+
+
+class HubDataset(Columns):
+    source: Literal["hub"]
+    path: str = Field(description="dataset id on the Hugging Face hub, e.g. `nyu-mll/glue`")
+    name: str | None = Field(default=None, description="configuration, e.g. `sst2`")
+    split: str = "train"
+    revision: str | None = None
+    validation_name: str | None = Field(default=None, description="a split to evaluate on, e.g. `validation`")
+    validation_split: float | None = Field(default=0.1, ge=0, lt=1,
+                                           description="fraction held out for evaluation when no validation set is named")
+
+
+class ServerDataset(Columns):
+    source: Literal["server"]
+    path: str = Field(description="a file inside one of the server's DATA_DIRS, relative to that folder")
+    format: DataFormat | None = Field(default=None, description="inferred from the file suffix when omitted")
+    validation_path: str | None = Field(default=None, description="a second file to evaluate on")
+    validation_split: float | None = Field(default=0.1, ge=0, lt=1,
+                                           description="fraction held out for evaluation when no validation file is named")
+
+    @field_validator("path", "validation_path")
+    @classmethod
+    def _inside_data_dirs(cls, value: str | None, info) -> str | None:
+        if value is None:
+            return value
+        field = f"dataset.{info.field_name}"
+        _safe_relative(value, field)
+        roots = get_settings().resolved_data_dirs()
+        if not roots:
+            raise ValueError(f"{field}: this server has no DATA_DIRS configured; use a hub dataset "
+                             "or ask the operator to set DATA_DIRS")
+        if find_under(value, roots, want_dir=False) is None:
+            raise ValueError(f"{field}: no file {value!r} inside the allowed data folders; "
+                             "give a path relative to one of DATA_DIRS")
+        return value
+
+    @model_validator(mode="after")
+    def _infer_format(self) -> ServerDataset:
+        if self.format is None:
+            suffix = PurePosixPath(self.path).suffix.lower()
+            if suffix not in SUFFIX_FORMATS:
+                raise ValueError(f"dataset.format: cannot infer it from {suffix or 'no suffix'!r}; "
+                                 "set format to csv, tsv, jsonl or json")
+            self.format = SUFFIX_FORMATS[suffix]
+        return self
+
+    def resolved_path(self) -> Path:
+        return find_under(self.path, get_settings().resolved_data_dirs(), want_dir=False)
+
+    def resolved_validation_path(self) -> Path | None:
+        if self.validation_path is None:
+            return None
+        return find_under(self.validation_path, get_settings().resolved_data_dirs(), want_dir=False)
+
+
+DatasetSpec = Annotated[HubDataset | ServerDataset, Field(discriminator="source")]
+
+
+class Budget(Strict):
+    init_r: int = Field(default=12, ge=1, le=256, description="rank every adapted module starts with")
+    target_r: float | None = Field(default=None, ge=0, description="average rank per module at the end")
+    target_params: int | None = Field(default=None, ge=0, description="or: total adapter parameters at the end")
+    lora_alpha: float = Field(default=32.0, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
+    init: Literal["gaussian", "orthogonal", "svd"] = "gaussian"
+    e_lr_multiplier: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> Budget:
+        if (self.target_r is None) == (self.target_params is None):
+            raise ValueError("budget: give exactly one of target_r (average final rank, e.g. 8) "
+                             "or target_params (total adapter parameters at the end)")
+        if self.target_r is not None and self.target_r > self.init_r:
+            raise ValueError(f"budget.target_r ({self.target_r}) must not exceed budget.init_r ({self.init_r}): "
+                             "lower target_r or raise init_r")
+        return self
+
+
+class Schedule(Strict):
+    """When the budget shrinks, in optimizer steps; a value in (0, 1) is a fraction of the run."""
+
+    tinit: float = Field(default=0.1, ge=0, description="steps at the initial budget before pruning starts")
+    tfinal: float = Field(default=0.2, ge=0, description="final steps with the rank pattern frozen")
+    delta_t: int = Field(default=10, ge=1, description="re-allocate ranks every delta_t steps")
+    beta1: float = Field(default=0.85, gt=0, lt=1)
+    beta2: float = Field(default=0.85, gt=0, lt=1)
+    orth_reg_weight: float = Field(default=0.1, ge=0)
+
+    @field_validator("tinit", "tfinal")
+    @classmethod
+    def _fraction_or_whole_steps(cls, value: float, info) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"schedule.{info.field_name}: {value} is neither a fraction in (0, 1) "
+                             "nor a whole number of steps")
+        return value
+
+    def steps(self, total_steps: int) -> tuple[int, int]:
+        as_steps = (lambda v: math.floor(v * total_steps) if 0 < v < 1 else int(v))
+        return as_steps(self.tinit), as_steps(self.tfinal)
+
+
+class Training(Strict):
+    epochs: float | None = Field(default=None, gt=0, description="passes over the data (default 1 without max_steps)")
+    max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; instead of epochs")
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    grad_accum: int = Field(default=1, ge=1, le=1024)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_seq_len: int = Field(default=128, ge=8, le=32768)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    eval_every: int | None = Field(default=None, ge=1, description="evaluate every N steps (always at the end)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _epochs_or_max_steps(self) -> Training:
+        if self.epochs is not None and self.max_steps is not None:
+            raise ValueError("training: give epochs or max_steps, not both")
+        if self.epochs is None and self.max_steps is None:
+            self.epochs = 1.0
+        cap = get_settings().max_steps_cap
+        if self.max_steps is not None and self.max_steps > cap:
+            raise ValueError(f"training.max_steps ({self.max_steps}) exceeds this server's cap of {cap}: "
+                             "lower max_steps")
+        return self
+
+
+class JobSpec(Strict):
+    name: str | None = Field(default=None, max_length=200, description="a label for listings")
+    model: str = Field(description="a hub id (`org/name`) or a folder inside one of the server's MODEL_DIRS")
+    task: Task
+    dataset: DatasetSpec
+    budget: Budget
+    schedule: Schedule = Field(default_factory=Schedule)
+    training: Training = Field(default_factory=Training)
+
+    @field_validator("model")
+    @classmethod
+    def _hub_id_or_allowed_folder(cls, value: str) -> str:
+        _safe_relative(value, "model")
+        if find_under(value, get_settings().resolved_model_dirs(), want_dir=True) is not None:
+            return value
+        if Path(value).is_absolute():
+            raise ValueError(f"model: {value!r} is not a folder inside the server's MODEL_DIRS; "
+                             "name a hub id or a folder relative to one of MODEL_DIRS")
+        if not HUB_ID.match(value):
+            raise ValueError(f"model: {value!r} is neither a hub id (`org/name`) nor a folder inside MODEL_DIRS")
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_fits_fixed_run(self) -> JobSpec:
+        # With epochs the run length depends on the data; the worker re-checks once it is known.
+        total = self.training.max_steps
+        if total is not None:
+            tinit, tfinal = self.schedule.steps(total)
+            if tinit + tfinal >= total:
+                raise ValueError(f"schedule: tinit + tfinal ({tinit} + {tfinal} steps) must be below "
+                                 f"training.max_steps ({total}): lower tinit or tfinal, or train longer")
+        return self
+
+    def model_source(self) -> str:
+        """The local folder when the model lives under MODEL_DIRS, otherwise the hub id."""
+        folder = find_under(self.model, get_settings().resolved_model_dirs(), want_dir=True)
+        return str(folder) if folder is not None else self.model
+
+    def to_adalora_kwargs(self) -> dict:
+        """Keyword arguments for adalora_core.AdaLoraConfig."""
+        return {**self.budget.model_dump(), **self.schedule.model_dump()}
+
+    def to_train_kwargs(self) -> dict:
+        """Keyword arguments for adalora_core.TrainArgs (max_seq_len is applied by the tokenizer instead)."""
+        return self.training.model_dump(exclude={"max_seq_len"})

@@ -1,0 +1,58 @@
+"""API keys: `ada_<prefix>_<secret>`. Only the prefix (to find the row) and a sha256 (to verify) are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import ApiKey, Tenant, utcnow
+
+KEY_SCHEME = "ada"
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def new_raw_key() -> tuple[str, str]:
+    """(prefix, full key). 128 random bits in the secret; the prefix only identifies the row."""
+    prefix = secrets.token_hex(4)
+    return prefix, f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(16)}"
+
+
+def create_api_key(session: Session, tenant_name: str, key_name: str | None = None) -> str:
+    """Create the tenant if needed and a key for it; returns the raw key, which is never stored."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        tenant = Tenant(name=tenant_name)
+        session.add(tenant)
+        session.flush()
+    prefix, raw = new_raw_key()
+    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=hash_key(raw), name=key_name))
+    session.flush()
+    return raw
+
+
+def tenant_for_key(session: Session, raw: str) -> Tenant | None:
+    """The tenant a presented key belongs to, or None for a malformed, unknown or revoked key."""
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME:
+        return None
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if key is None or key.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(key.key_hash, hash_key(raw)):
+        return None
+    return key.tenant
+
+
+def revoke_api_key(session: Session, prefix: str) -> bool:
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    return True

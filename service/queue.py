@@ -1,0 +1,70 @@
+"""The Celery app configuration and the one task name. The API imports this module, never worker/.
+
+The broker only carries job ids; the job row is the truth, so there is no result backend.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from celery import Celery
+from kombu import Queue
+
+from service.settings import Settings, get_settings
+
+TRAINING_QUEUE = "training"
+RUN_JOB_TASK = "adalora.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    broker = settings.effective_broker_url
+    _make_sqlite_parent(broker)
+    app = Celery("adalora", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=TRAINING_QUEUE,
+        task_queues=[Queue(TRAINING_QUEUE)],
+        task_routes={RUN_JOB_TASK: {"queue": TRAINING_QUEUE}},
+        # Ack after the run, and requeue if the worker dies: the atomic claim makes a redelivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One job per worker process at a time; never reserve a second message while training.
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        # Redis redelivers unacked messages after this; keep it above the longest allowed run.
+        broker_transport_options={"visibility_timeout": settings.task_time_limit + 3600},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def _make_sqlite_parent(url: str) -> None:
+    if url.startswith("sqla+sqlite:///"):
+        Path(url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def enqueue_job(job_id: str) -> str:
+    """Send the job to the training queue; call only after the job row is committed. Returns the task id."""
+    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=TRAINING_QUEUE)
+    return result.id
+
+
+def broker_reachable(timeout: float = 2.0) -> bool:
+    """For readiness checks: can we open a connection to the broker right now?"""
+    try:
+        with get_celery().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,75 @@
+"""Service settings from the environment (or a .env file), read once.
+
+With no configuration everything is embedded under ./var: a SQLite database, a broker on a SQLite
+file (kombu's SQLAlchemy transport, so no server is needed) and a local artifact folder.
+Set DATABASE_URL and REDIS_URL to run on Postgres + Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = f"sqlite:///{VAR_DIR / 'adalora.sqlite'}"
+    # An explicit broker wins; otherwise REDIS_URL; otherwise the serverless SQLite broker.
+    broker_url: str | None = None
+    redis_url: str | None = None
+    artifact_dir: Path = VAR_DIR / "artifacts"
+    # Server folders that hold models / datasets a job may name; nothing outside them is readable.
+    # From the environment: a comma-separated list (MODEL_DIRS=/models,/mnt/shared/models).
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    data_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
+    # Limits.
+    max_body_bytes: int = 1 << 20            # a JSON request body
+    max_upload_bytes: int = 2 << 30          # an uploaded dataset file
+    max_steps_cap: int = 200_000             # no job may ask for more optimizer steps
+    metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
+    metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first
+    cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status
+    task_soft_time_limit: int = 24 * 3600    # a training run longer than this is stopped
+    task_time_limit: int = 24 * 3600 + 600   # ... and killed if it ignores the soft limit
+
+    @field_validator("model_dirs", "data_dirs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        if self.env == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("ENV=production needs DATABASE_URL pointing at Postgres, not the embedded SQLite file")
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        return f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite'}"
+
+    def resolved_model_dirs(self) -> list[Path]:
+        return [d.expanduser().resolve() for d in self.model_dirs]
+
+    def resolved_data_dirs(self) -> list[Path]:
+        return [d.expanduser().resolve() for d in self.data_dirs]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests change the environment and call get_settings.cache_clear()."""
+    return Settings()
