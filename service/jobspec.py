@@ -225,4 +225,7 @@ class JobSpec(Strict):
 
     def to_train_kwargs(self) -> dict:
         """Keyword arguments for adalora_core.TrainArgs (max_seq_len is applied by the tokenizer instead)."""
-        return self.training.model_dump(exclude={"max_seq_len"})
+        kwargs = self.training.model_dump(exclude={"max_seq_len"})
+        if kwargs["epochs"] is None:  # max_steps decides the length; TrainArgs keeps its own epochs default
+            del kwargs["epochs"]
+        return kwargs

@@ -1,0 +1,63 @@
+"""Writing what a run reports, in batches. Rows are keyed by (job, step) and upserted, so a rerun or a
+resumed run overwrites its earlier rows instead of duplicating them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.lifecycle import ACTIVE_STATUSES
+from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _upsert(session: Session, model: type, rows: list[dict[str, Any]], update_columns: list[str]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect not in _INSERTS:
+        raise NotImplementedError(f"no upsert for database dialect {dialect!r}: use PostgreSQL or SQLite")
+    stmt = _INSERTS[dialect](model).values(rows)
+    stmt = stmt.on_conflict_do_update(index_elements=["job_id", "step"],
+                                      set_={col: stmt.excluded[col] for col in update_columns})
+    session.execute(stmt)
+
+
+def upsert_metrics(session: Session, job_id: str, by_step: Mapping[int, dict[str, float]]) -> None:
+    rows = [{"job_id": job_id, "step": step, "values": values} for step, values in sorted(by_step.items())]
+    _upsert(session, Metric, rows, ["values"])
+
+
+def upsert_rank_snapshots(session: Session, job_id: str,
+                          by_step: Mapping[int, tuple[float, dict[str, int], bool]]) -> None:
+    rows = [{"job_id": job_id, "step": step, "budget": budget, "ranks": ranks, "final": final}
+            for step, (budget, ranks, final) in sorted(by_step.items())]
+    _upsert(session, RankSnapshot, rows, ["budget", "ranks", "final"])
+
+
+def upsert_checkpoints(session: Session, job_id: str, by_step: Mapping[int, str]) -> None:
+    rows = [{"job_id": job_id, "step": step, "path": path, "created_at": utcnow()}
+            for step, path in sorted(by_step.items())]
+    _upsert(session, Checkpoint, rows, ["path", "created_at"])
+
+
+def add_events(session: Session, job_id: str, events: list[tuple[datetime, str, str]]) -> None:
+    session.add_all(JobEvent(job_id=job_id, ts=ts, level=level, message=message) for ts, level, message in events)
+
+
+def record_progress(session: Session, job_id: str, step: int, total_steps: int | None,
+                    budget: float | None) -> None:
+    """The job row's progress fields and heartbeat; only while the run is active."""
+    values: dict[str, Any] = {"step": step, "heartbeat_at": utcnow()}
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    if budget is not None:
+        values["current_budget"] = budget
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES)).values(**values)
+                    .execution_options(synchronize_session=False))
