@@ -38,10 +38,10 @@ class BudgetSchedule:
         self.final_step = min(total_step - tfinal, total_step - 1)
 
     def budget(self, step: int) -> int:
-        if step <= self.tinit:
-            return self.init_budget
         if step >= self.final_step:
             return self.target_budget
+        if step <= self.tinit:
+            return self.init_budget
         progress = (step - self.tinit) / (self.total_step - self.tfinal - self.tinit)
         spread = self.init_budget - self.target_budget
         return int(spread * (1 - progress) ** 3 + self.target_budget)

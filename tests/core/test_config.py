@@ -1,0 +1,35 @@
+import pytest
+
+from adalora_core import AdaLoraConfig, ConfigError, TrainArgs
+
+
+@pytest.mark.parametrize("kwargs,fix", [
+    (dict(total_step=10, tinit=5, tfinal=5), "lower tinit or tfinal, or train longer"),
+    (dict(target_r=16, init_r=8), "lower target_r or raise init_r"),
+    (dict(target_r=4, target_params=1000), "exactly one budget"),
+    (dict(target_r=None), "exactly one budget"),
+    (dict(beta1=1.0), "beta1 must be strictly between 0 and 1"),
+    (dict(delta_t=0), "delta_t must be >= 1"),
+    (dict(init_r=0, target_r=0), "raise init_r"),
+    (dict(orth_reg_weight=-1), "orth_reg_weight must be >= 0"),
+    (dict(init="kaiming"), "init must be gaussian, orthogonal or svd"),
+    (dict(tinit=2.5), "neither a fraction"),
+])
+def test_invalid_config_names_the_fix(kwargs, fix):
+    with pytest.raises(ConfigError, match=fix):
+        config = AdaLoraConfig(**kwargs)
+        config.schedule_steps(100)
+
+
+def test_fractions_are_of_the_total_step():
+    assert AdaLoraConfig(tinit=0.1, tfinal=0.25).schedule_steps(200) == (20, 50)
+    assert AdaLoraConfig(tinit=3, tfinal=4).schedule_steps(200) == (3, 4)
+
+
+def test_train_args_errors_and_step_count():
+    assert TrainArgs(batch_size=8, epochs=2).total_steps(64) == 16
+    assert TrainArgs(batch_size=8, grad_accum=3, epochs=1).total_steps(64) == 3
+    with pytest.raises(ConfigError, match="fewer than batch_size"):
+        TrainArgs(batch_size=32).total_steps(10)
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainArgs(learning_rate=0)

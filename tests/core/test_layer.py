@@ -1,0 +1,96 @@
+import pytest
+import torch
+from torch import nn
+
+from adalora_core import AdaLoraConfig, SVDLinear, inject_adalora, unload
+
+from tests.core.tiny import tiny_bert, tiny_gpt2
+
+
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal", "svd"])
+def test_wrapped_model_equals_base_model_at_init(init):
+    x = torch.randint(0, 100, (3, 8))
+    model = tiny_bert()
+    before = model(input_ids=x).logits
+    inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2, init=init))
+    # E starts at exactly zero, so the adapter adds exactly zero: equality, not closeness.
+    assert torch.equal(model(input_ids=x).logits, before)
+
+
+def test_gpt2_conv1d_layers_are_wrapped_with_fan_in_fan_out():
+    model = tiny_gpt2()
+    adapted = inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2))
+    names = sorted(adapted.modules)
+    assert names == sorted(f"transformer.h.{i}.{m}" for i in range(2)
+                           for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+    layer = adapted.modules["transformer.h.0.attn.c_attn"]
+    assert layer.fan_in_fan_out and (layer.in_features, layer.out_features) == (32, 96)
+
+
+@pytest.mark.parametrize("conv1d", [False, True])
+def test_merge_then_unmerge_restores_outputs(conv1d):
+    torch.manual_seed(0)
+    if conv1d:
+        from transformers.pytorch_utils import Conv1D
+        base = Conv1D(24, 16)
+    else:
+        base = nn.Linear(16, 24)
+    layer = SVDLinear(base, r=4, lora_alpha=8)
+    with torch.no_grad():
+        layer.lora_E.normal_()
+    x = torch.randn(5, 16)
+    unmerged = layer(x)
+    original_weight = base.weight.clone()
+    layer.merge()
+    merged = layer(x)
+    layer.unmerge()
+    # Merging reassociates fp32 sums (x·W + x·dW vs x·(W + dW)): equal to ~1e-6 relative, not bitwise.
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer(x), unmerged, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(base.weight, original_weight, rtol=0, atol=1e-6)
+    assert not torch.equal(unmerged, base(x)), "a non-zero E must change the output"
+
+
+def test_adapter_stays_fp32_on_a_bf16_base_model():
+    model = tiny_bert().to(torch.bfloat16)
+    adapted = inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2))
+    layer = next(iter(adapted.modules.values()))
+    assert {layer.lora_A.dtype, layer.lora_E.dtype, layer.lora_B.dtype} == {torch.float32}
+    with torch.no_grad():
+        layer.lora_E.fill_(1.0)
+    out = model(input_ids=torch.randint(0, 100, (2, 8))).logits
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_injection_freezes_base_and_trains_adapters_and_head():
+    model = tiny_bert()
+    adapted = inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted.heads == ["classifier"]
+    assert {"classifier.weight", "classifier.bias"} <= trainable
+    assert all(".lora_" in n or n.startswith("classifier.") for n in trainable)
+    counts = adapted.parameter_counts()
+    # 12 linears: 4 of 32x32, 1 of 32->64 and 1 of 64->32 per layer; each rank costs in + out + 1.
+    per_rank = 2 * (4 * 65 + 2 * 97)
+    assert counts["adapter"] == 4 * per_rank
+    assert counts["heads"] == 32 * 2 + 2
+
+
+def test_regex_target_modules_and_a_clear_error_when_nothing_matches():
+    adapted = inject_adalora(tiny_bert(), AdaLoraConfig(init_r=2, target_r=1, target_modules=r".*\.query"))
+    assert len(adapted.modules) == 2
+    with pytest.raises(ValueError, match="matched no linear layer"):
+        inject_adalora(tiny_bert(), AdaLoraConfig(init_r=2, target_r=1, target_modules=["nonexistent"]))
+
+
+def test_unload_with_merge_gives_plain_model_with_same_outputs():
+    model = tiny_bert()
+    adapted = inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2))
+    with torch.no_grad():
+        for m in adapted.modules.values():
+            m.lora_E.normal_()
+    x = torch.randint(0, 100, (2, 8))
+    expected = model(input_ids=x).logits
+    plain = unload(adapted, merge=True)
+    assert not any(isinstance(m, SVDLinear) for m in plain.modules())
+    torch.testing.assert_close(plain(input_ids=x).logits, expected, rtol=1e-5, atol=1e-5)

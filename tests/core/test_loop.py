@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from adalora_core import AdaLoraConfig, TrainArgs, TrainCallbacks, build_model, train
+from tests.core.tiny import classification_data, collate
+
+
+class Recorder(TrainCallbacks):
+    def __init__(self, stop_at=None):
+        self.metrics, self.allocations, self.events, self.checkpoints = [], [], [], []
+        self.stop_at = stop_at
+
+    def on_metrics(self, step, metrics):
+        self.metrics.append((step, metrics))
+
+    def on_allocation(self, step, budget, ranks, final):
+        self.allocations.append((step, budget, sum(ranks.values()), final))
+
+    def on_event(self, level, message):
+        self.events.append((level, message))
+
+    def on_checkpoint(self, step, path):
+        self.checkpoints.append((step, path))
+
+    def should_stop(self):
+        return self.stop_at is not None and len(self.metrics) >= self.stop_at
+
+
+CONFIG = AdaLoraConfig(init_r=4, target_r=2, tinit=2, tfinal=3, delta_t=2, lora_dropout=0.1)
+
+
+def run(bert_dir, callbacks=None, resume_from=None, **overrides):
+    args = dict(max_steps=16, batch_size=8, learning_rate=5e-2, seed=3)
+    args.update(overrides)
+    model = build_model(bert_dir, "sequence_classification")
+    return train(model, CONFIG, TrainArgs(**args), classification_data(), collate,
+                 eval_fn=lambda m: {"accuracy": 0.5}, callbacks=callbacks, resume_from=resume_from)
+
+
+def test_callbacks_see_every_step_and_a_budget_falling_from_init_to_target(bert_dir):
+    rec = Recorder()
+    result = run(bert_dir, rec, eval_every=5)
+    assert [s for s, _ in rec.metrics] == list(range(1, 17))
+    assert {"loss", "lr", "budget", "orth_loss", "grad_norm"} <= set(rec.metrics[0][1])
+    assert [s for s, m in rec.metrics if "eval_accuracy" in m] == [5, 10, 15, 16]
+    budgets = [b for _, b, _, _ in rec.allocations]
+    assert budgets[0] < 48 and budgets[-1] == 24 and budgets == sorted(budgets, reverse=True)
+    assert all(kept == b for _, b, kept, _ in rec.allocations)
+    # The mask freezes at 0-based step T - tfinal (PEFT's convention), reported 1-based.
+    assert rec.allocations[-1][3] and rec.allocations[-1][0] == 16 - 3 + 1
+    assert result.step == 16 and not result.stopped
+
+
+def test_training_moves_adapters_and_head_but_never_the_base_weights(bert_dir):
+    before = {n: p.clone() for n, p in build_model(bert_dir, "sequence_classification").named_parameters()}
+    result = run(bert_dir)
+    after = dict(result.adapted.model.named_parameters())
+    for name, value in before.items():
+        wrapped = name if name in after else name.rsplit(".", 1)[0] + ".base." + name.rsplit(".", 1)[1]
+        if name.startswith("classifier."):
+            assert not torch.equal(after[wrapped], value), f"{name} should have trained"
+        else:
+            assert torch.equal(after[wrapped], value), f"{name} is frozen and must not change"
+    for name, keep in result.rank_pattern.items():
+        e = result.adapted.modules[name].lora_E.detach().view(-1)
+        assert torch.all(e[~torch.tensor(keep)] == 0), "pruned singular values are exactly zero"
+        assert torch.all(e[torch.tensor(keep)] != 0)
+
+
+def test_should_stop_ends_the_run_at_a_step_boundary(bert_dir):
+    rec = Recorder(stop_at=5)
+    result = run(bert_dir, rec)
+    assert result.stopped and result.step == 5 and len(rec.metrics) == 5
+
+
+def test_gradient_accumulation_counts_optimizer_steps(bert_dir):
+    rec = Recorder()
+    run(bert_dir, rec, grad_accum=2, max_steps=8, batch_size=4)
+    assert [s for s, _ in rec.metrics] == list(range(1, 9))
+    assert rec.allocations[-1][0] == 8 - 3 + 1 and rec.allocations[-1][3]
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run_bitwise_on_cpu(bert_dir, tmp_path):
+    full = run(bert_dir, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=6)
+    rec = Recorder()
+    run(bert_dir, rec, checkpoint_dir=str(tmp_path / "b"), checkpoint_every=6)
+    step, path = rec.checkpoints[0]
+    assert step == 6
+    resumed = run(bert_dir, checkpoint_dir=str(tmp_path / "c"), resume_from=path)
+    # Same data order, RNG (dropout), optimizer, scheduler and allocator state: identical bits on CPU.
+    ours = dict(resumed.adapted.model.named_parameters())
+    for name, p in full.adapted.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(ours[name], p), name
+    assert resumed.rank_pattern == full.rank_pattern
+
+
+def test_resume_refuses_a_checkpoint_from_another_configuration(bert_dir, tmp_path):
+    rec = Recorder()
+    run(bert_dir, rec, checkpoint_dir=str(tmp_path), checkpoint_every=6)
+    with pytest.raises(ValueError, match="different configuration"):
+        run(bert_dir, max_steps=20, resume_from=rec.checkpoints[0][1])
