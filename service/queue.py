@@ -13,21 +13,21 @@ from kombu import Queue
 
 from service.settings import Settings, get_settings
 
-TRAINING_QUEUE = "training"
+TRAINING_QUEUE = "training"  # the default of settings.queue_name
 RUN_JOB_TASK = "adalora.run_job"
 
 
 def make_celery(settings: Settings) -> Celery:
-    broker = settings.effective_broker_url
+    broker, queue = settings.effective_broker_url, settings.queue_name
     _make_sqlite_parent(broker)
     app = Celery("adalora", broker=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        task_default_queue=TRAINING_QUEUE,
-        task_queues=[Queue(TRAINING_QUEUE)],
-        task_routes={RUN_JOB_TASK: {"queue": TRAINING_QUEUE}},
+        task_default_queue=queue,
+        task_queues=[Queue(queue)],
+        task_routes={RUN_JOB_TASK: {"queue": queue}},
         # Ack after the run, and requeue if the worker dies: the atomic claim makes a redelivery harmless.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -56,7 +56,7 @@ def get_celery() -> Celery:
 
 def enqueue_job(job_id: str) -> str:
     """Send the job to the training queue; call only after the job row is committed. Returns the task id."""
-    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=TRAINING_QUEUE)
+    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue_name)
     return result.id
 
 

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     # An explicit broker wins; otherwise REDIS_URL; otherwise the serverless SQLite broker.
     broker_url: str | None = None
     redis_url: str | None = None
+    queue_name: str = "training"             # workers of one GPU pool share a queue
     artifact_dir: Path = VAR_DIR / "artifacts"
     # Server folders that hold models / datasets a job may name; nothing outside them is readable.
     # From the environment: a comma-separated list (MODEL_DIRS=/models,/mnt/shared/models).
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
     metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first
     cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status
+    stale_job_seconds: float = 1800.0        # a running job without a heartbeat this long is taken over
     task_soft_time_limit: int = 24 * 3600    # a training run longer than this is stopped
     task_time_limit: int = 24 * 3600 + 600   # ... and killed if it ignores the soft limit
 

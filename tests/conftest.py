@@ -1,0 +1,252 @@
+"""Shared fixtures: real databases (SQLite file, and Postgres when TEST_POSTGRES_URL is set), Redis,
+a tiny BERT classifier saved to disk, a small CSV dataset, and a real Celery worker process.
+
+scripts/test.sh sets TEST_POSTGRES_URL to a fresh database per run; each test module gets its own
+database on that server, created and dropped here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, make_url
+
+REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ["sqlite", "postgres"]
+
+POSITIVE = ["good", "great", "fine", "happy", "lovely", "superb", "nice", "bright"]
+NEGATIVE = ["bad", "awful", "poor", "sad", "ugly", "terrible", "dull", "grim"]
+FILLER = ["the", "movie", "was", "very", "plot", "acting", "and", "really", "a", "story", "film", "quite"]
+
+
+# -- databases -------------------------------------------------------------------------------------
+
+def postgres_server_url() -> str | None:
+    return os.environ.get("TEST_POSTGRES_URL")
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the TEST_POSTGRES_URL server, dropped afterwards."""
+    import psycopg
+
+    base = make_url(postgres_server_url())
+    name = f"{base.database}_{uuid.uuid4().hex[:8]}"
+    admin = base.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def empty_database(backend: str, folder: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / f'service-{uuid.uuid4().hex[:8]}.sqlite'}"
+        return
+    if not postgres_server_url():
+        pytest.skip("TEST_POSTGRES_URL is not set (scripts/test.sh sets it when PostgreSQL is running)")
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def migrate(url: str, revision: str = "head", direction: str = "upgrade") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from service.db import make_engine
+
+    config = Config(str(REPO / "alembic.ini"))
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            getattr(command, direction)(config, revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def empty_database_url(request, tmp_path) -> Iterator[str]:
+    """An empty database; parametrize indirectly with "sqlite" or "postgres"."""
+    with empty_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def database_url(request, tmp_path_factory) -> Iterator[str]:
+    """A migrated database for this test module, on each backend."""
+    with empty_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        migrate(url)
+        yield url
+
+
+def reset_service_caches() -> None:
+    """Forget settings, engines and the Celery app so the next use reads the current environment."""
+    from service import db
+    from service.queue import get_celery
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    db.reset()
+    get_celery.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def service_env(database_url, tmp_path_factory, tiny_model_dir, tiny_dataset_file) -> Iterator[dict[str, str]]:
+    """Environment for this process and any worker: the module's database, its own artifact folder and
+    queue, the tiny model and dataset folders allow-listed. Postgres modules use Redis as the broker;
+    SQLite modules use the embedded SQLite broker, as `adalora-svc dev` does."""
+    root = tmp_path_factory.mktemp("service")
+    env = {
+        "DATABASE_URL": database_url,
+        "ARTIFACT_DIR": str(root / "artifacts"),
+        "MODEL_DIRS": str(tiny_model_dir.parent),
+        "DATA_DIRS": str(tiny_dataset_file.parent),
+        "QUEUE_NAME": f"training-test-{uuid.uuid4().hex[:8]}",  # concurrent test runs never share a queue
+        "BROKER_URL": broker_for(database_url, root),
+        "METRICS_FLUSH_STEPS": "5",
+        "METRICS_FLUSH_SECONDS": "1",
+        "CANCEL_POLL_SECONDS": "0.2",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        reset_service_caches()
+        yield env
+    reset_service_caches()
+
+
+def broker_for(database_url: str, folder: Path) -> str:
+    if database_url.startswith("postgresql"):
+        redis_url = os.environ.get("TEST_REDIS_URL")
+        if not redis_url:
+            pytest.skip("TEST_REDIS_URL is not set (scripts/test.sh sets it)")
+        return redis_url
+    return f"sqla+sqlite:///{folder / 'broker.sqlite'}"
+
+
+@pytest.fixture(scope="module")
+def engine(service_env) -> Iterator[Engine]:
+    from service.db import get_engine
+
+    yield get_engine()
+
+
+# -- a tiny model and dataset ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT classifier (hidden size 32) with its WordPiece tokenizer, saved like a hub model."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-bert"
+    folder.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(sentence, "positive"|"negative"): the label is the polarity of the one sentiment word."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_file(tmp_path_factory) -> Path:
+    """96 rows of `sentence,label` with string labels, in a data folder of its own."""
+    path = tmp_path_factory.mktemp("data") / "sentiment.csv"
+    path.write_text("sentence,label\n" + "".join(f"{s},{y}\n" for s, y in sentiment_rows(96)))
+    return path
+
+
+def tiny_job_spec(**training) -> dict:
+    """A job on the tiny model and dataset, small enough for a few seconds on a CPU."""
+    return {
+        "model": "tiny-bert",
+        "task": "sequence_classification",
+        "dataset": {"source": "server", "path": "sentiment.csv", "validation_split": 0.25},
+        "budget": {"init_r": 4, "target_r": 2, "lora_alpha": 8},
+        "schedule": {"tinit": 4, "tfinal": 6, "delta_t": 2},
+        "training": {"max_steps": 24, "batch_size": 8, "learning_rate": 5e-3, "warmup_ratio": 0.0,
+                     **training},
+    }
+
+
+# -- a real Celery worker --------------------------------------------------------------------------
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def celery_worker(service_env, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """`celery -A worker.celery_app worker` as a subprocess on this module's database, broker and queue."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {**os.environ, **service_env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", service_env["QUEUE_NAME"],
+               "-c", "1", "--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle",
+               "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "-l", "info"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    worker = WorkerProcess(process, log_path)
+    yield worker
+    stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll until `condition()` is truthy and return it; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")

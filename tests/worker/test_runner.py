@@ -1,0 +1,67 @@
+"""The runner in this process (no Celery): progress is written in batches, failures get readable messages."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, select
+
+from service.db import session_scope
+from service.models import Artifact, Job, JobEvent, Metric, RankSnapshot, Tenant
+from tests.conftest import tiny_job_spec
+from worker.runner import run_job
+
+
+def queued_job(spec: dict) -> str:
+    with session_scope() as session:
+        tenant = Tenant(name=f"runner-{len(session.scalars(select(Tenant)).all())}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, spec=spec)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def count_commits(engine) -> list[int]:
+    commits = [0]
+    event.listen(engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+    return commits
+
+
+def test_progress_is_written_in_batches_not_per_step(engine):
+    job_id = queued_job(tiny_job_spec(max_steps=30))
+    commits = count_commits(engine)
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        steps = session.scalars(select(Metric.step).where(Metric.job_id == job_id).order_by(Metric.step)).all()
+        snapshots = session.scalars(select(RankSnapshot).where(RankSnapshot.job_id == job_id)
+                                    .order_by(RankSnapshot.step)).all()
+        kinds = session.scalars(select(Artifact.kind).where(Artifact.job_id == job_id)).all()
+    assert (job.status, job.step, job.total_steps, job.error) == ("succeeded", 30, 30, None)
+    assert steps == list(range(1, 31))
+    # 30 steps flushed every 5 (METRICS_FLUSH_STEPS) plus a handful of lifecycle commits, never one per row.
+    assert commits[0] <= 30 // 5 + 8, commits[0]
+    assert snapshots[0].step == 0 and snapshots[-1].final
+    assert sorted(kinds) == ["adapter", "merged"]
+
+
+def test_unreadable_labels_fail_with_a_message_naming_the_column(engine, tiny_dataset_file):
+    spec = tiny_job_spec()
+    spec["dataset"]["label_column"] = "missing"
+    job_id = queued_job(spec)
+    assert run_job(job_id) == "failed"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        last_event = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
+                                     .order_by(JobEvent.id.desc())).first()
+    assert "dataset.label_column" in job.error and "'missing'" in job.error
+    assert last_event.level == "error" and last_event.message == job.error
+
+
+def test_a_job_already_claimed_is_not_run_again(engine):
+    job_id = queued_job(tiny_job_spec(max_steps=12))
+    assert run_job(job_id) == "succeeded"
+    assert run_job(job_id) is None  # a redelivered message for a finished job does nothing
+    with session_scope() as session:
+        assert session.get(Job, job_id).attempts == 1

@@ -1,0 +1,240 @@
+"""One training run for one job row: claim, build, train with progress reporting, export, record the outcome.
+
+Plain functions, no Celery here: the task in worker/tasks.py only passes the job id in.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service import artifacts
+from service.db import get_sessionmaker, session_scope
+from service.jobspec import JobSpec
+from service.lifecycle import claim_job, finish_job
+from service.models import Job, JobEvent, utcnow
+from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
+
+
+class JobError(Exception):
+    """A failure the user can fix; the message is stored on the job as it is."""
+
+
+def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> str | None:
+    """Run a queued job to its end; returns its final status, or None when this worker did not claim it."""
+    settings = get_settings()
+    with session_scope() as session:
+        if not claim_job(session, job_id, worker, task_id, settings.stale_job_seconds):
+            log.info("job %s not claimed: already taken, finished or cancelled", job_id)
+            return None
+        session.add(JobEvent(job_id=job_id, message=f"started on {worker}"))
+        spec_json = session.scalar(select(Job.spec).where(Job.id == job_id))
+    reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
+                                settings.cancel_poll_seconds)
+    status, error = "failed", None
+    try:
+        status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
+    except JobError as e:
+        error = str(e)
+    except Exception as e:
+        error = describe_failure(e, reporter.step)
+        log.exception("job %s failed", job_id)
+    finally:
+        reporter.flush()
+    with session_scope() as session:
+        finish_job(session, job_id, status, error)
+        message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
+        session.add(JobEvent(job_id=job_id, level="error" if status == "failed" else "info", message=message))
+    return status
+
+
+def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) -> str:
+    import adalora_core as core  # torch and transformers load only here, inside the worker
+
+    from worker.data import make_collate, make_eval_fn, prepare
+
+    source = spec.model_source()
+    tokenizer = load_tokenizer(spec, source)
+    data = prepare(spec, tokenizer)
+    reporter.event("info", f"data: {len(data.train)} training and {len(data.validation)} validation examples"
+                   + (f", {data.num_labels} labels" if data.num_labels else "")
+                   + f"; text from {', '.join(data.text_columns)}")
+    config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
+    args = core.TrainArgs(**spec.to_train_kwargs())
+    total = args.total_steps(len(data.train))
+    config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
+    reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
+    model = load_model(spec, source, data.num_labels, data.label_names)
+    collate = make_collate(tokenizer.pad_token_id)
+    result = core.train(model, config, args, data.train, collate,
+                        eval_fn=make_eval_fn(spec.task, data.validation, collate, args.batch_size * 2),
+                        callbacks=reporter)
+    if result.stopped:
+        return "cancelled"
+    reporter.flush()
+    reporter.event("info", "writing the adapter and the merged model")
+    export(job_id, spec, result, tokenizer)
+    return "succeeded"
+
+
+def load_tokenizer(spec: JobSpec, source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except Exception as e:
+        raise JobError(unknown_model_message(spec.model, e)) from e
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise JobError(f"model {spec.model!r}: its tokenizer has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models usually ship without one
+    return tokenizer
+
+
+def load_model(spec: JobSpec, source: str, num_labels: int | None, label_names: list[str] | None):
+    from adalora_core import build_model
+
+    overrides = {}
+    if label_names:
+        overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    try:
+        return build_model(source, spec.task, num_labels=num_labels, config_overrides=overrides)
+    except Exception as e:
+        raise JobError(unknown_model_message(spec.model, e)) from e
+
+
+def initial_ranks(spec: JobSpec, source: str, num_labels: int | None, config, total: int) -> tuple[int, dict[str, int]]:
+    """(budget, ranks) before any pruning, from the architecture alone (no weights are read)."""
+    from adalora_core import build_model, inject_adalora
+
+    try:
+        skeleton = build_model(source, spec.task, num_labels=num_labels, empty=True)
+    except Exception as e:
+        raise JobError(unknown_model_message(spec.model, e)) from e
+    names = inject_adalora(skeleton, config.with_total_step(total)).modules.keys()
+    return config.init_r * len(names), {name: config.init_r for name in names}
+
+
+def export(job_id: str, spec: JobSpec, result, tokenizer) -> None:
+    from adalora_core import save_merged, save_peft_adapter
+
+    with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:
+        adapter, merged = Path(work) / "adapter", Path(work) / "merged"
+        save_peft_adapter(result, str(adapter), base_model=spec.model, task_type=PEFT_TASK_TYPES[spec.task])
+        save_merged(result, str(merged))
+        tokenizer.save_pretrained(str(merged))
+        with session_scope() as session:
+            for kind, folder in (("adapter", adapter), ("merged", merged)):
+                row = artifacts.store_folder(session, job_id, kind, folder)
+                session.add(JobEvent(job_id=job_id, message=f"{kind} ready: {row.size} bytes, sha256 {row.sha256}"))
+
+
+def unknown_model_message(model: str, error: BaseException) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"model {model!r} could not be loaded ({first}). Check the hub id, or that this server can reach "
+            "the hub or has the model cached, or name a folder inside MODEL_DIRS")
+
+
+def describe_failure(error: BaseException, step: int) -> str:
+    """A message a user can act on for the failures we can name; otherwise the error's own words."""
+    from adalora_core import ConfigError
+
+    from worker.data import DataError
+
+    if isinstance(error, ConfigError):
+        return f"configuration: {error}"
+    if isinstance(error, DataError):
+        return str(error)
+    if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
+        return (f"out of GPU memory at step {step}: lower training.batch_size (raise training.grad_accum to keep "
+                "the effective batch), training.max_seq_len or budget.init_r, or use a smaller model")
+    if type(error).__name__ == "SoftTimeLimitExceeded":
+        return f"stopped at step {step}: the run exceeded this server's time limit; train for fewer steps"
+    last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" in {Path(last.filename).name}:{last.lineno}" if last else ""
+    return f"internal error at step {step}: {type(error).__name__}: {error}{where}"
+
+
+@dataclass
+class ProgressReporter:
+    """TrainCallbacks that buffer what the loop reports and write it in one transaction every
+    `flush_steps` steps or `flush_seconds` seconds; should_stop re-reads the job status at most every
+    `poll_seconds`."""
+
+    job_id: str
+    flush_steps: int
+    flush_seconds: float
+    poll_seconds: float
+    step: int = 0
+    total_steps: int | None = None
+    budget: float | None = None
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    snapshots: dict[int, tuple[float, dict[str, int], bool]] = field(default_factory=dict)
+    checkpoints: dict[int, str] = field(default_factory=dict)
+    events: list[tuple[datetime, str, str]] = field(default_factory=list)
+    last_flush_step: int = 0
+    last_flush_time: float = field(default_factory=time.monotonic)
+    last_poll_time: float = 0.0
+    stop: bool = False
+
+    # Duck-typed adalora_core.TrainCallbacks: this module must stay importable without torch.
+    def start(self, total_steps: int, initial: tuple[int, dict[str, int]]) -> None:
+        self.total_steps, self.budget = total_steps, float(initial[0])
+        self.snapshots[0] = (float(initial[0]), initial[1], False)
+        self.event("info", f"training {total_steps} steps, {len(initial[1])} adapted modules, "
+                           f"initial budget {initial[0]}")
+        self.flush()
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.step, self.budget = step, metrics.get("budget", self.budget)
+        self.metrics[step] = metrics
+        self._maybe_flush()
+
+    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None:
+        self.snapshots[step] = (float(budget), dict(ranks), final)
+
+    def on_event(self, level: str, message: str) -> None:
+        self.event(level, message)
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        self.checkpoints[step] = path
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.stop and now - self.last_poll_time >= self.poll_seconds:
+            self.last_poll_time = now
+            with get_sessionmaker()() as session:  # a read: nothing to commit
+                self.stop = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
+        return self.stop
+
+    def event(self, level: str, message: str) -> None:
+        self.events.append((utcnow(), level, message))
+
+    def _maybe_flush(self) -> None:
+        if (self.step - self.last_flush_step >= self.flush_steps
+                or time.monotonic() - self.last_flush_time >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Everything buffered, plus the job's progress and heartbeat, in one commit."""
+        with session_scope() as session:
+            upsert_metrics(session, self.job_id, self.metrics)
+            upsert_rank_snapshots(session, self.job_id, self.snapshots)
+            upsert_checkpoints(session, self.job_id, self.checkpoints)
+            add_events(session, self.job_id, self.events)
+            record_progress(session, self.job_id, self.step, self.total_steps, self.budget)
+        self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
+        self.last_flush_step, self.last_flush_time = self.step, time.monotonic()
