@@ -1,0 +1,62 @@
+"""Request dependencies: a database session, the caller's tenant, and a job the caller owns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import get_sessionmaker
+from service.keys import tenant_for_key
+from service.models import Job, Tenant
+
+
+def session_factory() -> sessionmaker[Session]:
+    """Overridden in tests to bind sessions to a test database; also used by long-lived SSE streams."""
+    return get_sessionmaker()
+
+
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(session_factory)]
+
+
+def get_session(factory: SessionFactoryDep) -> Iterator[Session]:
+    with factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    challenge = 'Bearer realm="adalora"' + (f', error="{error}"' if error else "")
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge})
+
+
+def current_tenant(request: Request, session: SessionDep) -> Tenant:
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("missing Authorization header: send `Authorization: Bearer <api key>`")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _unauthorized("malformed Authorization header: expected `Bearer <api key>`", "invalid_request")
+    tenant = tenant_for_key(session, key.strip())
+    if tenant is None:
+        raise _unauthorized("unknown or revoked API key", "invalid_token")
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+
+def owned_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
+    """The job if it belongs to the caller; anyone else's id is indistinguishable from a missing one."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(owned_job)]

@@ -1,0 +1,87 @@
+"""Readable error bodies: a 422 lists {field, message} pairs a user can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+REQUEST_PARTS = ("body", "query", "path", "header")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[FieldError]
+
+
+class SpecError(Exception):
+    """A request that parsed but cannot be honoured (e.g. a dry run of a model whose config is unreadable)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def field_errors(errors: list[dict[str, Any]], body: Any) -> list[FieldError]:
+    return [FieldError(field=_field_name(e["loc"], body), message=_message(e)) for e in errors]
+
+
+def _field_name(loc: tuple, body: Any) -> str:
+    """`budget.target_r` from pydantic's loc, dropping the request part and union tags (`dataset.server.path`)."""
+    parts = list(loc)
+    where = parts.pop(0) if parts and parts[0] in REQUEST_PARTS else None
+    if where == "body":
+        parts = _drop_union_tags(parts, body)
+    if not parts:
+        return where or "request"
+    return ".".join(str(p) for p in parts)
+
+
+def _drop_union_tags(parts: list, body: Any) -> list:
+    """Keep only loc parts that exist in the submitted JSON (plus the last one, e.g. a missing field)."""
+    kept, node = [], body
+    for i, part in enumerate(parts):
+        is_last = i == len(parts) - 1
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and not is_last:
+            continue  # a tag pydantic inserted for a union member, not a key the user wrote
+        kept.append(part)
+        node = node.get(part) if isinstance(node, dict) else (
+            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
+    return kept
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg = error.get("type", ""), str(error.get("msg", ""))
+    if kind == "extra_forbidden":
+        return "unknown field: remove it or check its spelling (see the schema at /docs)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "json_invalid":
+        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', msg)}"
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    body = ValidationErrorBody(detail=field_errors(list(exc.errors()), exc.body))
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+async def _spec_error(request: Request, exc: SpecError) -> JSONResponse:
+    body = ValidationErrorBody(detail=[FieldError(field=exc.field, message=exc.message)])
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SpecError, _spec_error)
+
+
+# For routers' `responses=`: documents the 422 shape in OpenAPI instead of FastAPI's default.
+VALIDATION_RESPONSE = {422: {"model": ValidationErrorBody, "description": "invalid fields, each with what to change"}}

@@ -1,0 +1,41 @@
+"""The FastAPI app: routers under /v1, health and Prometheus at the root, readable errors, OpenAPI at /docs.
+
+Run it with `uvicorn api.main:app` (or `adalora-svc serve`). Tables come from migrations, never from here.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import session_factory
+from api.errors import install_error_handlers
+from api.monitoring import RequestMetrics, make_registry
+from api.routes import artifacts, events, health, jobs, metrics, ranks
+
+V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, artifacts.router)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    yield
+    from service.db import reset
+
+    reset()  # close pooled connections on shutdown
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan,
+                  description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
+    for router in V1_ROUTERS:
+        app.include_router(router, prefix="/v1")
+    app.include_router(health.router)
+    install_error_handlers(app)
+    # The collector resolves the factory at scrape time, so a test's dependency override applies to it too.
+    app.state.metrics_registry = make_registry(lambda: app.dependency_overrides.get(session_factory, session_factory)())
+    app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,44 @@
+"""Downloads of a finished job: the PEFT adapter or the merged model, each one tar file.
+
+Served straight from the artifact store with its sha256 (also the ETag) and HTTP Range support,
+so `curl -C -` or any resuming client can continue a broken download.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from api.deps import JobDep, SessionDep
+from service.artifacts import inside_root
+from service.models import FINISHED_STATUSES, Artifact
+
+router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
+
+ArtifactKind = Literal["adapter", "merged"]
+
+
+@router.api_route("/{kind}", methods=["GET", "HEAD"], response_class=FileResponse, responses={
+    200: {"content": {"application/x-tar": {}}, "description": "the whole archive"},
+    206: {"description": "the requested byte range"},
+    404: {"description": "no such job, or this artifact was not produced"},
+    409: {"description": "the job has not finished yet"},
+    416: {"description": "the range starts beyond the end of the file"},
+})
+def download_artifact(kind: ArtifactKind, job: JobDep, session: SessionDep) -> FileResponse:
+    if job.status not in FINISHED_STATUSES:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"job is {job.status}; the {kind} is available once it has succeeded")
+    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == kind))
+    if artifact is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job.status} and left no {kind} archive")
+    path = inside_root(artifact.path)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"the {kind} archive is missing from the store")
+    return FileResponse(path, media_type="application/x-tar", filename=f"{job.id}-{kind}.tar", headers={
+        "ETag": f'"{artifact.sha256}"',  # If-Range with this ETag resumes only the very same archive
+        "X-Checksum-SHA256": artifact.sha256,
+    })

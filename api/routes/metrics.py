@@ -1,0 +1,23 @@
+"""A job's training metrics, one row per logged optimizer step."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from api.deps import JobDep, SessionDep
+from api.schemas import MetricPublic, MetricsPublic
+from service.models import Metric
+
+router = APIRouter(prefix="/jobs/{job_id}/metrics", tags=["metrics"])
+
+
+@router.get("", response_model=MetricsPublic)
+def list_metrics(job: JobDep, session: SessionDep,
+                 after_step: Annotated[int, Query(ge=0, description="only steps after this one")] = 0,
+                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> MetricsPublic:
+    rows = list(session.scalars(select(Metric).where(Metric.job_id == job.id, Metric.step > after_step)
+                                .order_by(Metric.step).limit(limit + 1)))
+    return MetricsPublic(data=[MetricPublic.model_validate(r) for r in rows[:limit]], has_more=len(rows) > limit)

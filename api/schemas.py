@@ -1,0 +1,116 @@
+"""What the API accepts and returns, kept apart from the tables in service.models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobspec import JobSpec
+
+
+class JobCreate(JobSpec):
+    dry_run: bool = Field(default=False, description="only report parameter counts, steps and the budget "
+                                                     "schedule; nothing is queued")
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str | None
+    status: str
+    model: str
+    task: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    step: int
+    total_steps: int | None
+    current_budget: float | None = Field(description="total rank kept across all adapted modules right now")
+    error: str | None
+    attempts: int
+    eta_seconds: float | None = Field(description="estimated time to finish, from the step rate so far")
+    spec: dict[str, Any]
+
+
+class JobDetail(JobPublic):
+    latest_metrics: MetricPublic | None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int = Field(description="jobs matching the filter, across all pages")
+
+
+class DryRunPublic(BaseModel):
+    """The plan for a spec, computed on the model's architecture without reading weights."""
+
+    dry_run: bool = True
+    model: str
+    adapted_modules: int
+    trainable_params_init: int = Field(description="adapter and task-head parameters at the initial budget")
+    trainable_params_final: int = Field(description="... and once the budget reached its target")
+    adapter_params_init: int
+    adapter_params_final: int
+    head_params: int
+    target_r: float = Field(description="average final rank per module")
+    budget_init: float = Field(description="total rank across modules at the start")
+    budget_final: float
+    total_steps: int
+    total_steps_from: str = Field(description="how total_steps was found: max_steps, or the counted examples")
+    tinit: int
+    tfinal: int
+    schedule: list[tuple[int, float]] = Field(description="[step, budget] points where the budget changes")
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    ts: datetime
+    level: str
+    message: str
+
+
+class EventsPublic(BaseModel):
+    data: list[EventPublic]
+    has_more: bool = Field(description="more events exist after the last one; pass its id as after_id")
+
+
+class MetricPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    values: dict[str, float] = Field(description="loss, lr, budget, orth_loss, grad_norm, eval_* ...")
+
+
+class MetricsPublic(BaseModel):
+    data: list[MetricPublic]
+    has_more: bool = Field(description="more rows exist after the last step; pass it as after_step")
+
+
+class RankSnapshotPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    budget: float
+    ranks: dict[str, int] = Field(description="rank kept by each adapted module")
+    final: bool
+
+
+class RanksPublic(BaseModel):
+    data: list[RankSnapshotPublic]
+    final_rank_pattern: dict[str, int] | None = Field(
+        description="the ranks of the exported adapter; null until the budget is frozen")
+
+
+class CancelPublic(BaseModel):
+    id: str
+    status: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

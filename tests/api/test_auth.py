@@ -1,0 +1,51 @@
+"""Every /v1 route needs a valid key; failures are 401 with a WWW-Authenticate challenge."""
+
+import pytest
+
+from service.keys import revoke_api_key
+
+PROTECTED = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"),
+             ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"),
+             ("GET", "/v1/jobs/x/artifacts/adapter"), ("GET", "/v1/jobs/x/artifacts/merged")]
+
+
+@pytest.mark.parametrize("method,path", PROTECTED)
+def test_missing_key_is_401_with_challenge(client, method, path):
+    response = client.request(method, path)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "Authorization" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "ada_abc", "Token ada_x_y"])
+def test_malformed_header_is_401(client, header):
+    response = client.get("/v1/jobs", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("key", ["ada_deadbeef_notarealsecret", "not-even-our-format", "ada__"])
+def test_unknown_key_is_401(client, key):
+    response = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+def test_right_prefix_with_wrong_secret_is_401(client, alice):
+    scheme, prefix, _secret = alice["Authorization"].removeprefix("Bearer ").split("_", 2)
+    forged = {"Authorization": f"Bearer {scheme}_{prefix}_forged-secret"}
+    assert client.get("/v1/jobs", headers=forged).status_code == 401
+
+
+def test_revoked_key_is_401(client, sessions, alice):
+    assert client.get("/v1/jobs", headers=alice).status_code == 200
+    prefix = alice["Authorization"].split("_")[1]
+    with sessions() as session:
+        assert revoke_api_key(session, prefix)
+        session.commit()
+    assert client.get("/v1/jobs", headers=alice).status_code == 401
+
+
+def test_health_endpoints_need_no_key(client):
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    assert client.get("/metrics").status_code == 200
