@@ -123,15 +123,14 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             result.stopped = True
             callbacks.on_event("info", f"stopped at step {step} of {total}")
             break
-        task_loss, orth_loss = 0.0, 0.0
+        losses = torch.zeros(2, device=device)  # task loss, orth loss: read once per step (one device sync)
         for _ in range(args.grad_accum):
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(**batch).loss
             orth = orthogonal_penalty(modules) if config.orth_reg_weight > 0 else loss.new_zeros(())
             ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
-            task_loss += loss.item() / args.grad_accum
-            orth_loss += orth.item() / args.grad_accum
+            losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
         optimizer.step()
         scheduler.step()
@@ -141,8 +140,9 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         done = step + 1
         if allocation is not None:
             _report_allocation(allocation, callbacks)
+        task_loss, orth_loss, grad_norm = torch.cat([losses, grad_norm.view(1).float()]).tolist()
         metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
-                   "grad_norm": float(grad_norm), "budget": float(allocator.current_budget)}
+                   "grad_norm": grad_norm, "budget": float(allocator.current_budget)}
         if eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
             metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
         callbacks.on_metrics(done, metrics)
