@@ -36,12 +36,18 @@ def make_celery(settings: Settings) -> Celery:
         worker_concurrency=1,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
-        # Redis redelivers unacked messages after this; keep it above the longest allowed run.
-        broker_transport_options={"visibility_timeout": settings.task_time_limit + 3600},
+        broker_transport_options=_transport_options(broker, settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def _transport_options(broker: str, settings: Settings) -> dict:
+    if broker.startswith(("redis://", "rediss://")):
+        # Redis redelivers unacked messages after this; keep it above the longest allowed run.
+        return {"visibility_timeout": settings.task_time_limit + 3600}
+    return {}  # the SQLAlchemy transport hands these to create_engine, which rejects unknown keys
 
 
 def _make_sqlite_parent(url: str) -> None:

@@ -1,0 +1,108 @@
+"""A real `celery worker` process takes jobs off the broker: Postgres + Redis, and the embedded
+SQLite database + SQLite broker. The test process only writes job rows and sends job ids."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+
+from sqlalchemy import select
+
+from service.artifacts import inside_root
+from service.db import session_scope
+from service.lifecycle import request_cancel
+from service.models import Artifact, Job, Metric, RankSnapshot, Tenant
+from service.queue import enqueue_job
+from tests.conftest import tiny_job_spec, wait_for
+
+JOB_TIMEOUT = 90  # seconds; the first job also pays for the worker importing torch and transformers
+
+
+def submit(spec: dict) -> str:
+    """What the API does: commit the row, then send its id."""
+    with session_scope() as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.name == "worker-tests"))
+        if tenant is None:
+            tenant = Tenant(name="worker-tests")
+            session.add(tenant)
+            session.flush()
+        job = Job(tenant_id=tenant.id, spec=spec)
+        session.add(job)
+    enqueue_job(job.id)
+    return job.id
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
+def wait_until_finished(job_id: str, worker, timeout: float = JOB_TIMEOUT) -> Job:
+    def finished():
+        job = job_row(job_id)
+        return job if job.status in ("succeeded", "failed", "cancelled") else None
+
+    assert worker.process.poll() is None, worker.log_tail()
+    try:
+        return wait_for(finished, timeout, what=f"job {job_id} to finish")
+    except BaseException:
+        print(worker.log_tail())
+        raise
+
+
+def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
+    job_id = submit(tiny_job_spec())
+    job = wait_until_finished(job_id, celery_worker)
+    assert (job.status, job.error, job.step, job.total_steps) == ("succeeded", None, 24, 24)
+    assert job.attempts == 1 and job.worker.startswith("test-")
+
+    with session_scope() as session:
+        metrics = session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step)).all()
+        snapshots = session.scalars(select(RankSnapshot).where(RankSnapshot.job_id == job_id)
+                                    .order_by(RankSnapshot.step)).all()
+        artifacts = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
+
+    assert [m.step for m in metrics] == list(range(1, 25))
+    assert {"loss", "lr", "budget", "orth_loss"} <= metrics[0].values.keys()
+    assert "eval_accuracy" in metrics[-1].values
+
+    # 2 layers x 6 adapted linears; init_r 4 -> target_r 2.
+    init_budget, target_budget = 12 * 4, 12 * 2
+    budgets = [s.budget for s in snapshots]
+    assert snapshots[0].step == 0 and budgets[0] == init_budget
+    assert budgets == sorted(budgets, reverse=True) and budgets[-1] == target_budget
+    assert snapshots[-1].final and not any(s.final for s in snapshots[:-1])
+    assert sum(snapshots[-1].ranks.values()) == target_budget
+
+    assert set(artifacts) == {"adapter", "merged"}
+    for kind, artifact in artifacts.items():
+        path = inside_root(artifact.path)
+        assert path.stat().st_size == artifact.size
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.sha256
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+        expected = "adapter_config.json" if kind == "adapter" else "config.json"
+        assert f"{kind}/{expected}" in names, names
+
+
+def test_unknown_model_fails_with_a_readable_message(celery_worker):
+    spec = tiny_job_spec()
+    spec["model"] = "no-such-org/no-such-model"
+    job = wait_until_finished(submit(spec), celery_worker)
+    assert job.status == "failed"
+    assert job.error.startswith("model 'no-such-org/no-such-model' could not be loaded"), job.error
+    assert "MODEL_DIRS" in job.error
+
+
+def test_cancelling_a_running_job_stops_it_and_the_worker_takes_the_next(celery_worker):
+    long_job = submit(tiny_job_spec(max_steps=20_000))
+    wait_for(lambda: job_row(long_job).step > 0, JOB_TIMEOUT, what="the long job to start training")
+    next_job = submit(tiny_job_spec(max_steps=12))
+
+    with session_scope() as session:
+        assert request_cancel(session, long_job) == "cancelling"
+    cancelled = wait_until_finished(long_job, celery_worker, timeout=15)
+    assert cancelled.status == "cancelled" and cancelled.step < 20_000
+    assert cancelled.finished_at is not None
+
+    assert wait_until_finished(next_job, celery_worker).status == "succeeded"
