@@ -14,6 +14,12 @@ if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/nul
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 
+# docker-compose.yml is validated with Debian's docker-compose (no engine needed).
+if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) >/dev/null 2>&1 \
+    || echo "warning: could not install docker-compose; the compose test will be skipped"
+fi
+
 db="adalora_test_$$"
 if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $db" postgres
