@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,8 +30,27 @@ class SpecError(Exception):
         self.field, self.message = field, message
 
 
+# Our validators start messages with the field they are about: "budget.target_r (5) must not exceed ...".
+NAMED_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*)(: | \()")
+
+
 def field_errors(errors: list[dict[str, Any]], body: Any) -> list[FieldError]:
-    return [FieldError(field=_field_name(e["loc"], body), message=_message(e)) for e in errors]
+    return [_field_error(error, body) for error in errors]
+
+
+def _field_error(error: dict[str, Any], body: Any) -> FieldError:
+    field, message = _field_name(error["loc"], body), _message(error)
+    if error.get("type") == "json_invalid":
+        field = "body"  # pydantic's loc ends with the character offset, not a field
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        field = f"{field}.{error.get('ctx', {}).get('discriminator', '').strip(chr(39))}"
+    named = NAMED_FIELD.match(message)
+    # A cross-field check reports on its model's loc; the message names the precise field, so use that.
+    if named and (field in REQUEST_PARTS or named[1] == field or named[1].startswith(field + ".")):
+        field = named[1]
+        if named[2] == ": ":
+            message = message[named.end():]
+    return FieldError(field=field, message=message)
 
 
 def _field_name(loc: tuple, body: Any) -> str:
@@ -64,7 +84,7 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "json_invalid":
-        return f"the body is not valid JSON: {error.get('ctx', {}).get('error', msg)}"
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', msg)} at character {error['loc'][-1]})"
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 

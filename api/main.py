@@ -29,7 +29,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan,
                   description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
     for router in V1_ROUTERS:
-        app.include_router(router, prefix="/v1")
+        app.include_router(router)
     app.include_router(health.router)
     install_error_handlers(app)
     # The collector resolves the factory at scrape time, so a test's dependency override applies to it too.

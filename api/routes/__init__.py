@@ -1,1 +1,3 @@
-"""One router per resource."""
+"""One router per resource. Each carries the full prefix, so route templates (metrics labels) include /v1."""
+
+V1 = "/v1"

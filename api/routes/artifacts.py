@@ -13,15 +13,17 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.routes import V1
 from service.artifacts import inside_root
 from service.models import FINISHED_STATUSES, Artifact
 
-router = APIRouter(prefix="/jobs/{job_id}/artifacts", tags=["artifacts"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/artifacts", tags=["artifacts"])
 
 ArtifactKind = Literal["adapter", "merged"]
 
 
-@router.api_route("/{kind}", methods=["GET", "HEAD"], response_class=FileResponse, responses={
+@router.head("/{kind}", response_class=FileResponse, include_in_schema=False)  # size and checksum, no body
+@router.get("/{kind}", response_class=FileResponse, responses={
     200: {"content": {"application/x-tar": {}}, "description": "the whole archive"},
     206: {"description": "the requested byte range"},
     404: {"description": "no such job, or this artifact was not produced"},

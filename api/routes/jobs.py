@@ -10,13 +10,14 @@ from sqlalchemy import func, select, update
 
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE
+from api.routes import V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.lifecycle import request_cancel
 from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
 from service.queue import enqueue_job
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=VALIDATION_RESPONSE)
+router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=VALIDATION_RESPONSE)
 
 StatusFilter = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$",
                                            description="only jobs in this status")]

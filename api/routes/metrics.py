@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.routes import V1
 from api.schemas import MetricPublic, MetricsPublic
 from service.models import Metric
 
-router = APIRouter(prefix="/jobs/{job_id}/metrics", tags=["metrics"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"])
 
 
 @router.get("", response_model=MetricsPublic)

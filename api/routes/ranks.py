@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.routes import V1
 from api.schemas import RankSnapshotPublic, RanksPublic
 from service.models import RankSnapshot
 
-router = APIRouter(prefix="/jobs/{job_id}/ranks", tags=["ranks"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"])
 
 
 @router.get("", response_model=RanksPublic)

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from service.models import Metric, utcnow
-from tests.api.conftest import drain_queue, forget_cached_settings, tiny_spec
+from tests.api.conftest import drain_queue, tiny_spec
 
 
 def test_create_job_commits_row_then_enqueues_it(client, alice):
@@ -21,15 +21,8 @@ def test_create_job_commits_row_then_enqueues_it(client, alice):
     assert [e["message"] for e in events] == ["job queued"]
 
 
-@pytest.fixture
-def broker_down(monkeypatch):
-    monkeypatch.setenv("BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    forget_cached_settings()
-    yield
-    forget_cached_settings()  # monkeypatch restores the environment right after this
-
-
-def test_broker_down_fails_the_job_with_503(client, alice, broker_down):
+def test_broker_down_fails_the_job_with_503(client, alice, env_override):
+    env_override(BROKER_URL="redis://127.0.0.1:1/0")  # nothing listens on port 1
     response = client.post("/v1/jobs", json=tiny_spec(), headers=alice)
     assert response.status_code == 503 and "broker unreachable" in response.json()["detail"]
     [job] = client.get("/v1/jobs", headers=alice).json()["data"]

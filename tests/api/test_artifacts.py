@@ -1,0 +1,98 @@
+"""Artifact downloads: whole archive with size and sha256, byte ranges, and a resumed download."""
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+
+@pytest.fixture
+def finished(seed_job, stored_artifacts, alice):
+    job_id = seed_job(alice, "succeeded")
+    return job_id, stored_artifacts(job_id)
+
+
+@pytest.mark.parametrize("kind", ["adapter", "merged"])
+def test_whole_download_has_length_checksum_and_the_folder(client, alice, finished, kind):
+    job_id, files = finished
+    response = client.get(f"/v1/jobs/{job_id}/artifacts/{kind}", headers=alice)
+    assert response.status_code == 200
+    body, headers = response.content, response.headers
+    assert int(headers["content-length"]) == len(body)
+    assert headers["x-checksum-sha256"] == hashlib.sha256(body).hexdigest()
+    assert headers["etag"] == f'"{headers["x-checksum-sha256"]}"'
+    assert headers["accept-ranges"] == "bytes" and headers["content-type"] == "application/x-tar"
+    assert f'filename="{job_id}-{kind}.tar"' in headers["content-disposition"]
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert got == {f"{kind}/{name}": data for name, data in files.items()}
+
+
+def test_broken_download_resumes_to_the_same_bytes(client, alice, finished):
+    job_id, _ = finished
+    url = f"/v1/jobs/{job_id}/artifacts/adapter"
+    whole = client.get(url, headers=alice)
+    size, etag = len(whole.content), whole.headers["etag"]
+    cut = size // 3  # the connection "broke" after this many bytes
+    first = client.get(url, headers={**alice, "Range": f"bytes=0-{cut - 1}"})
+    assert first.status_code == 206 and first.headers["content-range"] == f"bytes 0-{cut - 1}/{size}"
+    rest = client.get(url, headers={**alice, "Range": f"bytes={cut}-", "If-Range": etag})
+    assert rest.status_code == 206 and rest.headers["content-range"] == f"bytes {cut}-{size - 1}/{size}"
+    assert int(rest.headers["content-length"]) == size - cut
+    resumed = first.content + rest.content
+    assert resumed == whole.content
+    assert hashlib.sha256(resumed).hexdigest() == whole.headers["x-checksum-sha256"]
+
+
+def test_suffix_range_gives_the_tail(client, alice, finished):
+    job_id, _ = finished
+    url = f"/v1/jobs/{job_id}/artifacts/merged"
+    whole = client.get(url, headers=alice).content
+    tail = client.get(url, headers={**alice, "Range": "bytes=-1000"})
+    assert tail.status_code == 206 and tail.content == whole[-1000:]
+
+
+def test_range_past_the_end_is_416(client, alice, finished):
+    job_id, _ = finished
+    url = f"/v1/jobs/{job_id}/artifacts/adapter"
+    size = int(client.head(url, headers=alice).headers["content-length"])
+    response = client.get(url, headers={**alice, "Range": f"bytes={size}-"})
+    assert response.status_code == 416 and response.headers["content-range"] == f"bytes */{size}"
+
+
+def test_stale_if_range_sends_the_whole_new_file(client, alice, finished):
+    job_id, _ = finished
+    response = client.get(f"/v1/jobs/{job_id}/artifacts/adapter",
+                          headers={**alice, "Range": "bytes=100-", "If-Range": '"a-previous-archive"'})
+    assert response.status_code == 200 and int(response.headers["content-length"]) == len(response.content)
+
+
+def test_head_gives_size_and_checksum_without_body(client, alice, finished):
+    job_id, _ = finished
+    url = f"/v1/jobs/{job_id}/artifacts/adapter"
+    head, get = client.head(url, headers=alice), client.get(url, headers=alice)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+    assert head.headers["x-checksum-sha256"] == get.headers["x-checksum-sha256"]
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "cancelling"])
+def test_unfinished_job_is_409(client, alice, seed_job, status):
+    response = client.get(f"/v1/jobs/{seed_job(alice, status)}/artifacts/adapter", headers=alice)
+    assert response.status_code == 409 and f"job is {status}" in response.json()["detail"]
+
+
+def test_missing_artifact_is_404(client, alice, seed_job, stored_artifacts):
+    failed = seed_job(alice, "failed", error="out of memory")
+    assert client.get(f"/v1/jobs/{failed}/artifacts/adapter", headers=alice).status_code == 404
+    adapter_only = seed_job(alice, "succeeded")
+    stored_artifacts(adapter_only, kinds=("adapter",))
+    assert client.get(f"/v1/jobs/{adapter_only}/artifacts/adapter", headers=alice).status_code == 200
+    response = client.get(f"/v1/jobs/{adapter_only}/artifacts/merged", headers=alice)
+    assert response.status_code == 404 and "merged" in response.json()["detail"]
+
+
+def test_unknown_kind_is_422(client, alice, finished):
+    response = client.get(f"/v1/jobs/{finished[0]}/artifacts/weights", headers=alice)
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "kind"

@@ -1,0 +1,35 @@
+"""Liveness, readiness (naming what is down) and Prometheus metrics."""
+
+
+def test_ready_when_database_and_broker_answer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_not_ready_names_a_broken_database(client, env_override):
+    env_override(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable" and body["checks"]["broker"] == "ok"
+    assert body["checks"]["database"].startswith("unreachable")
+    assert client.get("/healthz").status_code == 200  # the process itself is fine
+
+
+def test_not_ready_names_an_unreachable_broker(client, env_override):
+    env_override(BROKER_URL="redis://127.0.0.1:1/0")
+    body = client.get("/readyz").json()
+    assert body["checks"] == {"database": "ok", "broker": "unreachable"}
+
+
+def test_prometheus_counts_requests_by_route_template_and_jobs_by_status(client, alice, seed_job):
+    job_id = seed_job(alice, "running")
+    for _ in range(3):
+        client.get(f"/v1/jobs/{job_id}", headers=alice)
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"}' in text
+    assert job_id not in text  # ids never become label values
+    assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/jobs/{job_id}"}' in text
+    running = next(line for line in text.splitlines() if line.startswith('adalora_jobs{status="running"}'))
+    assert float(running.split()[-1]) >= 1

@@ -1,0 +1,120 @@
+"""Following a job: its event log (JSON pages and Server-Sent Events), metrics and rank snapshots."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from service.models import Job, JobEvent, Metric, RankSnapshot, utcnow
+
+
+def add_events(sessions, job_id, *messages, level="info"):
+    with sessions() as session:
+        session.add_all([JobEvent(job_id=job_id, level=level, message=m) for m in messages])
+        session.commit()
+
+
+def parse_sse(text: str) -> list[dict]:
+    """The events of an SSE body, each as {field: value} (comments and pings dropped)."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
+        if fields:
+            events.append(fields)
+    return events
+
+
+def test_event_pages_follow_after_id(client, alice, seed_job, sessions):
+    job_id = seed_job(alice, "running")
+    add_events(sessions, job_id, *[f"event {i}" for i in range(5)])
+    url = f"/v1/jobs/{job_id}/events"
+    first = client.get(url, params={"limit": 3}, headers=alice).json()
+    assert [e["message"] for e in first["data"]] == ["event 0", "event 1", "event 2"] and first["has_more"]
+    second = client.get(url, params={"limit": 3, "after_id": first["data"][-1]["id"]}, headers=alice).json()
+    assert [e["message"] for e in second["data"]] == ["event 3", "event 4"] and not second["has_more"]
+
+
+def test_sse_streams_events_as_they_happen_and_ends_with_the_job(client, alice, seed_job, sessions):
+    job_id = seed_job(alice, "running")
+    add_events(sessions, job_id, "started")
+
+    def worker_progress():  # what a worker does meanwhile: log, then finish the job
+        time.sleep(0.3)
+        add_events(sessions, job_id, "step 10: loss 0.7")
+        time.sleep(0.3)
+        with sessions() as session:
+            session.add(JobEvent(job_id=job_id, level="info", message="succeeded"))
+            session.get(Job, job_id).status = "succeeded"
+            session.get(Job, job_id).finished_at = utcnow()
+            session.commit()
+
+    writer = threading.Thread(target=worker_progress)
+    writer.start()
+    started = time.monotonic()
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={**alice, "Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())
+    writer.join()
+    assert time.monotonic() - started < 10
+    events = parse_sse(body)
+    messages = [json.loads(e["data"])["message"] for e in events if "event" not in e]
+    assert messages == ["started", "step 10: loss 0.7", "succeeded"]
+    ids = [int(e["id"]) for e in events if "id" in e]
+    assert ids == sorted(ids)
+    assert events[-1] == {"event": "end", "data": '{"status": "succeeded"}'}
+
+
+def test_sse_reconnect_with_last_event_id_skips_what_was_seen(client, alice, seed_job, sessions):
+    job_id = seed_job(alice, "failed")
+    add_events(sessions, job_id, "a", "b", "c")
+    seen = client.get(f"/v1/jobs/{job_id}/events", headers=alice).json()["data"][0]["id"]
+    response = client.get(f"/v1/jobs/{job_id}/events",
+                          headers={**alice, "Accept": "text/event-stream", "Last-Event-ID": str(seen)})
+    events = parse_sse(response.text)
+    assert [json.loads(e["data"])["message"] for e in events[:-1]] == ["b", "c"]
+    assert events[-1]["event"] == "end" and "failed" in events[-1]["data"]
+
+
+def test_metrics_page_after_step(client, alice, seed_job, sessions):
+    job_id = seed_job(alice, "running")
+    with sessions() as session:
+        session.add_all([Metric(job_id=job_id, step=s, values={"loss": 2.0 - s / 100, "budget": 48.0})
+                         for s in range(5, 55, 5)])
+        session.commit()
+    url = f"/v1/jobs/{job_id}/metrics"
+    page = client.get(url, params={"after_step": 20, "limit": 4}, headers=alice).json()
+    assert [m["step"] for m in page["data"]] == [25, 30, 35, 40] and page["has_more"]
+    assert page["data"][0]["values"] == {"loss": 1.75, "budget": 48.0}
+    tail = client.get(url, params={"after_step": 40}, headers=alice).json()
+    assert [m["step"] for m in tail["data"]] == [45, 50] and not tail["has_more"]
+
+
+@pytest.fixture
+def ranked_job(alice, seed_job, sessions):
+    job_id = seed_job(alice, "succeeded")
+    snapshots = [(4, 16.0, {"a": 4, "b": 4, "c": 4, "d": 4}, False), (10, 11.0, {"a": 4, "b": 3, "c": 2, "d": 2}, False),
+                 (16, 8.0, {"a": 4, "b": 2, "c": 1, "d": 1}, True)]
+    with sessions() as session:
+        session.add_all([RankSnapshot(job_id=job_id, step=step, budget=budget, ranks=ranks, final=final)
+                         for step, budget, ranks, final in snapshots])
+        session.commit()
+    return job_id
+
+
+def test_ranks_lists_snapshots_and_the_final_pattern(client, alice, ranked_job):
+    body = client.get(f"/v1/jobs/{ranked_job}/ranks", headers=alice).json()
+    assert [(s["step"], s["budget"]) for s in body["data"]] == [(4, 16.0), (10, 11.0), (16, 8.0)]
+    assert body["final_rank_pattern"] == {"a": 4, "b": 2, "c": 1, "d": 1}
+
+
+def test_ranks_at_one_step(client, alice, ranked_job):
+    body = client.get(f"/v1/jobs/{ranked_job}/ranks", params={"step": 10}, headers=alice).json()
+    assert body["data"] == [{"step": 10, "budget": 11.0, "ranks": {"a": 4, "b": 3, "c": 2, "d": 2}, "final": False}]
+    missing = client.get(f"/v1/jobs/{ranked_job}/ranks", params={"step": 11}, headers=alice)
+    assert missing.status_code == 404 and "step 11" in missing.json()["detail"]
+
+
+def test_ranks_before_any_allocation(client, alice, seed_job):
+    body = client.get(f"/v1/jobs/{seed_job(alice, 'queued')}/ranks", headers=alice).json()
+    assert body == {"data": [], "final_rank_pattern": None}
