@@ -1,0 +1,92 @@
+"""Dry runs: the plan for a spec, computed on the model's architecture; nothing is stored or queued."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.api.conftest import drain_queue, tiny_spec
+
+# The shared tiny BERT: 2 layers, hidden 32, intermediate 64. Each adapted module costs in + out + 1
+# parameters per rank (a row of A, a column of B, one singular value). Per layer: query, key, value and
+# attention.output.dense are 32 -> 32 (65 each), intermediate.dense 32 -> 64 and output.dense 64 -> 32 (97 each).
+PER_RANK = 2 * (4 * 65 + 2 * 97)   # 908 parameters per unit of rank across the 12 modules
+CLASSIFIER = 32 * 2 + 2            # the task head is trained in full
+
+
+def dry_run(client, headers, spec):
+    response = client.post("/v1/jobs", json={**spec, "dry_run": True}, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_parameter_counts_at_initial_and_final_budget(client, alice):
+    plan = dry_run(client, alice, tiny_spec())  # init_r 4, target_r 2, 24 steps, tinit 4, tfinal 6
+    assert plan["adapted_modules"] == 12
+    assert plan["adapter_params_init"] == 4 * PER_RANK and plan["adapter_params_final"] == 2 * PER_RANK
+    assert plan["head_params"] == CLASSIFIER
+    assert plan["trainable_params_init"] == 4 * PER_RANK + CLASSIFIER
+    assert plan["trainable_params_final"] == 2 * PER_RANK + CLASSIFIER
+    assert (plan["budget_init"], plan["budget_final"]) == (48, 24)
+    assert (plan["total_steps"], plan["tinit"], plan["tfinal"]) == (24, 4, 6)
+    assert plan["total_steps_from"] == "training.max_steps"
+
+
+def test_budget_schedule_falls_cubically_from_init_to_target(client, alice):
+    plan = dry_run(client, alice, tiny_spec())  # T = 24, tinit = 4, tfinal = 6, delta_t = 2, b0 = 48, bT = 24
+    steps, budgets = zip(*plan["schedule"])
+    # Points are 1-based (optimizer steps completed); allocation t = step - 1 happens every delta_t steps
+    # after tinit, and at T - tfinal = 18 the mask freezes at the target.
+    assert [s - 1 for s in steps] == [6, 8, 10, 12, 14, 16, 18]
+    cubic = [int(24 + (48 - 24) * (1 - (s - 1 - 4) / (24 - 4 - 6)) ** 3) if s - 1 < 18 else 24 for s in steps]
+    assert list(budgets) == cubic
+    assert budgets[0] < 48 and budgets[-1] == 24
+
+
+def test_target_params_sets_the_final_budget(client, alice):
+    spec = tiny_spec(budget={"init_r": 4, "target_params": 3 * PER_RANK})
+    plan = dry_run(client, alice, spec)
+    assert plan["target_r"] == 3 and plan["adapter_params_final"] == 3 * PER_RANK
+
+
+def test_epochs_count_the_training_rows_of_a_server_dataset(client, alice):
+    # 96 rows, 25% held out for validation -> 72 training rows; batch 8 -> 9 steps per epoch.
+    spec = tiny_spec(training={"epochs": 3, "batch_size": 8}, schedule={"tinit": 0.1, "tfinal": 0.2})
+    plan = dry_run(client, alice, spec)
+    assert plan["total_steps"] == 27 and plan["total_steps_from"] == "72 training rows counted"
+    assert (plan["tinit"], plan["tfinal"]) == (2, 5)
+
+
+def test_dry_run_stores_and_queues_nothing(client, alice):
+    drain_queue()
+    dry_run(client, alice, tiny_spec())
+    assert client.get("/v1/jobs", headers=alice).json()["count"] == 0
+    assert drain_queue() == []
+
+
+def problems(client, headers, spec) -> dict[str, str]:
+    response = client.post("/v1/jobs", json={**spec, "dry_run": True}, headers=headers)
+    assert response.status_code == 422, response.text
+    return {e["field"]: e["message"] for e in response.json()["detail"]}
+
+
+def test_hub_dataset_needs_max_steps(client, alice):
+    spec = tiny_spec(dataset={"source": "hub", "path": "nyu-mll/glue", "name": "sst2"}, training={"epochs": 1})
+    assert "needs training.max_steps" in problems(client, alice, spec)["training.max_steps"]
+
+
+@pytest.mark.parametrize("model", ["nobody/no-such-model", "not-a-model-folder"])
+def test_unreadable_model_names_the_problem(client, alice, tiny_model_dir, model):
+    (tiny_model_dir.parent / "not-a-model-folder").mkdir(exist_ok=True)  # a folder without config.json
+    message = problems(client, alice, tiny_spec(model=model))["model"]
+    assert message.startswith(f"cannot read the configuration of '{model}'") and "MODEL_DIRS" in message
+
+
+def test_batch_larger_than_the_dataset(client, alice):
+    spec = tiny_spec(training={"epochs": 1, "batch_size": 512})
+    assert "fewer than batch_size=512" in problems(client, alice, spec)["training.batch_size"]
+
+
+def test_api_start_up_does_not_import_torch():
+    code = "import sys, api.main; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
