@@ -150,14 +150,16 @@ def engine(service_env) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer BERT classifier (hidden size 32) with its WordPiece tokenizer, saved like a hub model."""
+    """A 2-layer BERT classifier (hidden size 32) with a WordPiece tokenizer over the dataset's words,
+    saved like a hub model."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     folder = tmp_path_factory.mktemp("models") / "tiny-bert"
     folder.mkdir()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    assert tokenizer("good film")["input_ids"] == [2, vocab.index("good"), vocab.index("film"), 3]
+    tokenizer.save_pretrained(folder)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=2)
     import torch

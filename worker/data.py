@@ -1,25 +1,19 @@
-"""Datasets for a job: read rows, pick the columns, tokenize, batch, evaluate.
+"""Datasets for a job: pick the columns, tokenize, batch, evaluate (rows come from service.datafiles).
 
-Rows are read as plain columns (dict of lists): server files with the csv/json modules, hub datasets
-through `datasets.load_dataset`. Errors are DataError with a message that says what to change.
+Errors are DataError with a message that says what to change.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from service.jobspec import HubDataset, JobSpec, ServerDataset
-
-Columns = dict[str, list]
+from service.datafiles import Columns, DataError, n_rows, read_splits
+from service.jobspec import JobSpec
 
 TEXT_NAMES = ("text", "sentence", "content", "review", "document", "prompt", "input", "question")
 # (first, second) names of paired-text datasets, tried before the single-text names.
@@ -29,10 +23,6 @@ LABEL_NAMES = ("label", "labels", "target", "class", "category")
 IGNORE_INDEX = -100  # positions the causal LM loss skips (padding)
 
 
-class DataError(ValueError):
-    """The dataset cannot be used as given; the message names the fix."""
-
-
 @dataclass
 class PreparedData:
     train: list[dict[str, list[int] | int]]
@@ -40,84 +30,6 @@ class PreparedData:
     num_labels: int | None           # classification only
     label_names: list[str] | None    # id → name, when the labels were strings
     text_columns: tuple[str, ...]
-
-
-# -- reading ---------------------------------------------------------------------------------------
-
-def read_file(path: Path, fmt: str) -> Columns:
-    try:
-        if fmt in ("csv", "tsv"):
-            with open(path, newline="", encoding="utf-8") as f:
-                # TSV corpora (GLUE) use bare quotes inside text: read them literally.
-                reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
-                          else csv.DictReader(f))
-                rows = list(reader)
-        elif fmt == "jsonl":
-            with open(path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            with open(path, encoding="utf-8") as f:
-                loaded = json.load(f)
-            rows = loaded if isinstance(loaded, list) else _rows_from_columns(loaded, path)
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
-        raise DataError(f"dataset file {path.name} is not valid {fmt}: {e}") from e
-    if not rows:
-        raise DataError(f"dataset file {path.name} has no rows")
-    if not all(isinstance(row, dict) for row in rows):
-        raise DataError(f"dataset file {path.name}: every record must be an object with named fields")
-    names = list(rows[0])
-    return {name: [row.get(name) for row in rows] for name in names}
-
-
-def _rows_from_columns(loaded: object, path: Path) -> list[dict]:
-    if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
-        return loaded["data"]
-    if isinstance(loaded, dict) and all(isinstance(v, list) for v in loaded.values()):
-        columns = list(loaded.items())
-        return [dict(zip([k for k, _ in columns], values)) for values in zip(*[v for _, v in columns])]
-    raise DataError(f"dataset file {path.name}: expected a list of records, {{'data': [...]}} or column lists")
-
-
-def read_hub(spec: HubDataset, split: str) -> Columns:
-    import datasets  # only hub datasets need it
-
-    try:
-        dataset = datasets.load_dataset(spec.path, spec.name, split=split, revision=spec.revision)
-    except Exception as e:  # the hub raises many types; all mean "cannot get this dataset"
-        raise DataError(f"hub dataset {spec.path!r} (name={spec.name!r}, split={split!r}) could not be loaded: "
-                        f"{_first_line(e)}. Check dataset.path/name/split, and that this server can reach "
-                        "the hub or has the dataset cached") from e
-    return dataset.to_dict()
-
-
-def read_splits(spec: JobSpec) -> tuple[Columns, Columns | None]:
-    """(train, validation) columns; validation is None when it should be held out from train."""
-    ds = spec.dataset
-    if isinstance(ds, ServerDataset):
-        validation_path = ds.resolved_validation_path()
-        return (read_file(ds.resolved_path(), ds.format),
-                read_file(validation_path, _format_of(validation_path, ds.format)) if validation_path else None)
-    return read_hub(ds, ds.split), (read_hub(ds, ds.validation_name) if ds.validation_name else None)
-
-
-def _format_of(path: Path, fallback: str) -> str:
-    return {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}.get(path.suffix.lower(), fallback)
-
-
-def hold_out(columns: Columns, fraction: float | None, seed: int) -> tuple[Columns, Columns]:
-    """A seeded random split: (train, validation). A fraction of 0 or None holds nothing out."""
-    n = _n_rows(columns)
-    if not fraction:
-        return columns, {name: [] for name in columns}
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, math.floor(n * fraction))
-    pick = lambda idx: {name: [values[i] for i in idx] for name, values in columns.items()}  # noqa: E731
-    return pick(sorted(order[n_val:])), pick(sorted(order[:n_val]))
-
-
-def _n_rows(columns: Columns) -> int:
-    return len(next(iter(columns.values()))) if columns else 0
 
 
 # -- columns ---------------------------------------------------------------------------------------
@@ -215,12 +127,12 @@ def tokenize(tokenizer, columns: Columns, text_columns: tuple[str, ...], max_len
 
 def prepare(spec: JobSpec, tokenizer) -> PreparedData:
     train_cols, val_cols = read_splits(spec)
-    if val_cols is None:
-        train_cols, val_cols = hold_out(train_cols, spec.dataset.validation_split, spec.training.seed)
     text_columns = pick_text_columns(spec, train_cols)
+    if spec.task == "causal_lm":
+        train_cols, val_cols = _drop_blank(train_cols, text_columns[0]), _drop_blank(val_cols, text_columns[0])
     max_len = spec.training.max_seq_len
     train = tokenize(tokenizer, train_cols, text_columns, max_len)
-    validation = tokenize(tokenizer, val_cols, text_columns, max_len) if _n_rows(val_cols) else []
+    validation = tokenize(tokenizer, val_cols, text_columns, max_len) if n_rows(val_cols) else []
     if spec.task == "causal_lm":
         train, validation = _lm_examples(train), _lm_examples(validation)
         if not train:
@@ -237,8 +149,13 @@ def prepare(spec: JobSpec, tokenizer) -> PreparedData:
     return PreparedData(train, validation, num_labels, names, text_columns)
 
 
+def _drop_blank(columns: Columns, text_column: str) -> Columns:
+    keep = [i for i, text in enumerate(columns.get(text_column, [])) if not isinstance(text, str) or text.strip()]
+    return {name: [values[i] for i in keep] for name, values in columns.items()}
+
+
 def _lm_examples(examples: list[dict]) -> list[dict]:
-    return [{**e, "labels": list(e["input_ids"])} for e in examples if len(e["input_ids"]) > 1]
+    return [{**e, "labels": list(e["input_ids"])} for e in examples]
 
 
 # -- batches and evaluation ------------------------------------------------------------------------
@@ -292,8 +209,3 @@ def make_eval_fn(task: str, validation: list[dict], collate: Callable, batch_siz
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

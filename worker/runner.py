@@ -6,7 +6,6 @@ Plain functions, no Celery here: the task in worker/tasks.py only passes the job
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 import traceback
@@ -152,7 +151,7 @@ def describe_failure(error: BaseException, step: int) -> str:
     """A message a user can act on for the failures we can name; otherwise the error's own words."""
     from adalora_core import ConfigError
 
-    from worker.data import DataError
+    from service.datafiles import DataError
 
     if isinstance(error, ConfigError):
         return f"configuration: {error}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
+import uuid
+
 from sqlalchemy import event, select
 
 from service.db import session_scope
@@ -13,7 +14,7 @@ from worker.runner import run_job
 
 def queued_job(spec: dict) -> str:
     with session_scope() as session:
-        tenant = Tenant(name=f"runner-{len(session.scalars(select(Tenant)).all())}")
+        tenant = Tenant(name=f"runner-{uuid.uuid4().hex[:8]}")
         session.add(tenant)
         session.flush()
         job = Job(tenant_id=tenant.id, spec=spec)

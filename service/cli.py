@@ -1,0 +1,147 @@
+"""`adalora-svc`: migrate the database, manage API keys, run the API, a worker, or both for development."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from service.settings import VAR_DIR, get_settings
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_KEY_FILE = VAR_DIR / "dev-api-key"
+DEV_TENANT = "dev"
+
+
+def migrate() -> None:
+    """alembic upgrade head on DATABASE_URL: the only way tables are created."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO / "migrations"))
+    command.upgrade(config, "head")
+
+
+def create_key(tenant: str, name: str | None) -> str:
+    from service.db import session_scope
+    from service.keys import create_api_key
+
+    with session_scope() as session:
+        return create_api_key(session, tenant, name)
+
+
+def revoke_key(prefix: str) -> bool:
+    from service.db import session_scope
+    from service.keys import revoke_api_key
+
+    with session_scope() as session:
+        return revoke_api_key(session, prefix)
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=host, port=port, proxy_headers=True)
+
+
+def worker(loglevel: str) -> None:
+    """One worker process trains one job at a time (one GPU per worker)."""
+    from worker.celery_app import app
+
+    app.worker_main(["worker", "-Q", get_settings().queue_name, "--concurrency", "1", "--loglevel", loglevel,
+                     "--without-gossip", "--without-mingle"])
+
+
+def dev(host: str, port: int) -> None:
+    """The embedded mode on one machine: migrate, a development key, a worker subprocess and the API."""
+    for name, folder in (("MODEL_DIRS", VAR_DIR / "models"), ("DATA_DIRS", VAR_DIR / "data")):
+        if not os.environ.get(name):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.environ[name] = str(folder.resolve())
+    get_settings.cache_clear()
+    settings = get_settings()
+    migrate()
+    key = dev_key()
+    # Its own session: Ctrl+C reaches only this process, which then stops the worker exactly once.
+    worker_process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], start_new_session=True)
+    url = f"http://{host}:{port}"
+    print(f"\nAdaLoRA service (embedded: {settings.database_url}, broker {settings.effective_broker_url})\n"
+          f"  API      {url}/v1\n  Docs     {url}/docs\n  API key  {key}\n"
+          f"  Models   {', '.join(map(str, settings.model_dirs))}\n"
+          f"  Data     {', '.join(map(str, settings.data_dirs))}\n"
+          f"  Try      curl -H 'Authorization: Bearer {key}' {url}/v1/jobs\n", flush=True)
+    try:
+        serve(host, port)
+    finally:
+        stop(worker_process)
+
+
+def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM (Celery's warm shutdown: the running job is interrupted and requeued), then SIGKILL."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def dev_key() -> str:
+    """The development key, kept in var/ so restarts reuse it; a fresh one if it was revoked or lost."""
+    from service.db import session_scope
+    from service.keys import tenant_for_key
+
+    if DEV_KEY_FILE.exists():
+        key = DEV_KEY_FILE.read_text().strip()
+        with session_scope() as session:
+            if tenant_for_key(session, key) is not None:
+                return key
+    key = create_key(DEV_TENANT, "adalora-svc dev")
+    DEV_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    DEV_KEY_FILE.touch(mode=0o600)
+    DEV_KEY_FILE.write_text(key + "\n")
+    return key
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adalora-svc", description=__doc__)
+    commands = p.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="create or upgrade the tables (alembic upgrade head)")
+    key = commands.add_parser("create-key", help="create an API key for a tenant (created if new); printed once")
+    key.add_argument("--tenant", required=True)
+    key.add_argument("--name", help="a note on what the key is for")
+    revoke = commands.add_parser("revoke-key", help="revoke an API key by its prefix (the part after `ada_`)")
+    revoke.add_argument("prefix")
+    for name, help_text in (("serve", "run the API"), ("dev", "migrate, then run the API and a worker")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+    run_worker = commands.add_parser("worker", help="run a training worker (one job at a time)")
+    run_worker.add_argument("--loglevel", default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "migrate":
+        migrate()
+    elif args.command == "create-key":
+        print(create_key(args.tenant, args.name))
+    elif args.command == "revoke-key":
+        if not revoke_key(args.prefix):
+            print(f"no active key with prefix {args.prefix!r}", file=sys.stderr)
+            return 1
+    elif args.command == "serve":
+        serve(args.host, args.port)
+    elif args.command == "worker":
+        worker(args.loglevel)
+    elif args.command == "dev":
+        dev(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

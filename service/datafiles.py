@@ -1,0 +1,132 @@
+"""Reading a job's dataset into plain columns (dict of lists), without torch: the worker tokenizes what
+this returns, and the API's dry run counts training rows with the same rules.
+
+Server files are read with the csv/json modules; hub datasets through `datasets.load_dataset`, imported
+only when a hub dataset is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+from service.jobspec import SUFFIX_FORMATS, HubDataset, JobSpec, ServerDataset
+
+Columns = dict[str, list]
+
+
+class DataError(ValueError):
+    """The dataset cannot be used as given; the message names the fix."""
+
+
+def read_file(path: Path, fmt: str) -> Columns:
+    try:
+        if fmt in ("csv", "tsv"):
+            with open(path, newline="", encoding="utf-8") as f:
+                # TSV corpora (GLUE) use bare quotes inside text: read them literally.
+                reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
+                          else csv.DictReader(f))
+                rows = list(reader)
+        elif fmt == "jsonl":
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        else:
+            with open(path, encoding="utf-8") as f:
+                loaded = json.load(f)
+            rows = loaded if isinstance(loaded, list) else _rows_from_columns(loaded, path)
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+        raise DataError(f"dataset file {path.name} is not valid {fmt}: {e}") from e
+    if not rows:
+        raise DataError(f"dataset file {path.name} has no rows")
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError(f"dataset file {path.name}: every record must be an object with named fields")
+    names = list(rows[0])
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _rows_from_columns(loaded: object, path: Path) -> list[dict]:
+    if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
+        return loaded["data"]
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, list) for v in loaded.values()):
+        names = list(loaded)
+        return [dict(zip(names, values)) for values in zip(*loaded.values())]
+    raise DataError(f"dataset file {path.name}: expected a list of records, {{'data': [...]}} or column lists")
+
+
+def read_hub(spec: HubDataset, split: str) -> Columns:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(spec.path, spec.name, split=split, revision=spec.revision)
+    except Exception as e:  # the hub raises many types; all mean "cannot get this dataset"
+        raise DataError(f"hub dataset {spec.path!r} (name={spec.name!r}, split={split!r}) could not be loaded: "
+                        f"{_first_line(e)}. Check dataset.path/name/split, and that this server can reach "
+                        "the hub or has the dataset cached") from e
+    return dataset.to_dict()
+
+
+def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
+    """(train, validation) columns: the named validation set, or a seeded hold-out of the training rows."""
+    ds = spec.dataset
+    if isinstance(ds, ServerDataset):
+        train = read_file(ds.resolved_path(), ds.format)
+        validation_path = ds.resolved_validation_path()
+        validation = read_file(validation_path, _format_of(validation_path, ds.format)) if validation_path else None
+    else:
+        train = read_hub(ds, ds.split)
+        validation = read_hub(ds, ds.validation_name) if ds.validation_name else None
+    if validation is None:
+        return hold_out(train, ds.validation_split, spec.training.seed)
+    return train, validation
+
+
+def _format_of(path: Path, fallback: str) -> str:
+    return SUFFIX_FORMATS.get(path.suffix.lower(), fallback)
+
+
+def held_out_count(n_rows: int, fraction: float | None) -> int:
+    return max(1, math.floor(n_rows * fraction)) if fraction else 0
+
+
+def hold_out(columns: Columns, fraction: float | None, seed: int) -> tuple[Columns, Columns]:
+    """A seeded random split: (train, validation). A fraction of 0 or None holds nothing out."""
+    order = list(range(n_rows(columns)))
+    random.Random(seed).shuffle(order)
+    n_val = held_out_count(len(order), fraction)
+    pick = lambda idx: {name: [values[i] for i in idx] for name, values in columns.items()}  # noqa: E731
+    return pick(sorted(order[n_val:])), pick(sorted(order[:n_val]))
+
+
+def n_rows(columns: Columns) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def count_training_rows(spec: JobSpec) -> int:
+    """How many rows the run trains on (after any hold-out), for planning its length; reads the file
+    or, for a hub dataset, the split sizes in its metadata."""
+    ds = spec.dataset
+    if isinstance(ds, ServerDataset):
+        total = n_rows(read_file(ds.resolved_path(), ds.format))
+    else:
+        total = _hub_split_size(ds)
+    named_validation = ds.validation_path if isinstance(ds, ServerDataset) else ds.validation_name
+    return total if named_validation else total - held_out_count(total, ds.validation_split)
+
+
+def _hub_split_size(spec: HubDataset) -> int:
+    import datasets
+
+    try:
+        info = datasets.load_dataset_builder(spec.path, spec.name, revision=spec.revision).info
+        return info.splits[spec.split].num_examples
+    except Exception as e:
+        raise DataError(f"hub dataset {spec.path!r} (name={spec.name!r}): no size for split {spec.split!r} "
+                        f"({_first_line(e)}); set training.max_steps instead of epochs") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

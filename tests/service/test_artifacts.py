@@ -1,0 +1,63 @@
+"""The artifact store: deterministic tars, checksums computed once, paths that stay inside the root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from service import artifacts
+from service.db import session_scope
+from service.models import Artifact, Job, Tenant
+
+
+def sample_folder(root, mtime: int):
+    folder = root / f"src-{mtime}"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"a": 1}')
+    (folder / "sub" / "weights.bin").write_bytes(b"\x00\x01" * 1000)
+    for path in (folder / "config.json", folder / "sub" / "weights.bin"):
+        os.utime(path, (mtime, mtime))
+    return folder
+
+
+def test_the_same_folder_always_gives_the_same_bytes(tmp_path):
+    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
+    artifacts.write_tar(sample_folder(tmp_path, 1_000), a, top="adapter")
+    artifacts.write_tar(sample_folder(tmp_path, 2_000_000), b, top="adapter")  # other times, same content
+    assert a.read_bytes() == b.read_bytes()
+    with tarfile.open(a) as tar:
+        assert tar.getnames() == ["adapter", "adapter/sub", "adapter/config.json", "adapter/sub/weights.bin"]
+
+
+def test_paths_never_leave_the_artifact_root(engine):
+    with pytest.raises(ValueError, match="leaves the artifact folder"):
+        artifacts.inside_root("../outside.tar")
+    with pytest.raises(ValueError, match="not a job id"):
+        artifacts.job_dir("../../etc")
+
+
+def test_store_folder_records_size_and_sha256_and_replaces_an_older_archive(engine, tmp_path):
+    with session_scope() as session:
+        tenant = Tenant(name=f"artifacts-{uuid.uuid4().hex[:8]}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, spec={})
+        session.add(job)
+    for mtime in (1, 2):
+        folder = sample_folder(tmp_path, mtime)
+        (folder / "config.json").write_text(f'{{"version": {mtime}}}')
+        with session_scope() as session:
+            artifacts.store_folder(session, job.id, "merged", folder)
+    with session_scope() as session:
+        [row] = session.scalars(select(Artifact).where(Artifact.job_id == job.id)).all()
+    path = artifacts.inside_root(row.path)
+    assert row.path == f"jobs/{job.id}/merged.tar"
+    assert row.size == path.stat().st_size
+    assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("merged/config.json").read() == b'{"version": 2}'

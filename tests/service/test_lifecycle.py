@@ -1,0 +1,100 @@
+"""Job status transitions are single conditional UPDATEs: racing claims and cancels cannot both win."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from service.db import session_scope
+from service.lifecycle import claim_job, finish_job, request_cancel
+from service.models import Job, Tenant, utcnow
+
+STALE_AFTER = 60.0
+
+
+def new_job(status: str = "queued") -> str:
+    with session_scope() as session:
+        tenant = Tenant(name=f"lifecycle-{uuid.uuid4().hex[:8]}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, spec={}, status=status)
+        session.add(job)
+    return job.id
+
+
+def get(job_id: str) -> Job:
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
+def claim(job_id: str, worker: str) -> bool:
+    with session_scope() as session:
+        return claim_job(session, job_id, worker, task_id=None, stale_after_seconds=STALE_AFTER)
+
+
+def test_two_racing_claims_on_one_job_only_one_wins(engine):
+    job_id = new_job()
+    barrier, results = threading.Barrier(2), {}
+
+    def race(name: str) -> None:
+        barrier.wait()
+        results[name] = claim(job_id, name)
+
+    threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results.values()) == [False, True]
+    job = get(job_id)
+    winner = next(name for name, won in results.items() if won)
+    assert (job.status, job.worker, job.attempts) == ("running", winner, 1)
+
+
+def test_a_redelivered_message_does_not_restart_a_live_run(engine):
+    job_id = new_job()
+    assert claim(job_id, "first")
+    assert not claim(job_id, "second")
+    assert (get(job_id).worker, get(job_id).attempts) == ("first", 1)
+
+
+def test_a_run_without_heartbeat_is_taken_over(engine):
+    job_id = new_job()
+    assert claim(job_id, "died")
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(heartbeat_at=utcnow() - timedelta(seconds=STALE_AFTER + 1)))
+    assert claim(job_id, "rescuer")
+    assert (get(job_id).worker, get(job_id).attempts) == ("rescuer", 2)
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_no_worker_claims_it(engine):
+    job_id = new_job()
+    with session_scope() as session:
+        assert request_cancel(session, job_id) == "cancelled"
+    assert get(job_id).status == "cancelled" and get(job_id).finished_at is not None
+    assert not claim(job_id, "late")
+
+
+def test_cancel_of_a_running_job_asks_it_to_stop_and_the_runner_finishes_it(engine):
+    job_id = new_job()
+    assert claim(job_id, "w")
+    with session_scope() as session:
+        assert request_cancel(session, job_id) == "cancelling"
+    with session_scope() as session:
+        assert finish_job(session, job_id, "cancelled")
+    assert get(job_id).status == "cancelled"
+
+
+def test_finished_jobs_ignore_cancel_and_finish(engine):
+    job_id = new_job()
+    assert claim(job_id, "w")
+    with session_scope() as session:
+        assert finish_job(session, job_id, "succeeded")
+    with session_scope() as session:
+        assert request_cancel(session, job_id) is None
+        assert not finish_job(session, job_id, "failed", "too late")
+    assert (get(job_id).status, get(job_id).error) == ("succeeded", None)
