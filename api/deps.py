@@ -7,23 +7,15 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from service.db import get_sessionmaker
 from service.keys import tenant_for_key
 from service.models import Job, Tenant
 
 
-def session_factory() -> sessionmaker[Session]:
-    """Overridden in tests to bind sessions to a test database; also used by long-lived SSE streams."""
-    return get_sessionmaker()
-
-
-SessionFactoryDep = Annotated[sessionmaker[Session], Depends(session_factory)]
-
-
-def get_session(factory: SessionFactoryDep) -> Iterator[Session]:
-    with factory() as session:
+def get_session() -> Iterator[Session]:
+    with get_sessionmaker()() as session:
         yield session
 
 

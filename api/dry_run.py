@@ -5,15 +5,12 @@ Imported lazily by the jobs router: it pulls in torch and transformers, which th
 
 from __future__ import annotations
 
-import csv
-import json
-from pathlib import Path
-
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
 
 from api.errors import SpecError
 from api.schemas import DryRunPublic
-from service.jobspec import JobSpec, ServerDataset
+from service.datafiles import DataError, count_training_rows
+from service.jobspec import JobSpec
 
 
 def plan_job(spec: JobSpec) -> DryRunPublic:
@@ -38,35 +35,14 @@ def _total_steps(spec: JobSpec) -> tuple[int, str]:
     """The run length, and how it was found: it is fixed by max_steps, otherwise by the number of examples."""
     if spec.training.max_steps is not None:
         return spec.training.max_steps, "training.max_steps"
-    if not isinstance(spec.dataset, ServerDataset):
-        raise SpecError("training.max_steps", "a dry run of a hub dataset needs training.max_steps: the "
-                                              "dataset's size is unknown until a worker downloads it")
-    n_rows = _count_rows(spec.dataset.resolved_path(), spec.dataset.format)
-    n_train = n_rows
-    if spec.dataset.validation_path is None and spec.dataset.validation_split:
-        n_train -= max(1, int(n_rows * spec.dataset.validation_split))  # the worker's hold-out rule
+    try:
+        n_train = count_training_rows(spec)  # the worker's own reading and hold-out rules
+    except DataError as exc:
+        raise SpecError("dataset", str(exc)) from exc
     try:
         return TrainArgs(**spec.to_train_kwargs()).total_steps(n_train), f"{n_train} training rows counted"
     except ConfigError as exc:
         raise SpecError("training.batch_size", str(exc)) from exc
-
-
-def _count_rows(path: Path, fmt: str) -> int:
-    """Records in a server dataset file, read the way the worker reads it."""
-    with open(path, newline="", encoding="utf-8") as f:
-        if fmt == "csv":
-            return sum(1 for _ in csv.DictReader(f))
-        if fmt == "tsv":
-            return sum(1 for _ in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        if fmt == "jsonl":
-            return sum(1 for line in f if line.strip())
-        try:
-            loaded = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise SpecError("dataset.path", f"the file is not valid JSON: {exc}") from exc
-    if isinstance(loaded, dict):
-        loaded = loaded["data"] if isinstance(loaded.get("data"), list) else next(iter(loaded.values()), [])
-    return len(loaded) if isinstance(loaded, list) else 0
 
 
 def _field_of(message: str) -> str:

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.deps import session_factory
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
 from api.routes import artifacts, events, health, jobs, metrics, ranks
@@ -32,8 +31,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     app.include_router(health.router)
     install_error_handlers(app)
-    # The collector resolves the factory at scrape time, so a test's dependency override applies to it too.
-    app.state.metrics_registry = make_registry(lambda: app.dependency_overrides.get(session_factory, session_factory)())
+    app.state.metrics_registry = make_registry()
     app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)
     return app
 

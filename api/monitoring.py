@@ -6,14 +6,13 @@ Each app gets its own registry, so several apps in one process (tests) never cla
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.db import get_sessionmaker
 from service.models import JOB_STATUSES, Job
 
 
@@ -54,13 +53,10 @@ def _route(scope: Scope) -> str:
 class JobsByStatus:
     """Counts jobs per status at scrape time (all tenants): one small GROUP BY."""
 
-    def __init__(self, session_factory: Callable[[], sessionmaker[Session]]) -> None:
-        self.session_factory = session_factory
-
     def collect(self):
         gauge = GaugeMetricFamily("adalora_jobs", "Jobs by status", labels=["status"])
         try:
-            with self.session_factory()() as session:
+            with get_sessionmaker()() as session:
                 counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
         except Exception:
             return  # the database is down: /readyz says so; the scrape still serves request metrics
@@ -69,7 +65,7 @@ class JobsByStatus:
         yield gauge
 
 
-def make_registry(session_factory: Callable[[], sessionmaker[Session]]) -> CollectorRegistry:
+def make_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(JobsByStatus(session_factory))
+    registry.register(JobsByStatus())
     return registry

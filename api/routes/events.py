@@ -8,13 +8,14 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import JobDep, SessionDep, SessionFactoryDep
+from api.deps import JobDep, SessionDep
 from api.routes import V1
 from api.schemas import EventPublic, EventsPublic
+from service.db import get_sessionmaker
 from service.models import FINISHED_STATUSES, Job, JobEvent
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/events", tags=["events"])
@@ -32,30 +33,30 @@ def read_events(session: Session, job_id: str, after_id: int, limit: int) -> lis
 @router.get("", response_model=EventsPublic,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "JSON page, or an SSE stream when Accept: text/event-stream"}})
-def list_events(request: Request, job: JobDep, session: SessionDep, factory: SessionFactoryDep,
+def list_events(request: Request, job: JobDep, session: SessionDep,
                 after_id: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 last_event_id: Annotated[int | None, Header(description="SSE reconnect: resume after this id")] = None,
                 ):
     if "text/event-stream" in request.headers.get("accept", ""):
         start = max(after_id, last_event_id or 0)
-        return EventSourceResponse(stream_events(factory, job.id, start), ping=PING_SECONDS)
+        return EventSourceResponse(stream_events(job.id, start), ping=PING_SECONDS)
     events = read_events(session, job.id, after_id, limit + 1)
     return EventsPublic(data=[EventPublic.model_validate(e) for e in events[:limit]], has_more=len(events) > limit)
 
 
-def _poll(factory: sessionmaker[Session], job_id: str, after_id: int) -> tuple[list[EventPublic], str]:
+def _poll(job_id: str, after_id: int) -> tuple[list[EventPublic], str]:
     """New events and the job's status, read in one short session (a stream must not pin a connection)."""
-    with factory() as session:
+    with get_sessionmaker()() as session:
         # Status first: if the job had finished by then, its last events were committed before and are seen below.
         status = session.scalar(select(Job.status).where(Job.id == job_id))
         events = [EventPublic.model_validate(e) for e in read_events(session, job_id, after_id, STREAM_BATCH)]
         return events, status
 
 
-async def stream_events(factory: sessionmaker[Session], job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
+async def stream_events(job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
     while True:
-        events, status = await run_in_threadpool(_poll, factory, job_id, after_id)
+        events, status = await run_in_threadpool(_poll, job_id, after_id)
         for event in events:
             yield ServerSentEvent(data=event.model_dump_json(), id=str(event.id))  # a plain `message` event
             after_id = event.id

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import SessionFactoryDep
 from api.schemas import Health
+from service.db import get_sessionmaker
 from service.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
@@ -21,16 +21,16 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "names what is down"}})
-def readyz(factory: SessionFactoryDep) -> Response:
-    checks = {"database": _check_database(factory), "broker": "ok" if broker_reachable() else "unreachable"}
+def readyz() -> Response:
+    checks = {"database": _check_database(), "broker": "ok" if broker_reachable() else "unreachable"}
     ready = all(result == "ok" for result in checks.values())
     body = Health(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-def _check_database(factory) -> str:
+def _check_database() -> str:
     try:
-        with factory() as session:
+        with get_sessionmaker()() as session:
             session.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:
