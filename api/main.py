@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
 from api.routes import artifacts, events, health, jobs, metrics, ranks
+from service.settings import get_settings
 
 V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, artifacts.router)
 
@@ -26,6 +27,7 @@ async def lifespan(app: FastAPI):
 
 def create_app() -> FastAPI:
     app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan,
+                  max_body_size=get_settings().max_body_bytes,  # JSON bodies; an upload route sets its own
                   description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
     for router in V1_ROUTERS:
         app.include_router(router)

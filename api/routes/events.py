@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -40,6 +41,7 @@ def list_events(request: Request, job: JobDep, session: SessionDep,
                 ):
     if "text/event-stream" in request.headers.get("accept", ""):
         start = max(after_id, last_event_id or 0)
+        session.close()  # hand the connection back: the stream polls with short sessions of its own
         return EventSourceResponse(stream_events(job.id, start), ping=PING_SECONDS)
     events = read_events(session, job.id, after_id, limit + 1)
     return EventsPublic(data=[EventPublic.model_validate(e) for e in events[:limit]], has_more=len(events) > limit)
@@ -60,8 +62,8 @@ async def stream_events(job_id: str, after_id: int) -> AsyncIterator[ServerSentE
         for event in events:
             yield ServerSentEvent(data=event.model_dump_json(), id=str(event.id))  # a plain `message` event
             after_id = event.id
-        if status in FINISHED_STATUSES and len(events) < STREAM_BATCH:
-            yield ServerSentEvent(data=f'{{"status": "{status}"}}', event="end")
+        if (status is None or status in FINISHED_STATUSES) and len(events) < STREAM_BATCH:
+            yield ServerSentEvent(data=json.dumps({"status": status}), event="end")  # null: the job is gone
             return
         if len(events) < STREAM_BATCH:
             await anyio.sleep(POLL_SECONDS)

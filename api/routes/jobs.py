@@ -6,7 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE

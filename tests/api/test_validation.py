@@ -91,3 +91,9 @@ def test_openapi_documents_the_readable_422(client):
     create = schema["paths"]["/v1/jobs"]["post"]
     assert create["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ValidationErrorBody")
     assert client.get("/docs").status_code == 200
+
+
+def test_oversized_body_is_413(client, alice):
+    body = {**tiny_spec(), "name": "x" * (2 << 20)}  # the default limit is 1 MiB
+    response = client.post("/v1/jobs", json=body, headers=alice)
+    assert response.status_code == 413
