@@ -9,10 +9,11 @@ import logging
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from service import artifacts
@@ -48,11 +49,15 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
     except JobError as e:
         error = str(e)
+    except ValidationError as e:
+        # The API accepted it, so this worker sees other folders (MODEL_DIRS/DATA_DIRS) or a newer schema.
+        error = f"the job spec is not valid on this worker: {_summary(e)}"
     except Exception as e:
         error = describe_failure(e, reporter.step)
         log.exception("job %s failed", job_id)
     finally:
         reporter.flush()
+        release_gpu_memory()
     with session_scope() as session:
         finish_job(session, job_id, status, error)
         message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
@@ -62,6 +67,7 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
 
 def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) -> str:
     import adalora_core as core  # torch and transformers load only here, inside the worker
+    from transformers import set_seed
 
     from worker.data import make_collate, make_eval_fn, prepare
 
@@ -76,6 +82,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     total = args.total_steps(len(data.train))
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
     reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
+    set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
     model = load_model(spec, source, data.num_labels, data.label_names)
     collate = make_collate(tokenizer.pad_token_id)
     result = core.train(model, config, args, data.train, collate,
@@ -123,7 +130,8 @@ def initial_ranks(spec: JobSpec, source: str, num_labels: int | None, config, to
         skeleton = build_model(source, spec.task, num_labels=num_labels, empty=True)
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
-    names = inject_adalora(skeleton, config.with_total_step(total)).modules.keys()
+    # Gaussian init: the skeleton has no weights to take singular vectors from; the names are the same.
+    names = inject_adalora(skeleton, replace(config, init="gaussian", total_step=total)).modules.keys()
     return config.init_r * len(names), {name: config.init_r for name in names}
 
 
@@ -139,6 +147,22 @@ def export(job_id: str, spec: JobSpec, result, tokenizer) -> None:
             for kind, folder in (("adapter", adapter), ("merged", merged)):
                 row = artifacts.store_folder(session, job_id, kind, folder)
                 session.add(JobEvent(job_id=job_id, message=f"{kind} ready: {row.size} bytes, sha256 {row.sha256}"))
+
+
+def release_gpu_memory() -> None:
+    """Give cached GPU memory back after a run, so the next job (maybe a bigger model) starts clean."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def _summary(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def unknown_model_message(model: str, error: BaseException) -> str:
