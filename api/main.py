@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
-from api.routes import artifacts, events, health, jobs, metrics, ranks
+from api.routes import artifacts, checkpoints, events, health, jobs, metrics, ranks
 from service.settings import get_settings
 
-V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, artifacts.router)
+V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, checkpoints.router, artifacts.router)
 
 
 @asynccontextmanager

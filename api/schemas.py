@@ -106,6 +106,17 @@ class RanksPublic(BaseModel):
         description="the ranks of the exported adapter; null until the budget is frozen")
 
 
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    step: int
+    created_at: datetime
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+
+
 class CancelPublic(BaseModel):
     id: str
     status: str

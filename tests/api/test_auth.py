@@ -5,7 +5,7 @@ import pytest
 from service.keys import revoke_api_key
 
 PROTECTED = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"),
-             ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"),
+             ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"), ("GET", "/v1/jobs/x/checkpoints"),
              ("GET", "/v1/jobs/x/artifacts/adapter"), ("GET", "/v1/jobs/x/artifacts/merged")]
 
 

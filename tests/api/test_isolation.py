@@ -5,7 +5,7 @@ import pytest
 from service.models import Metric, RankSnapshot
 
 JOB_ROUTES = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/metrics"), ("GET", "/ranks"),
-              ("GET", "/ranks?step=10"), ("GET", "/artifacts/adapter"), ("HEAD", "/artifacts/adapter"),
+              ("GET", "/ranks?step=10"), ("GET", "/checkpoints"), ("GET", "/artifacts/adapter"), ("HEAD", "/artifacts/adapter"),
               ("GET", "/artifacts/merged")]
 
 

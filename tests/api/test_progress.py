@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service.models import Job, JobEvent, Metric, RankSnapshot, utcnow
+from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
 
 def add_events(sessions, job_id, *messages, level="info"):
@@ -118,3 +118,13 @@ def test_ranks_at_one_step(client, alice, ranked_job):
 def test_ranks_before_any_allocation(client, alice, seed_job):
     body = client.get(f"/v1/jobs/{seed_job(alice, 'queued')}/ranks", headers=alice).json()
     assert body == {"data": [], "final_rank_pattern": None}
+
+
+def test_checkpoints_list_steps_without_server_paths(client, alice, seed_job, sessions):
+    job_id = seed_job(alice, "running")
+    with sessions() as session:
+        session.add_all([Checkpoint(job_id=job_id, step=s, path=f"/srv/ckpt/{job_id}/{s}.pt") for s in (20, 10)])
+        session.commit()
+    body = client.get(f"/v1/jobs/{job_id}/checkpoints", headers=alice).json()
+    assert [c["step"] for c in body["data"]] == [10, 20]
+    assert "/srv/ckpt" not in json.dumps(body)
