@@ -87,7 +87,10 @@ class RankAllocator:
         if self.frozen:
             self._apply_mask()  # the optimizer may have moved pruned singular values; hold them at zero
             return None
-        self._update_scores()
+        # Scores stop once the final phase starts (step >= T - tfinal), as in the paper's code and PEFT: the
+        # final mask comes from budgeting-phase scores. With tfinal = 0 the last step still updates.
+        if step < self.schedule.total_step - self.schedule.tfinal:
+            self._update_scores()
         # `>=` rather than `==`: a caller that skips the final step must still get a frozen target mask.
         final = step >= self.schedule.final_step
         if not (final or self.schedule.allocates_at(step)):

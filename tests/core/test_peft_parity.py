@@ -179,10 +179,6 @@ def test_rank_pattern_matches_peft_at_every_budgeting_allocation(budgeting):
         assert not mismatches(ours, theirs), f"step {step}: {mismatches(ours, theirs)}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RankAllocator.update refreshes the sensitivity EMAs at step T - tfinal before choosing the final mask; "
-    "PEFT and the paper's code stop updating them there (fix: call _update_scores only while "
-    "step < total_step - tfinal). Strict: drop this marker once the fix lands."))
 def test_final_rank_pattern_and_frozen_phase_match_peft(budgeting):
     final = budgeting.our_final_step
     ours, theirs = budgeting.our_allocations[final][1], budgeting.peft_allocations[final][1]
