@@ -43,7 +43,8 @@ def _field_error(error: dict[str, Any], body: Any) -> FieldError:
     if error.get("type") == "json_invalid":
         field = "body"  # pydantic's loc ends with the character offset, not a field
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
-        field = f"{field}.{error.get('ctx', {}).get('discriminator', '').strip(chr(39))}"
+        discriminator = error.get("ctx", {}).get("discriminator", "").strip("'")
+        field = f"{field}.{discriminator}"
     named = NAMED_FIELD.match(message)
     # A cross-field check reports on its model's loc; the message names the precise field, so use that.
     if named and (field in REQUEST_PARTS or named[1] == field or named[1].startswith(field + ".")):

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
 from api.routes import artifacts, checkpoints, events, health, jobs, metrics, ranks
+from service.db import reset as reset_database
 from service.settings import get_settings
 
 V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, checkpoints.router, artifacts.router)
@@ -20,9 +21,7 @@ V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, checkpoi
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     yield
-    from service.db import reset
-
-    reset()  # close pooled connections on shutdown
+    reset_database()  # close pooled connections on shutdown
 
 
 def create_app() -> FastAPI:
