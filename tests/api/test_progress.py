@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -35,29 +34,32 @@ def test_event_pages_follow_after_id(client, alice, seed_job, sessions):
     assert [e["message"] for e in second["data"]] == ["event 3", "event 4"] and not second["has_more"]
 
 
-def test_sse_streams_events_as_they_happen_and_ends_with_the_job(client, alice, seed_job, sessions):
+def test_sse_delivers_events_live_and_ends_with_the_job(client, alice, seed_job, sessions):
     job_id = seed_job(alice, "running")
     add_events(sessions, job_id, "started")
+    first_event_seen, seen_while_running = threading.Event(), []
 
-    def worker_progress():  # what a worker does meanwhile: log, then finish the job
-        time.sleep(0.3)
+    def worker_progress():  # what a worker does meanwhile, once the client saw the first event
+        seen_while_running.append(first_event_seen.wait(10))
         add_events(sessions, job_id, "step 10: loss 0.7")
-        time.sleep(0.3)
         with sessions() as session:
             session.add(JobEvent(job_id=job_id, level="info", message="succeeded"))
-            session.get(Job, job_id).status = "succeeded"
-            session.get(Job, job_id).finished_at = utcnow()
+            job = session.get(Job, job_id)
+            job.status, job.finished_at = "succeeded", utcnow()
             session.commit()
 
     writer = threading.Thread(target=worker_progress)
     writer.start()
-    started = time.monotonic()
+    lines = []
     with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={**alice, "Accept": "text/event-stream"}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        body = "".join(r.iter_text())
+        for line in r.iter_lines():
+            lines.append(line)
+            if "started" in line:
+                first_event_seen.set()  # streamed while the job still runs, not buffered until the end
     writer.join()
-    assert time.monotonic() - started < 10
-    events = parse_sse(body)
+    assert seen_while_running == [True], "the first event was not delivered before the job finished"
+    events = parse_sse("\n".join(lines))
     messages = [json.loads(e["data"])["message"] for e in events if "event" not in e]
     assert messages == ["started", "step 10: loss 0.7", "succeeded"]
     ids = [int(e["id"]) for e in events if "id" in e]
