@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -42,21 +43,35 @@ def headers(service_env) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture(scope="module")
-def finished_job(client, headers, celery_worker) -> dict:
-    response = client.post("/v1/jobs", json=tiny_job_spec(), headers=headers)
+def submit(client, headers, spec: dict) -> str:
+    response = client.post("/v1/jobs", json=spec, headers=headers)
     assert response.status_code == 201, response.text
-    url = f"/v1/jobs/{response.json()['id']}"
+    return response.json()["id"]
 
-    def finished():
-        job = client.get(url, headers=headers).json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+def wait_for_job(client, headers, job_id: str, worker, done, what: str, timeout: float = JOB_TIMEOUT) -> dict:
+    def check():
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        return job if done(job) else None
 
     try:
-        job = wait_for(finished, JOB_TIMEOUT, interval=0.5, what="the job to finish")
-    finally:
-        print(celery_worker.log_tail())
+        return wait_for(check, timeout, interval=0.2, what=what)
+    except BaseException:
+        print(worker.log_tail())
+        raise
+
+
+def is_finished(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def finished_job(client, headers, celery_worker) -> dict:
+    started = time.monotonic()
+    job_id = submit(client, headers, tiny_job_spec())
+    job = wait_for_job(client, headers, job_id, celery_worker, is_finished, "the job to finish")
     assert job["status"] == "succeeded", job["error"]
+    print(f"tiny job: {time.monotonic() - started:.1f} s from POST to succeeded (first job of a fresh worker)")
     return job
 
 
@@ -125,3 +140,18 @@ def test_downloads_load_in_stock_peft_and_transformers_with_equal_logits(
 
     torch.testing.assert_close(adapter_logits, merged_logits, atol=LOGITS_ATOL, rtol=0)
     assert not torch.allclose(adapter_logits, base_logits, atol=1e-3)  # training changed the model
+
+
+def test_cancel_over_rest_stops_a_running_job_and_the_worker_takes_the_next(client, headers, finished_job,
+                                                                           celery_worker):
+    long_job = submit(client, headers, tiny_job_spec(max_steps=20_000))
+    wait_for_job(client, headers, long_job, celery_worker, lambda j: j["status"] == "running" and j["step"] > 0,
+                 "the long job to start training")
+    assert client.post(f"/v1/jobs/{long_job}/cancel", headers=headers).json()["status"] == "cancelling"
+    job = wait_for_job(client, headers, long_job, celery_worker, is_finished, "the cancel to land", timeout=15)
+    assert job["status"] == "cancelled" and job["step"] < 20_000
+    response = client.get(f"/v1/jobs/{long_job}/artifacts/adapter", headers=headers)
+    assert response.status_code == 404
+    next_job = submit(client, headers, tiny_job_spec())
+    job = wait_for_job(client, headers, next_job, celery_worker, is_finished, "the next job to finish")
+    assert job["status"] == "succeeded", job["error"]
