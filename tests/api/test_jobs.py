@@ -54,11 +54,14 @@ def test_get_running_job_shows_progress_latest_metrics_and_eta(client, alice, se
     with sessions() as session:
         session.add_all([Metric(job_id=job_id, step=s, values={"loss": 1.0 / s, "lr": 1e-3}) for s in (10, 20, 25)])
         session.commit()
+    before = utcnow()
     job = client.get(f"/v1/jobs/{job_id}", headers=alice).json()
+    after = utcnow()
     assert (job["status"], job["step"], job["total_steps"], job["current_budget"]) == ("running", 25, 100, 30.0)
     assert job["latest_metrics"] == {"step": 25, "values": {"loss": 0.04, "lr": 1e-3}}
-    # 25 steps in ~100 s: the remaining 75 take ~300 s.
-    assert 295 < job["eta_seconds"] < 310
+    # 25 of 100 steps took the elapsed time, so the remaining 75 take three times as long.
+    elapsed = [(t - started).total_seconds() for t in (before, after)]
+    assert 3 * elapsed[0] - 0.01 <= job["eta_seconds"] <= 3 * elapsed[1] + 0.01
 
 
 def test_queued_job_has_no_eta_or_metrics(client, alice, seed_job):
