@@ -11,6 +11,17 @@ from service.jobspec import JobSpec
 
 
 class JobCreate(JobSpec):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "minilm-sst2",
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "task": "sequence_classification",
+        "dataset": {"source": "server", "path": "glue/SST-2/train.tsv", "validation_path": "glue/SST-2/dev.tsv"},
+        "budget": {"init_r": 12, "target_r": 8},
+        "schedule": {"tinit": 0.1, "tfinal": 0.2, "delta_t": 10},
+        "training": {"epochs": 1, "batch_size": 32, "learning_rate": 1e-3},
+        "dry_run": True,
+    }]})
+
     dry_run: bool = Field(default=False, description="only report parameter counts, steps and the budget "
                                                      "schedule; nothing is queued")
 
