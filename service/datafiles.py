@@ -22,14 +22,15 @@ class DataError(ValueError):
     """The dataset cannot be used as given; the message names the fix."""
 
 
-def read_file(path: Path, fmt: str) -> Columns:
+def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Columns:
+    """Rows of a csv/tsv (header row, or `column_names` when it has none), jsonl or json file, as columns."""
     try:
         if fmt in ("csv", "tsv"):
             with open(path, newline="", encoding="utf-8") as f:
                 # TSV corpora (GLUE) use bare quotes inside text: read them literally.
-                reader = (csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv"
-                          else csv.DictReader(f))
-                rows = list(reader)
+                dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+                rows = list(csv.DictReader(f, fieldnames=column_names, **dialect))
+            _check_widths(rows, path)
         elif fmt == "jsonl":
             with open(path, encoding="utf-8") as f:
                 rows = [json.loads(line) for line in f if line.strip()]
@@ -45,6 +46,15 @@ def read_file(path: Path, fmt: str) -> Columns:
         raise DataError(f"dataset file {path.name}: every record must be an object with named fields")
     names = list(rows[0])
     return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _check_widths(rows: list[dict], path: Path) -> None:
+    """DictReader puts extra fields under None and fills missing ones with None: both mean a broken row."""
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise DataError(f"dataset file {path.name}, line {number}: {len(row) - (None in row)} columns expected, "
+                            "the row has a different number (a tab or comma inside unquoted text, or a file "
+                            "without a header row: set dataset.column_names)")
 
 
 def _rows_from_columns(loaded: object, path: Path) -> list[dict]:
@@ -72,9 +82,10 @@ def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
     """(train, validation) columns: the named validation set, or a seeded hold-out of the training rows."""
     ds = spec.dataset
     if isinstance(ds, ServerDataset):
-        train = read_file(ds.resolved_path(), ds.format)
+        train = read_file(ds.resolved_path(), ds.format, ds.column_names)
         validation_path = ds.resolved_validation_path()
-        validation = read_file(validation_path, _format_of(validation_path, ds.format)) if validation_path else None
+        validation = (read_file(validation_path, _format_of(validation_path, ds.format), ds.column_names)
+                      if validation_path else None)
     else:
         train = read_hub(ds, ds.split)
         validation = read_hub(ds, ds.validation_name) if ds.validation_name else None
@@ -109,7 +120,7 @@ def count_training_rows(spec: JobSpec) -> int:
     or, for a hub dataset, the split sizes in its metadata."""
     ds = spec.dataset
     if isinstance(ds, ServerDataset):
-        total = n_rows(read_file(ds.resolved_path(), ds.format))
+        total = n_rows(read_file(ds.resolved_path(), ds.format, ds.column_names))
     else:
         total = _hub_split_size(ds)
     named_validation = ds.validation_path if isinstance(ds, ServerDataset) else ds.validation_name

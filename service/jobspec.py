@@ -68,6 +68,8 @@ class ServerDataset(Columns):
     source: Literal["server"]
     path: str = Field(description="a file inside one of the server's DATA_DIRS, relative to that folder")
     format: DataFormat | None = Field(default=None, description="inferred from the file suffix when omitted")
+    column_names: list[str] | None = Field(default=None, min_length=1,
+                                           description="csv/tsv without a header row: the name of each column")
     validation_path: str | None = Field(default=None, description="a second file to evaluate on")
     validation_split: float | None = Field(default=0.1, ge=0, lt=1,
                                            description="fraction held out for evaluation when no validation file is named")
@@ -96,6 +98,9 @@ class ServerDataset(Columns):
                 raise ValueError(f"dataset.format: cannot infer it from {suffix or 'no suffix'!r}; "
                                  "set format to csv, tsv, jsonl or json")
             self.format = SUFFIX_FORMATS[suffix]
+        if self.column_names and self.format not in ("csv", "tsv"):
+            raise ValueError("dataset.column_names: only csv and tsv files can lack a header row; "
+                             "remove column_names")
         return self
 
     def resolved_path(self) -> Path:

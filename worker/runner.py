@@ -90,8 +90,8 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
                         callbacks=reporter)
     if result.stopped:
         return "cancelled"
-    reporter.flush()
     reporter.event("info", "writing the adapter and the merged model")
+    reporter.flush()
     export(job_id, spec, result, tokenizer)
     return "succeeded"
 

@@ -102,3 +102,10 @@ def test_kwargs_build_the_core_config_and_train_args():
     args = core.TrainArgs(**spec.to_train_kwargs())
     assert (config.init_r, config.target_r, config.delta_t) == (4, 2, 2)
     assert (args.max_steps, args.batch_size, args.learning_rate) == (24, 8, 5e-3)
+
+
+def test_column_names_only_for_delimited_files(tiny_dataset_file):
+    jsonl = tiny_dataset_file.with_name("rows.jsonl")
+    jsonl.write_text('{"sentence": "good", "label": "positive"}\n')
+    [(_, message)] = errors(with_changes(dataset={"path": jsonl.name, "column_names": ["a"]}))
+    assert "only csv and tsv files can lack a header row" in message

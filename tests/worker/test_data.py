@@ -131,3 +131,17 @@ def test_a_named_validation_file_replaces_the_hold_out(data_dir, tiny_dataset_fi
     (data_dir / "dev.csv").write_text("sentence,label\ngood film,positive\n")
     train, validation = read_splits(spec_for("train.csv", validation_path="dev.csv"))
     assert len(train["sentence"]) == 96 and validation["sentence"] == ["good film"]
+
+
+def test_a_file_without_header_reads_with_column_names(data_dir):
+    (data_dir / "cola.tsv").write_text("gj04\t1\t\tthe film was good .\ngj04\t0\t*\tfilm the good was .\n")
+    spec = spec_for("cola.tsv", column_names=["source", "label", "orig_label", "sentence"])
+    train, validation = read_splits(spec)
+    assert train["sentence"] + validation["sentence"] in (
+        ["the film was good .", "film the good was ."], ["film the good was .", "the film was good ."])
+
+
+def test_a_row_with_a_different_width_names_the_line(data_dir):
+    (data_dir / "ragged.csv").write_text("sentence,label\ngood film,1\nbad, awful film,0\n")
+    with pytest.raises(DataError, match="ragged.csv, line 3"):
+        read_file(data_dir / "ragged.csv", "csv")
