@@ -184,6 +184,9 @@ def describe_failure(error: BaseException, step: int) -> str:
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return (f"out of GPU memory at step {step}: lower training.batch_size (raise training.grad_accum to keep "
                 "the effective batch), training.max_seq_len or budget.init_r, or use a smaller model")
+    if isinstance(error, MemoryError):
+        return (f"out of host memory at step {step}: use a smaller dataset or model, or ask the operator "
+                "for a worker with more memory")
     if type(error).__name__ == "SoftTimeLimitExceeded":
         return f"stopped at step {step}: the run exceeded this server's time limit; train for fewer steps"
     last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None

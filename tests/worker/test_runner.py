@@ -78,3 +78,66 @@ def test_a_job_already_claimed_is_not_run_again(engine):
     assert run_job(job_id) is None  # a redelivered message for a finished job does nothing
     with session_scope() as session:
         assert session.get(Job, job_id).attempts == 1
+
+
+def test_a_schedule_that_does_not_fit_the_run_fails_before_loading_weights(engine):
+    spec = tiny_job_spec()
+    del spec["training"]["max_steps"]  # one epoch of 72 rows / 8 = 9 steps; tinit 4 + tfinal 6 do not fit
+    job_id = queued_job(spec)
+    assert run_job(job_id) == "failed"
+    with session_scope() as session:
+        error = session.get(Job, job_id).error
+    assert error.startswith("configuration: tinit + tfinal (4 + 6)") and "train longer" in error
+
+
+def test_failures_we_can_name_get_a_fix_in_the_message():
+    import torch
+
+    from adalora_core import ConfigError
+    from service.datafiles import DataError
+    from worker.runner import describe_failure
+
+    oom = describe_failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 7)
+    assert oom.startswith("out of GPU memory at step 7") and "training.batch_size" in oom
+    assert describe_failure(ConfigError("lower target_r"), 0) == "configuration: lower target_r"
+    assert describe_failure(DataError("set dataset.text_column"), 0) == "set dataset.text_column"
+    assert describe_failure(RuntimeError("boom"), 3).startswith("internal error at step 3: RuntimeError: boom")
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tiny_model_dir):
+    """A 2-layer GPT-2 beside the tiny BERT (same MODEL_DIRS), reusing its word-level tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tiny_model_dir.parent / "tiny-gpt2"
+    if not folder.exists():
+        shutil.copytree(tiny_model_dir, folder)
+        for weights in folder.glob("*.safetensors"):
+            weights.unlink()
+        (folder / "config.json").unlink()
+        torch.manual_seed(0)
+        config = GPT2Config(vocab_size=33, n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0)
+        GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, tiny_dataset_file):
+    import json
+    import tarfile
+
+    from service.artifacts import inside_root
+
+    spec = tiny_job_spec(max_steps=12)
+    spec.update(model="tiny-gpt2", task="causal_lm")
+    job_id = queued_job(spec)
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        last = session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step.desc())).first()
+        adapter = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "adapter"))
+    assert last.step == 12 and last.values["eval_perplexity"] > 1
+    with tarfile.open(inside_root(adapter.path)) as tar:
+        config = json.load(tar.extractfile("adapter/adapter_config.json"))
+    assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == "tiny-gpt2"
