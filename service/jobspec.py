@@ -26,12 +26,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _safe_relative(path: str, field: str) -> PurePosixPath:
-    """A relative path with no `..`; absolute paths are checked against the allow-list by the caller."""
-    pure = PurePosixPath(path)
-    if ".." in pure.parts:
+def _reject_parent_steps(path: str, field: str) -> None:
+    """No `..` anywhere; where the path may point is then checked against the allow-list by the caller."""
+    if ".." in PurePosixPath(path).parts:
         raise ValueError(f"{field} must not contain '..': name a path inside an allowed folder")
-    return pure
 
 
 def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
@@ -45,34 +43,34 @@ def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
     return None
 
 
-class Columns(Strict):
-    """Which dataset columns hold the inputs; left empty, the worker picks them by common names."""
+class DatasetCommon(Strict):
+    """Which columns hold the inputs (left empty, the worker picks them by common names), and how much of
+    the training rows to hold out for evaluation when no validation set is named."""
 
     text_column: str | None = None       # sentence / text / prompt ...
     text_pair_column: str | None = None  # second sentence of a pair task (NLI, paraphrase)
     label_column: str | None = None      # label / labels / target ... (classification only)
+    validation_split: float | None = Field(default=0.1, ge=0, lt=1,
+                                           description="fraction held out for evaluation when no validation "
+                                                       "set is named; 0 for none")
 
 
-class HubDataset(Columns):
+class HubDataset(DatasetCommon):
     source: Literal["hub"]
     path: str = Field(description="dataset id on the Hugging Face hub, e.g. `nyu-mll/glue`")
     name: str | None = Field(default=None, description="configuration, e.g. `sst2`")
     split: str = "train"
     revision: str | None = None
     validation_name: str | None = Field(default=None, description="a split to evaluate on, e.g. `validation`")
-    validation_split: float | None = Field(default=0.1, ge=0, lt=1,
-                                           description="fraction held out for evaluation when no validation set is named")
 
 
-class ServerDataset(Columns):
+class ServerDataset(DatasetCommon):
     source: Literal["server"]
     path: str = Field(description="a file inside one of the server's DATA_DIRS, relative to that folder")
     format: DataFormat | None = Field(default=None, description="inferred from the file suffix when omitted")
     column_names: list[str] | None = Field(default=None, min_length=1,
                                            description="csv/tsv without a header row: the name of each column")
     validation_path: str | None = Field(default=None, description="a second file to evaluate on")
-    validation_split: float | None = Field(default=0.1, ge=0, lt=1,
-                                           description="fraction held out for evaluation when no validation file is named")
 
     @field_validator("path", "validation_path")
     @classmethod
@@ -80,7 +78,7 @@ class ServerDataset(Columns):
         if value is None:
             return value
         field = f"dataset.{info.field_name}"
-        _safe_relative(value, field)
+        _reject_parent_steps(value, field)
         roots = get_settings().resolved_data_dirs()
         if not roots:
             raise ValueError(f"{field}: this server has no DATA_DIRS configured; use a hub dataset "
@@ -198,7 +196,7 @@ class JobSpec(Strict):
     @field_validator("model")
     @classmethod
     def _hub_id_or_allowed_folder(cls, value: str) -> str:
-        _safe_relative(value, "model")
+        _reject_parent_steps(value, "model")
         if find_under(value, get_settings().resolved_model_dirs(), want_dir=True) is not None:
             return value
         if Path(value).is_absolute():
