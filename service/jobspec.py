@@ -32,6 +32,12 @@ def _reject_parent_steps(path: str, field: str) -> None:
         raise ValueError(f"{field} must not contain '..': name a path inside an allowed folder")
 
 
+def _reject_local_path(value: str, field: str, fix: str) -> None:
+    """The hub loaders read a local folder of the same name first; never let a hub id reach server files."""
+    if Path(value).exists():
+        raise ValueError(f"{field}: {value!r} names a folder on this server, not a hub id; {fix}")
+
+
 def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
     """The existing file or folder `path` names inside one of `roots`, or None. Never leaves the roots."""
     for root in roots:
@@ -62,6 +68,16 @@ class HubDataset(DatasetCommon):
     split: str = "train"
     revision: str | None = None
     validation_name: str | None = Field(default=None, description="a split to evaluate on, e.g. `validation`")
+
+    @field_validator("path")
+    @classmethod
+    def _hub_dataset_id(cls, value: str) -> str:
+        # `org/name` only: a bare name may be a builder (`csv`, `json`) that reads local files.
+        if not HUB_ID.match(value) or "/" not in value:
+            raise ValueError(f"dataset.path: {value!r} is not a hub dataset id like `org/name`; "
+                             "for a file on this server use source: server")
+        _reject_local_path(value, "dataset.path", "use source: server with a path inside DATA_DIRS")
+        return value
 
 
 class ServerDataset(DatasetCommon):
@@ -204,6 +220,7 @@ class JobSpec(Strict):
                              "name a hub id or a folder relative to one of MODEL_DIRS")
         if not HUB_ID.match(value):
             raise ValueError(f"model: {value!r} is neither a hub id (`org/name`) nor a folder inside MODEL_DIRS")
+        _reject_local_path(value, "model", "name a folder inside MODEL_DIRS")
         return value
 
     @model_validator(mode="after")

@@ -109,3 +109,18 @@ def test_column_names_only_for_delimited_files(tiny_dataset_file):
     jsonl.write_text('{"sentence": "good", "label": "positive"}\n')
     [(_, message)] = errors(with_changes(dataset={"path": jsonl.name, "column_names": ["a"]}))
     assert "only csv and tsv files can lack a header row" in message
+
+
+@pytest.mark.parametrize("path", ["csv", "json", "imdb", "a/b/c", "/etc/x"])
+def test_hub_datasets_must_be_org_slash_name(path):
+    [(loc, message)] = errors(with_changes(dataset={"source": "hub", "path": path}))
+    assert loc == ("dataset", "hub", "path") and "like `org/name`" in message
+
+
+def test_hub_ids_that_name_a_local_folder_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the hub loaders would read ./org/name from the worker's folder
+    [(_, message)] = errors(with_changes(dataset={"source": "hub", "path": "org/name"}))
+    assert "names a folder on this server" in message
+    [(_, message)] = errors(with_changes(model="org/name"))
+    assert "names a folder on this server" in message
