@@ -63,3 +63,9 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
         .values(status=status, finished_at=utcnow(), heartbeat_at=utcnow(), error=error)
         .execution_options(synchronize_session=False)
     ).rowcount == 1
+
+
+def beat(session: Session, job_id: str) -> None:
+    """Stamp the heartbeat of a run this worker holds; the caller commits."""
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+                    .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))

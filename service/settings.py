@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
     metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first
     cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status
-    stale_job_seconds: float = 1800.0        # a running job without a heartbeat this long is taken over
+    heartbeat_seconds: float = 30.0          # a running job's worker stamps the row this often, even mid-step
+    stale_job_seconds: float = 180.0         # a running job without a heartbeat this long is taken over
+    checkpoint_every: int = 1000             # steps between resumable checkpoints (0: none); a taken-over
+                                             # job resumes from its latest one
     task_soft_time_limit: int = 24 * 3600    # a training run longer than this is stopped
     task_time_limit: int = 24 * 3600 + 600   # ... and killed if it ignores the soft limit
 

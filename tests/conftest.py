@@ -215,21 +215,27 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.fixture(scope="module")
-def celery_worker(service_env, tmp_path_factory) -> Iterator[WorkerProcess]:
-    """`celery -A worker.celery_app worker` as a subprocess on this module's database, broker and queue."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, **service_env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
+def start_worker(service_env: dict[str, str], folder: Path, pool: str = "solo",
+                 extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    """`celery -A worker.celery_app worker` as a subprocess on the given database, broker and queue."""
+    log_path = folder / "worker.log"
+    env = {**os.environ, **service_env, **(extra_env or {}), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", service_env["QUEUE_NAME"],
-               "-c", "1", "--pool", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle",
+               "-c", "1", "--pool", pool, "--without-heartbeat", "--without-gossip", "--without-mingle",
                "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "-l", "info"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    worker = WorkerProcess(process, log_path)
+    return WorkerProcess(process, log_path)
+
+
+@pytest.fixture(scope="module")
+def celery_worker(service_env, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """A solo-pool worker (the job runs in the worker process itself) for this module's services."""
+    worker = start_worker(service_env, tmp_path_factory.mktemp("worker"))
     yield worker
-    stop_process(process)
+    stop_process(worker.process)
 
 
 def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:

@@ -6,7 +6,10 @@ Plain functions, no Celery here: the task in worker/tasks.py only passes the job
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -14,13 +17,13 @@ from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from service import artifacts
 from service.db import get_sessionmaker, session_scope
 from service.jobspec import JobSpec
-from service.lifecycle import claim_job, finish_job
-from service.models import Job, JobEvent, utcnow
+from service.lifecycle import ACTIVE_STATUSES, beat, claim_job, finish_job
+from service.models import Checkpoint, Job, JobEvent, utcnow
 from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
 from service.settings import get_settings
 
@@ -33,20 +36,35 @@ class JobError(Exception):
     """A failure the user can fix; the message is stored on the job as it is."""
 
 
+class JobBusy(Exception):
+    """The job is running under a worker whose heartbeat is still fresh: ask again once it would be stale."""
+
+
 def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> str | None:
-    """Run a queued job to its end; returns its final status, or None when this worker did not claim it."""
+    """Run a queued job to its end; returns its final status, or None when there is nothing to run.
+
+    Raises JobBusy when another live worker holds the job (a redelivered message while the first run may
+    still be alive); the task then retries after the stale period, and takes over if the heartbeat stopped.
+    """
     settings = get_settings()
+    worker = f"{worker} pid {os.getpid()}"
     with session_scope() as session:
         if not claim_job(session, job_id, worker, task_id, settings.stale_job_seconds):
-            log.info("job %s not claimed: already taken, finished or cancelled", job_id)
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+            if status in ACTIVE_STATUSES:
+                raise JobBusy(job_id)
+            log.info("job %s not run: it is %s", job_id, status or "gone")
             return None
-        session.add(JobEvent(job_id=job_id, message=f"started on {worker}"))
+        attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
+        session.add(JobEvent(job_id=job_id, message=f"started on {worker}"
+                             + (f" (attempt {attempts}: the previous worker stopped)" if attempts > 1 else "")))
         spec_json = session.scalar(select(Job.spec).where(Job.id == job_id))
     reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
                                 settings.cancel_poll_seconds)
     status, error = "failed", None
     try:
-        status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
+        with Heartbeat(job_id, settings.heartbeat_seconds):
+            status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
     except JobError as e:
         error = str(e)
     except ValidationError as e:
@@ -68,6 +86,9 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
 def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) -> str:
     import adalora_core as core  # torch and transformers load only here, inside the worker
     from transformers import set_seed
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
 
     from worker.data import make_collate, make_eval_fn, prepare
 
@@ -78,7 +99,9 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
                    + (f", {data.num_labels} labels" if data.num_labels else "")
                    + f"; text from {', '.join(data.text_columns)}")
     config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
-    args = core.TrainArgs(**spec.to_train_kwargs())
+    every = get_settings().checkpoint_every or None
+    args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
+                          checkpoint_dir=str(checkpoint_dir(job_id)) if every else None)
     total = args.total_steps(len(data.train))
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
     reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
@@ -87,13 +110,37 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     collate = make_collate(tokenizer.pad_token_id)
     result = core.train(model, config, args, data.train, collate,
                         eval_fn=make_eval_fn(spec.task, data.validation, collate, args.batch_size * 2),
-                        callbacks=reporter)
+                        callbacks=reporter, resume_from=latest_checkpoint(job_id))
     if result.stopped:
         return "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
     export(job_id, spec, result, tokenizer)
+    discard_checkpoints(job_id)
     return "succeeded"
+
+
+def checkpoint_dir(job_id: str) -> Path:
+    return artifacts.job_dir(job_id) / "checkpoints"
+
+
+def latest_checkpoint(job_id: str) -> str | None:
+    """The newest checkpoint an earlier attempt of this job left, to resume from; None for a fresh start."""
+    with get_sessionmaker()() as session:
+        paths = session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
+                                .order_by(Checkpoint.step.desc())).all()
+    for path in paths:
+        absolute = artifacts.inside_root(path)
+        if absolute.is_file():
+            return str(absolute)
+    return None
+
+
+def discard_checkpoints(job_id: str) -> None:
+    """After success the adapter supersedes them: they are internal (optimizer state) and can be large."""
+    with session_scope() as session:
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+    shutil.rmtree(checkpoint_dir(job_id), ignore_errors=True)
 
 
 def load_tokenizer(spec: JobSpec, source: str):
@@ -194,6 +241,32 @@ def describe_failure(error: BaseException, step: int) -> str:
     return f"internal error at step {step}: {type(error).__name__}: {error}{where}"
 
 
+class Heartbeat:
+    """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
+    looks like a dead worker."""
+
+    def __init__(self, job_id: str, interval: float) -> None:
+        self.job_id, self.interval = job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    beat(session, self.job_id)
+            except Exception:  # a database hiccup must not kill the run; the next beat may succeed
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+
 @dataclass
 class ProgressReporter:
     """TrainCallbacks that buffer what the loop reports and write it in one transaction every
@@ -236,7 +309,8 @@ class ProgressReporter:
         self.event(level, message)
 
     def on_checkpoint(self, step: int, path: str) -> None:
-        self.checkpoints[step] = path
+        self.checkpoints[step] = Path(path).resolve().relative_to(artifacts.artifact_root()).as_posix()
+        self.flush()  # a takeover can only resume from checkpoints that are on record
 
     def should_stop(self) -> bool:
         now = time.monotonic()
