@@ -9,11 +9,8 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
-import time
 import traceback
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,10 +19,10 @@ from sqlalchemy import delete, select
 from service import artifacts
 from service.db import get_sessionmaker, session_scope
 from service.jobspec import JobSpec
-from service.lifecycle import ACTIVE_STATUSES, beat, claim_job, finish_job
-from service.models import Checkpoint, Job, JobEvent, utcnow
-from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
+from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job
+from service.models import Checkpoint, Job, JobEvent
 from service.settings import get_settings
+from worker.reporting import Heartbeat, ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -239,102 +236,3 @@ def describe_failure(error: BaseException, step: int) -> str:
     last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f" in {Path(last.filename).name}:{last.lineno}" if last else ""
     return f"internal error at step {step}: {type(error).__name__}: {error}{where}"
-
-
-class Heartbeat:
-    """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
-    looks like a dead worker."""
-
-    def __init__(self, job_id: str, interval: float) -> None:
-        self.job_id, self.interval = job_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    beat(session, self.job_id)
-            except Exception:  # a database hiccup must not kill the run; the next beat may succeed
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-
-
-@dataclass
-class ProgressReporter:
-    """TrainCallbacks that buffer what the loop reports and write it in one transaction every
-    `flush_steps` steps or `flush_seconds` seconds; should_stop re-reads the job status at most every
-    `poll_seconds`."""
-
-    job_id: str
-    flush_steps: int
-    flush_seconds: float
-    poll_seconds: float
-    step: int = 0
-    total_steps: int | None = None
-    budget: float | None = None
-    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
-    snapshots: dict[int, tuple[float, dict[str, int], bool]] = field(default_factory=dict)
-    checkpoints: dict[int, str] = field(default_factory=dict)
-    events: list[tuple[datetime, str, str]] = field(default_factory=list)
-    last_flush_step: int = 0
-    last_flush_time: float = field(default_factory=time.monotonic)
-    last_poll_time: float = 0.0
-    stop: bool = False
-
-    # Duck-typed adalora_core.TrainCallbacks: this module must stay importable without torch.
-    def start(self, total_steps: int, initial: tuple[int, dict[str, int]]) -> None:
-        self.total_steps, self.budget = total_steps, float(initial[0])
-        self.snapshots[0] = (float(initial[0]), initial[1], False)
-        self.event("info", f"training {total_steps} steps, {len(initial[1])} adapted modules, "
-                           f"initial budget {initial[0]}")
-        self.flush()
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.step, self.budget = step, metrics.get("budget", self.budget)
-        self.metrics[step] = metrics
-        self._maybe_flush()
-
-    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None:
-        self.snapshots[step] = (float(budget), dict(ranks), final)
-
-    def on_event(self, level: str, message: str) -> None:
-        self.event(level, message)
-
-    def on_checkpoint(self, step: int, path: str) -> None:
-        self.checkpoints[step] = Path(path).resolve().relative_to(artifacts.artifact_root()).as_posix()
-        self.flush()  # a takeover can only resume from checkpoints that are on record
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self.stop and now - self.last_poll_time >= self.poll_seconds:
-            self.last_poll_time = now
-            with get_sessionmaker()() as session:  # a read: nothing to commit
-                self.stop = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
-        return self.stop
-
-    def event(self, level: str, message: str) -> None:
-        self.events.append((utcnow(), level, message))
-
-    def _maybe_flush(self) -> None:
-        if (self.step - self.last_flush_step >= self.flush_steps
-                or time.monotonic() - self.last_flush_time >= self.flush_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        """Everything buffered, plus the job's progress and heartbeat, in one commit."""
-        with session_scope() as session:
-            upsert_metrics(session, self.job_id, self.metrics)
-            upsert_rank_snapshots(session, self.job_id, self.snapshots)
-            upsert_checkpoints(session, self.job_id, self.checkpoints)
-            add_events(session, self.job_id, self.events)
-            record_progress(session, self.job_id, self.step, self.total_steps, self.budget)
-        self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
-        self.last_flush_step, self.last_flush_time = self.step, time.monotonic()

@@ -158,7 +158,7 @@ def test_a_job_held_by_a_live_worker_is_busy_not_skipped(engine):
 def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
     from service.lifecycle import claim_job
     from tests.conftest import wait_for
-    from worker.runner import Heartbeat
+    from worker.reporting import Heartbeat
 
     job_id = queued_job(tiny_job_spec())
     with session_scope() as session:
