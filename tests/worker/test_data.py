@@ -145,3 +145,12 @@ def test_a_row_with_a_different_width_names_the_line(data_dir):
     (data_dir / "ragged.csv").write_text("sentence,label\ngood film,1\nbad, awful film,0\n")
     with pytest.raises(DataError, match="ragged.csv, line 3"):
         read_file(data_dir / "ragged.csv", "csv")
+
+
+def test_an_unreachable_hub_dataset_says_what_to_check(data_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here; the message must still be actionable
+    spec = tiny_job_spec()
+    spec["dataset"] = {"source": "hub", "path": "no-such-org/no-such-dataset"}
+    with pytest.raises(DataError, match="hub dataset 'no-such-org/no-such-dataset'.*could not be loaded.*"
+                                        "has the dataset cached"):
+        read_splits(JobSpec.model_validate(spec))
