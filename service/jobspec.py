@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.settings import get_settings
 
-Task = Literal["sequence_classification", "causal_lm"]
+Task = Literal["sequence_classification", "causal_lm", "seq2seq"]
 DataFormat = Literal["csv", "tsv", "jsonl", "json"]
 SUFFIX_FORMATS: dict[str, DataFormat] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
 # A Hugging Face hub id: `name` or `org/name`.
@@ -53,9 +53,20 @@ class DatasetCommon(Strict):
     """Which columns hold the inputs (left empty, the worker picks them by common names), and how much of
     the training rows to hold out for evaluation when no validation set is named."""
 
-    text_column: str | None = None       # sentence / text / prompt ...
+    # sequence_classification
+    text_column: str | None = None       # sentence / text ... (also causal_lm plain text)
     text_pair_column: str | None = None  # second sentence of a pair task (NLI, paraphrase)
-    label_column: str | None = None      # label / labels / target ... (classification only)
+    label_column: str | None = None      # label / score ...
+    label_type: Literal["auto", "classes", "regression"] = Field(
+        default="auto", description="auto: labels with fractional numbers (STS-B scores) train a regression "
+                                    "head, integers and strings are classes")
+    # causal_lm: text_column (packed into blocks), prompt + completion, or chat messages
+    prompt_column: str | None = None
+    completion_column: str | None = None  # the loss covers these tokens only
+    messages_column: str | None = None    # a list of {role, content}; the loss covers assistant turns only
+    # seq2seq
+    source_column: str | None = None
+    target_column: str | None = None
     validation_split: float | None = Field(default=0.1, ge=0, lt=1,
                                            description="fraction held out for evaluation when no validation "
                                                        "set is named; 0 for none")
@@ -200,6 +211,19 @@ class Training(Strict):
         return self
 
 
+# Which task kinds read each column-mapping field.
+TASK_COLUMNS: dict[str, tuple[str, ...]] = {
+    "text_column": ("sequence_classification", "causal_lm"),
+    "text_pair_column": ("sequence_classification",),
+    "label_column": ("sequence_classification",),
+    "prompt_column": ("causal_lm",),
+    "completion_column": ("causal_lm",),
+    "messages_column": ("causal_lm",),
+    "source_column": ("seq2seq",),
+    "target_column": ("seq2seq",),
+}
+
+
 class JobSpec(Strict):
     name: str | None = Field(default=None, max_length=200, description="a label for listings")
     model: str = Field(description="a hub id (`org/name`) or a folder inside one of the server's MODEL_DIRS")
@@ -222,6 +246,22 @@ class JobSpec(Strict):
             raise ValueError(f"model: {value!r} is neither a hub id (`org/name`) nor a folder inside MODEL_DIRS")
         _reject_local_path(value, "model", "name a folder inside MODEL_DIRS")
         return value
+
+    @model_validator(mode="after")
+    def _columns_fit_the_task(self) -> JobSpec:
+        ds = self.dataset
+        for field, tasks in TASK_COLUMNS.items():
+            if getattr(ds, field) is not None and self.task not in tasks:
+                raise ValueError(f"dataset.{field} does not apply to task {self.task}: remove it "
+                                 f"(it is for {' or '.join(tasks)})")
+        if ds.label_type != "auto" and self.task != "sequence_classification":
+            raise ValueError("dataset.label_type applies to sequence_classification only: remove it")
+        if (ds.prompt_column is None) != (ds.completion_column is None):
+            raise ValueError("dataset: give prompt_column and completion_column together")
+        chosen = [f for f in ("text_column", "prompt_column", "messages_column") if getattr(ds, f)]
+        if self.task == "causal_lm" and len(chosen) > 1:
+            raise ValueError(f"dataset: {' and '.join(chosen)} are alternatives for causal_lm: keep one")
+        return self
 
     @model_validator(mode="after")
     def _schedule_fits_fixed_run(self) -> JobSpec:
