@@ -1,7 +1,8 @@
 """RankAllocator: sensitivity-scored triplets, the cubic budget schedule, one global threshold.
 
 Call `update(step)` after `optimizer.step()` and before `zero_grad()`, with `step` the 0-based index of
-the optimizer step just taken (gradient accumulation therefore never skews the schedule). The
+the optimizer step just taken (gradient accumulation therefore never skews the schedule). `update`
+consumes the adapters' gradients: it overwrites them with |w·grad| to save memory traffic. The
 per-step work is a handful of `torch._foreach_*` calls over all adapter tensors, not a Python loop of
 small ops per tensor.
 """
@@ -119,24 +120,25 @@ class RankAllocator:
         return None
 
     def _update_scores(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        ipt = torch._foreach_mul(self.params, grads)
+        # |w * grad| is computed into the gradients themselves: update() runs after optimizer.step() and
+        # before zero_grad(), so nothing reads them again, and this saves a pass over every tensor.
+        ipt = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        torch._foreach_mul_(ipt, self.params)
         torch._foreach_abs_(ipt)
-        # ema = beta * ema + (1 - beta) * x, written as two foreach calls over every tensor at once
-        torch._foreach_mul_(self.ema_ipt, self.beta1)
-        torch._foreach_add_(self.ema_ipt, ipt, alpha=1 - self.beta1)
+        torch._foreach_lerp_(self.ema_ipt, ipt, 1 - self.beta1)  # ema = beta * ema + (1 - beta) * x
         torch._foreach_sub_(ipt, self.ema_ipt)
         torch._foreach_abs_(ipt)
-        torch._foreach_mul_(self.ema_unc, self.beta2)
-        torch._foreach_add_(self.ema_unc, ipt, alpha=1 - self.beta2)
+        torch._foreach_lerp_(self.ema_unc, ipt, 1 - self.beta2)
 
     def triplet_scores(self) -> torch.Tensor:
         """(n_modules, r): s(E_i) + mean_j s(A_ij) + mean_k s(B_ki), with s = sensitivity EMA × uncertainty."""
         n = len(self.modules)
         scores = torch._foreach_mul(self.ema_ipt, self.ema_unc)
         s_a, s_e, s_b = scores[:n], scores[n:2 * n], scores[2 * n:]
-        return (torch.stack(s_e).view(n, self.r) + _grouped_mean(s_a, dim=1)
-                + _grouped_mean([s.T for s in s_b], dim=1))
+        # One small mean per tensor: a stacked batch would cross torch's intra-op threshold and pay a thread
+        # fork/join that costs more than the means themselves (measured in bench/core_step.py).
+        return (torch.stack(s_e).view(n, self.r) + torch.stack([s.mean(dim=1) for s in s_a])
+                + torch.stack([s.mean(dim=0) for s in s_b]))
 
     def _prune_to(self, budget: int) -> torch.Tensor:
         scores = self.triplet_scores()
@@ -189,15 +191,3 @@ def target_rank(config: AdaLoraConfig, modules: list[SVDLinear]) -> float:
                           f"{config.init_r} ({per_rank * config.init_r}): lower target_params or raise init_r")
     return rank
 
-
-def _grouped_mean(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """Mean along `dim` of each tensor, stacked to (len, r): one stack + mean per distinct shape."""
-    out = [None] * len(tensors)
-    groups: dict[torch.Size, list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(t.shape, []).append(i)
-    for idx in groups.values():
-        means = torch.stack([tensors[i] for i in idx]).mean(dim=dim + 1)
-        for i, m in zip(idx, means.unbind(0)):
-            out[i] = m
-    return torch.stack(out)
