@@ -1,8 +1,9 @@
 """Reading a job's dataset into plain columns (dict of lists), without torch: the worker tokenizes what
 this returns, and the API's dry run counts training rows with the same rules.
 
-Server files are read with the csv/json modules; hub datasets through `datasets.load_dataset`, imported
-only when a hub dataset is used.
+Server files and uploads are read with the csv/json modules (Parquet with pyarrow); hub datasets through
+`datasets.load_dataset`, imported only when a hub dataset is used. Uploads were checked row by row when they
+arrived (service.fileformats); an uploaded file's row count comes from its File row.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import random
 from pathlib import Path
 
-from service.jobspec import SUFFIX_FORMATS, HubDataset, JobSpec, ServerDataset
+from service.jobspec import SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
 
 Columns = dict[str, list]
 
@@ -23,16 +24,19 @@ class DataError(ValueError):
 
 
 def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Columns:
-    """Rows of a csv/tsv (header row, or `column_names` when it has none), jsonl or json file, as columns."""
+    """Rows of a csv/tsv (header row, or `column_names` when it has none), jsonl, json or parquet file,
+    as columns."""
+    if fmt == "parquet":
+        return read_parquet(path)
     try:
         if fmt in ("csv", "tsv"):
-            with open(path, newline="", encoding="utf-8") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: skip an Excel byte-order mark
                 # TSV corpora (GLUE) use bare quotes inside text: read them literally.
                 dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
                 rows = list(csv.DictReader(f, fieldnames=column_names, **dialect))
             _check_widths(rows, path)
         elif fmt == "jsonl":
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 rows = [json.loads(line) for line in f if line.strip()]
         else:
             with open(path, encoding="utf-8") as f:
@@ -44,8 +48,18 @@ def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Co
         raise DataError(f"dataset file {path.name} has no rows")
     if not all(isinstance(row, dict) for row in rows):
         raise DataError(f"dataset file {path.name}: every record must be an object with named fields")
-    names = list(rows[0])
+    names = list(dict.fromkeys(name for row in rows for name in row))  # a field first seen late counts too
     return {name: [row.get(name) for row in rows] for name in names}
+
+
+def read_parquet(path: Path) -> Columns:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pydict()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"dataset file {path.name} is not readable Parquet: {_first_line(e)}") from e
 
 
 def _check_widths(rows: list[dict], path: Path) -> None:
@@ -86,12 +100,22 @@ def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
         validation_path = ds.resolved_validation_path()
         validation = (read_file(validation_path, _format_of(validation_path, ds.format), ds.column_names)
                       if validation_path else None)
+    elif isinstance(ds, FileDataset):
+        train = read_upload(ds.file_id)
+        validation = read_upload(ds.validation_file_id) if ds.validation_file_id else None
     else:
         train = read_hub(ds, ds.split)
         validation = read_hub(ds, ds.validation_name) if ds.validation_name else None
     if validation is None:
         return hold_out(train, ds.validation_split, spec.training.seed)
     return train, validation
+
+
+def read_upload(file_id: str) -> Columns:
+    from service.files import stored_file, stored_path  # service.files imports this module
+
+    file = stored_file(file_id)
+    return read_file(stored_path(file), file.format)
 
 
 def _format_of(path: Path, fallback: str) -> str:
@@ -121,9 +145,13 @@ def count_training_rows(spec: JobSpec) -> int:
     ds = spec.dataset
     if isinstance(ds, ServerDataset):
         total = n_rows(read_file(ds.resolved_path(), ds.format, ds.column_names))
+        named_validation = ds.validation_path
+    elif isinstance(ds, FileDataset):
+        from service.files import stored_file
+
+        total, named_validation = stored_file(ds.file_id).row_count, ds.validation_file_id
     else:
-        total = _hub_split_size(ds)
-    named_validation = ds.validation_path if isinstance(ds, ServerDataset) else ds.validation_name
+        total, named_validation = _hub_split_size(ds), ds.validation_name
     return total if named_validation else total - held_out_count(total, ds.validation_split)
 
 

@@ -137,7 +137,26 @@ class ServerDataset(DatasetCommon):
         return find_under(self.validation_path, get_settings().resolved_data_dirs(), want_dir=False)
 
 
-DatasetSpec = Annotated[HubDataset | ServerDataset, Field(discriminator="source")]
+FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")
+
+
+class FileDataset(DatasetCommon):
+    """An uploaded file (POST /v1/files); the API checks it belongs to the caller and holds the columns."""
+
+    source: Literal["file"]
+    file_id: str = Field(description="id of an uploaded file, e.g. `file-3f2a...`")
+    validation_file_id: str | None = Field(default=None, description="an uploaded file to evaluate on")
+
+    @field_validator("file_id", "validation_file_id")
+    @classmethod
+    def _looks_like_file_id(cls, value: str | None, info) -> str | None:
+        if value is not None and not FILE_ID.match(value):
+            raise ValueError(f"dataset.{info.field_name}: {value!r} is not a file id; upload the data with "
+                             "POST /v1/files and use the id it returns")
+        return value
+
+
+DatasetSpec = Annotated[HubDataset | ServerDataset | FileDataset, Field(discriminator="source")]
 
 
 class Budget(Strict):

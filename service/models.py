@@ -31,6 +31,7 @@ JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cance
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 ARTIFACT_KINDS = ("adapter", "merged")
 EVENT_LEVELS = ("info", "warning", "error")
+FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 
 # Stable constraint names, so migrations can drop and alter them on every backend (SQLite batch mode too).
 NAMING_CONVENTION = {
@@ -48,6 +49,10 @@ def utcnow() -> datetime:
 
 def new_job_id() -> str:
     return str(uuid.uuid4())
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -198,4 +203,28 @@ class Artifact(Base):
     path: Mapped[str] = mapped_column(Text)  # relative to ARTIFACT_DIR
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class File(Base):
+    """An uploaded dataset, validated row by row when it arrived; the bytes live under ARTIFACT_DIR/files."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        CheckConstraint(_one_of("format", FILE_FORMATS), name="format"),
+        Index(None, "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_file_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))  # as uploaded, sanitised; never used as a path
+    purpose: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)  # relative to ARTIFACT_DIR
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    # [{name, type, nulls, nans, distinct, values}]: see service.datafiles.ColumnStats
+    columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    preview: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # the first rows, long values clipped
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

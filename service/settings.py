@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     # Limits.
     max_body_bytes: int = 1 << 20            # a JSON request body
     max_upload_bytes: int = 2 << 30          # an uploaded dataset file
+    max_line_bytes: int = 8 << 20            # one line (JSONL/CSV/TSV) or one item of a JSON array in an upload
     max_steps_cap: int = 200_000             # no job may ask for more optimizer steps
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
     metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first

@@ -11,7 +11,8 @@ from service.db import make_engine
 from service.models import Base
 from tests.conftest import BACKENDS, migrate
 
-TABLES = {"tenants", "api_keys", "jobs", "job_events", "metrics", "rank_snapshots", "checkpoints", "artifacts"}
+TABLES = {"tenants", "api_keys", "jobs", "job_events", "metrics", "rank_snapshots", "checkpoints", "artifacts",
+          "files"}
 
 
 def table_names(url: str) -> set[str]:

@@ -1,0 +1,98 @@
+"""Uploaded dataset files: where their bytes live (ARTIFACT_DIR/files/<id>.<format>), how an upload
+becomes a row, and the lookups the API and the worker share.
+
+An upload is written to files/incoming first and only moved next to the others once every row parsed,
+so a rejected upload leaves neither a row nor a file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.artifacts import inside_root
+from service.datafiles import DataError
+from service.fileformats import inspect_file
+from service.models import File, Job, new_file_id
+from service.settings import get_settings
+
+ACTIVE_STATUSES = ("queued", "running", "cancelling")
+UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")
+
+
+def incoming_path() -> Path:
+    """A fresh path for an upload in progress (on the same disk as its final place, so moving is atomic)."""
+    folder = inside_root("files/incoming")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{uuid.uuid4().hex}.partial"
+
+
+def safe_filename(name: str | None) -> str:
+    """The client's file name reduced to a plain name to show: no folders, no control or odd characters."""
+    base = PureWindowsPath(PurePosixPath(name or "").name).name  # drops both / and \\ folders
+    base = UNSAFE_CHARACTERS.sub("_", base).strip(" .")
+    return base[:200] or "upload"
+
+
+def store_upload(session: Session, tenant_id: int, incoming: Path, *, filename: str, purpose: str,
+                 size: int, sha256: str) -> File:
+    """Validates the uploaded bytes at `incoming` and keeps them as a File; raises DataError (nothing kept)."""
+    summary = inspect_file(incoming, filename, get_settings().max_line_bytes)
+    file = File(id=new_file_id(), tenant_id=tenant_id, filename=filename, purpose=purpose,
+                format=summary.format, size=size, sha256=sha256, row_count=summary.row_count,
+                columns=summary.columns, preview=summary.preview)
+    file.path = f"files/{file.id}.{summary.format}"
+    final = inside_root(file.path)
+    os.replace(incoming, final)
+    session.add(file)
+    try:
+        session.commit()
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    return file
+
+
+def tenant_file(session: Session, tenant_id: int, file_id: str) -> File | None:
+    return session.scalar(select(File).where(File.id == file_id, File.tenant_id == tenant_id))
+
+
+def active_jobs_using(session: Session, file: File) -> list[str]:
+    """Ids of the tenant's unfinished jobs whose dataset names this file (few per tenant: filtered here)."""
+    jobs = session.execute(select(Job.id, Job.spec).where(Job.tenant_id == file.tenant_id,
+                                                          Job.status.in_(ACTIVE_STATUSES)))
+    return [job_id for job_id, spec in jobs if file.id in dataset_file_ids(spec.get("dataset", {}))]
+
+
+def dataset_file_ids(dataset: dict) -> set[str]:
+    if dataset.get("source") != "file":
+        return set()
+    return {dataset.get("file_id"), dataset.get("validation_file_id")} - {None}
+
+
+def delete_file(session: Session, file: File) -> None:
+    path = inside_root(file.path)
+    session.delete(file)
+    session.commit()
+    path.unlink(missing_ok=True)
+
+
+def stored_file(file_id: str) -> File:
+    """The File row of a job's dataset, read by the worker (the API checked the tenant at submission)."""
+    from service.db import session_scope
+
+    with session_scope() as session:
+        file = session.get(File, file_id)
+    if file is None or not inside_root(file.path).is_file():
+        raise DataError(f"dataset file {file_id} no longer exists (was it deleted?); upload it again "
+                        "and submit a new job")
+    return file
+
+
+def stored_path(file: File) -> Path:
+    return inside_root(file.path)
