@@ -26,7 +26,7 @@ from worker.reporting import Heartbeat, ProgressReporter
 
 log = logging.getLogger(__name__)
 
-PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
+PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 class JobError(Exception):
@@ -87,14 +87,12 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
 
     transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
 
-    from worker.data import make_collate, make_eval_fn, prepare
+    from worker.data import collate_grouped, length_grouped_batches, make_collate, make_eval_fn, prepare
 
     source = spec.model_source()
     tokenizer = load_tokenizer(spec, source)
-    data = prepare(spec, tokenizer)
-    reporter.event("info", f"data: {len(data.train)} training and {len(data.validation)} validation examples"
-                   + (f", {data.num_labels} labels" if data.num_labels else "")
-                   + f"; text from {', '.join(data.text_columns)}")
+    data = prepare(spec, tokenizer, cache_dir=tokenized_cache_dir())
+    report_data(reporter, spec, data)
     config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
     every = get_settings().checkpoint_every or None
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
@@ -103,11 +101,13 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
     reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
-    model = load_model(spec, source, data.num_labels, data.label_names)
+    model = load_model(spec, source, data)
     collate = make_collate(tokenizer.pad_token_id)
-    result = core.train(model, config, args, data.train, collate,
-                        eval_fn=make_eval_fn(spec.task, data.validation, collate, args.batch_size * 2),
-                        callbacks=reporter, resume_from=latest_checkpoint(job_id))
+    # Rows of similar length share a batch; the loop shuffles whole batches (see worker/data/batching.py).
+    batches = length_grouped_batches(data.train, args.batch_size, spec.training.seed)
+    eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels)
+    result = core.train(model, config, replace(args, batch_size=1), batches, collate_grouped(collate),
+                        eval_fn=eval_fn, callbacks=reporter, resume_from=latest_checkpoint(job_id))
     if result.stopped:
         return "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
@@ -154,16 +154,32 @@ def load_tokenizer(spec: JobSpec, source: str):
     return tokenizer
 
 
-def load_model(spec: JobSpec, source: str, num_labels: int | None, label_names: list[str] | None):
+def load_model(spec: JobSpec, source: str, data):
     from adalora_core import build_model
 
-    overrides = {}
-    if label_names:
-        overrides = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     try:
-        return build_model(source, spec.task, num_labels=num_labels, config_overrides=overrides)
+        return build_model(source, spec.task, num_labels=data.num_labels, config_overrides=data.model_config_overrides())
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
+
+
+def tokenized_cache_dir() -> Path:
+    return artifacts.artifact_root() / "cache" / "tokenized"
+
+
+def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
+    """One event for what the data became; warnings for rows cut or dropped, so a user can fix them."""
+    labels = {"classification": f", {data.num_labels} labels", "regression": ", regression"}.get(data.kind, "")
+    reporter.event("info", f"data: {len(data.train)} training and {len(data.validation)} validation examples"
+                   f"{labels}; {data.columns}"
+                   + ("; tokenised data reused from the cache" if data.from_cache else ""))
+    if data.truncated:
+        reporter.event("warning", f"{data.truncated} of {data.rows} rows exceed training.max_seq_len="
+                                  f"{spec.training.max_seq_len} tokens and were truncated; raise max_seq_len "
+                                  "to keep them whole")
+    if data.dropped:
+        reporter.event("warning", f"{data.dropped} of {data.rows} rows were left out: blank, or nothing to learn "
+                                  "from within max_seq_len (a prompt that fills it, a chat without assistant text)")
 
 
 def initial_ranks(spec: JobSpec, source: str, num_labels: int | None, config, total: int) -> tuple[int, dict[str, int]]:

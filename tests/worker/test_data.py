@@ -10,7 +10,7 @@ import torch
 from service.datafiles import DataError, count_training_rows, read_file, read_splits
 from service.jobspec import JobSpec
 from tests.conftest import reset_service_caches, tiny_job_spec
-from worker.data import label_map, make_collate, make_eval_fn, pick_label_column, pick_text_columns, prepare
+from worker.data import infer_labels, label_map, make_collate, make_eval_fn, pick_label_column, pick_text_columns, prepare
 
 
 @pytest.fixture
@@ -84,8 +84,7 @@ def test_labels_as_digits_stay_ids_and_strings_get_a_sorted_map():
     assert label_map(["neg", "pos", "neg"]) == (["neg", "pos"], 2)
     with pytest.raises(DataError, match="unlabelled test split"):
         label_map([-1, 0])
-    with pytest.raises(DataError, match="regression labels are not supported"):
-        label_map([0.5, 1.5])
+    assert infer_labels([0.5, 1.5]).regression and infer_labels(["4.750", "1"]).num_labels == 1
 
 
 def test_classification_examples_hold_out_validation_and_map_string_labels(data_dir, tokenizer, tiny_dataset_file):
@@ -103,11 +102,14 @@ def test_classification_examples_hold_out_validation_and_map_string_labels(data_
 def test_causal_lm_labels_are_the_inputs_and_padding_is_ignored(data_dir, tokenizer):
     (data_dir / "lm.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in
                                                  ["good film", "a very good and great story", "", "sad"]) + "\n")
-    data = prepare(spec_for("lm.jsonl", task="causal_lm", validation_split=0), tokenizer)
+    spec = spec_for("lm.jsonl", task="causal_lm", validation_split=0)
+    spec.training.max_seq_len = 8
+    data = prepare(spec, tokenizer)
     assert all(e["labels"] == e["input_ids"] for e in data.train)
-    assert len(data.train) == 3 and data.validation == []  # the empty row is dropped
+    # 4 + 8 + 3 tokens ([CLS] ... [SEP]) of the non-empty rows, packed into blocks of 8
+    assert [len(e["input_ids"]) for e in data.train] == [8, 7] and data.validation == []
     batch = make_collate(tokenizer.pad_token_id)(data.train)
-    assert (batch["labels"] == -100).sum() == (batch["attention_mask"] == 0).sum() > 0
+    assert (batch["labels"] == -100).sum() == (batch["attention_mask"] == 0).sum() == 1
 
 
 def test_classification_eval_reports_accuracy_and_loss(data_dir, tokenizer, tiny_dataset_file, tiny_model_dir):
@@ -118,7 +120,7 @@ def test_classification_eval_reports_accuracy_and_loss(data_dir, tokenizer, tiny
     collate = make_collate(tokenizer.pad_token_id)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
-        scores = make_eval_fn("sequence_classification", data.validation, collate, 4)(model)
+        scores = make_eval_fn(data.kind, data.validation, collate, 4)(model)
         logits = model(**collate(data.validation)).logits
     labels = torch.tensor([e["labels"] for e in data.validation])
     assert scores["accuracy"] == pytest.approx(float((logits.argmax(-1) == labels).float().mean()))

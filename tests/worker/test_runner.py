@@ -131,7 +131,7 @@ def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, ti
 
     from service.artifacts import inside_root
 
-    spec = tiny_job_spec(max_steps=12)
+    spec = tiny_job_spec(max_steps=12, max_seq_len=16)  # 72 short sentences pack into 30 blocks of 16
     spec.update(model="tiny-gpt2", task="causal_lm")
     job_id = queued_job(spec)
     assert run_job(job_id) == "succeeded"

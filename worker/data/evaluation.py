@@ -1,0 +1,65 @@
+"""The eval_fn the training loop calls: loss plus the scores of the task kind.
+
+classification: loss, accuracy, f1 (macro), mcc   regression: loss (MSE), pearson, spearman
+causal_lm / seq2seq: loss per target token, perplexity
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from worker.data import metrics
+from worker.data.encoding import IGNORE_INDEX
+
+
+def make_eval_fn(kind: str, validation: list[dict], collate: Callable, batch_size: int,
+                 num_labels: int | None = None) -> Callable[[nn.Module], dict[str, float]] | None:
+    """None without validation data. `kind` is PreparedData.kind."""
+    if not validation:
+        return None
+    # Similar lengths together: less padding, same result.
+    ordered = sorted(validation, key=lambda e: len(e["input_ids"]))
+    batches = [collate(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
+    if kind in ("causal_lm", "seq2seq"):
+        return lambda model: _token_loss(model, batches, shifted=kind == "causal_lm")
+    return lambda model: _label_scores(model, batches, kind, num_labels)
+
+
+def _token_loss(model: nn.Module, batches: list[dict], shifted: bool) -> dict[str, float]:
+    """The model's mean loss per target token over the whole set (batches weighted by their tokens)."""
+    device = next(model.parameters()).device
+    loss_sum, tokens = 0.0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch["labels"][:, 1:] if shifted else batch["labels"]  # causal LMs predict the next token
+        n = int((labels != IGNORE_INDEX).sum())
+        if n:
+            loss_sum, tokens = loss_sum + model(**batch).loss.item() * n, tokens + n
+    loss = loss_sum / max(1, tokens)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def _label_scores(model: nn.Module, batches: list[dict], kind: str, num_labels: int | None) -> dict[str, float]:
+    device = next(model.parameters()).device
+    loss_sum, outputs, golds = 0.0, [], []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        loss_sum += out.loss.item() * batch["labels"].shape[0]
+        outputs.append(out.logits.float().cpu())
+        golds.append(batch["labels"].cpu())
+    logits, gold = torch.cat(outputs), torch.cat(golds).numpy()
+    scores = {"loss": loss_sum / len(gold)}
+    if kind == "regression":
+        predicted = logits.squeeze(-1).numpy().astype(np.float64)
+        return {**scores, "pearson": metrics.pearson(predicted, gold.astype(np.float64)),
+                "spearman": metrics.spearman(predicted, gold.astype(np.float64))}
+    predicted = logits.argmax(-1).numpy()
+    n = num_labels or logits.shape[-1]
+    return {**scores, "accuracy": metrics.accuracy(gold, predicted), "f1": metrics.macro_f1(gold, predicted, n),
+            "mcc": metrics.matthews(gold, predicted, n)}

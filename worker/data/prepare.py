@@ -1,0 +1,97 @@
+"""From a job spec to tokenised training and validation examples, through the on-disk cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.datafiles import Columns, DataError, n_rows, read_splits
+from service.jobspec import JobSpec
+from worker.data import cache
+from worker.data.causal_lm import causal_lm_examples
+from worker.data.classification import classification_examples, infer_labels
+from worker.data.columns import ColumnMap, map_columns
+from worker.data.encoding import Encoded
+from worker.data.seq2seq import seq2seq_examples
+
+
+@dataclass
+class PreparedData:
+    train: list[dict]
+    validation: list[dict]
+    kind: str                        # classification | regression | causal_lm | seq2seq
+    columns: str                     # which columns fed which role, for the job's events
+    num_labels: int | None = None    # classification and regression (1) only
+    label_names: list[str] | None = None  # id -> name, when the labels were strings
+    rows: int = 0                    # rows read (training + validation)
+    truncated: int = 0               # rows cut to max_seq_len
+    dropped: int = 0                 # rows with nothing left to learn from (blank, or cut away)
+    from_cache: bool = False
+
+    def model_config_overrides(self) -> dict:
+        """What the exported config.json must say about the labels."""
+        if self.kind == "regression":
+            return {"problem_type": "regression"}
+        if self.kind != "classification":
+            return {}
+        overrides = {"problem_type": "single_label_classification"}
+        if self.label_names:
+            overrides |= {"id2label": dict(enumerate(self.label_names)),
+                          "label2id": {n: i for i, n in enumerate(self.label_names)}}
+        return overrides
+
+
+def prepare(spec: JobSpec, tokenizer, cache_dir: Path | None = None) -> PreparedData:
+    """Tokenised examples for the job; with `cache_dir`, reused from an earlier job with the same key."""
+    train_cols, val_cols = read_splits(spec)
+    mapping = map_columns(spec, train_cols)
+    if n_rows(val_cols):
+        _require_same_columns(val_cols, mapping)
+    path = None
+    if cache_dir is not None:
+        key = cache.cache_key(task=spec.task, roles=mapping.roles, layout=mapping.layout,
+                              label_type=spec.dataset.label_type, max_seq_len=spec.training.max_seq_len,
+                              tokenizer=cache.tokenizer_digest(tokenizer),
+                              train=cache.data_digest(train_cols, mapping.names()),
+                              validation=cache.data_digest(val_cols, mapping.names()) if n_rows(val_cols) else None)
+        path = cache_dir / f"{key}.npz"
+        if (hit := cache.load(path)) is not None:
+            splits, meta = hit
+            return PreparedData(splits["train"], splits["validation"], **meta, from_cache=True)
+    data = _tokenise(spec, tokenizer, mapping, train_cols, val_cols)
+    if path is not None:
+        meta = {k: v for k, v in vars(data).items() if k not in ("train", "validation", "from_cache")}
+        cache.save(path, {"train": data.train, "validation": data.validation}, meta)
+    return data
+
+
+def _tokenise(spec: JobSpec, tokenizer, mapping: ColumnMap, train_cols: Columns, val_cols: Columns) -> PreparedData:
+    max_len = spec.training.max_seq_len
+    has_validation = n_rows(val_cols) > 0
+    kind, num_labels, names = spec.task, None, None
+    if spec.task == "sequence_classification":
+        labels = infer_labels(train_cols[mapping.roles["label"]], spec.dataset.label_type)
+        if not labels.regression and len(set(map(str, train_cols[mapping.roles["label"]]))) < 2:
+            raise DataError(f"dataset: column {mapping.roles['label']!r} has a single class; "
+                            "classification needs at least two")
+        kind, num_labels, names = ("regression" if labels.regression else "classification"), labels.num_labels, labels.names
+        build = lambda cols, where: classification_examples(tokenizer, cols, mapping, labels, max_len, where)  # noqa: E731
+    elif spec.task == "causal_lm":
+        build = lambda cols, where: causal_lm_examples(tokenizer, cols, mapping, max_len)  # noqa: E731
+    else:
+        build = lambda cols, where: seq2seq_examples(tokenizer, cols, mapping, max_len)  # noqa: E731
+    train = build(train_cols, "training")
+    validation = build(val_cols, "validation") if has_validation else Encoded()
+    if not train.examples:
+        raise DataError(f"dataset: no usable training rows ({mapping.describe()}); "
+                        "check that the columns hold text")
+    return PreparedData(train.examples, validation.examples, kind, mapping.describe(), num_labels, names,
+                        rows=n_rows(train_cols) + n_rows(val_cols), truncated=train.truncated + validation.truncated,
+                        dropped=train.dropped + validation.dropped)
+
+
+def _require_same_columns(columns: Columns, mapping: ColumnMap) -> None:
+    missing = [name for name in mapping.names() if name not in columns]
+    if missing:
+        raise DataError(f"dataset: the validation set lacks the column(s) {', '.join(map(repr, missing))} "
+                        f"that training uses (it has: {', '.join(columns)})")
