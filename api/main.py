@@ -11,11 +11,12 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
-from api.routes import artifacts, checkpoints, events, health, jobs, metrics, ranks
+from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, ranks
 from service.db import reset as reset_database
 from service.settings import get_settings
 
-V1_ROUTERS = (jobs.router, events.router, metrics.router, ranks.router, checkpoints.router, artifacts.router)
+V1_ROUTERS = (files.router, jobs.router, events.router, metrics.router, ranks.router, checkpoints.router,
+              artifacts.router)
 
 
 @asynccontextmanager

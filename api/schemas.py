@@ -136,3 +136,32 @@ class CancelPublic(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class FileColumn(BaseModel):
+    name: str
+    type: str = Field(description="int, float, str, bool, list, dict (or null when every value is missing)")
+    nulls: int = Field(description="rows without a value")
+    nans: int = Field(description="rows whose value is NaN")
+    distinct: int | None = Field(description="distinct values, when there are at most 100 short ones")
+    values: list[str] | None = Field(description="those distinct values (labels, say), as text")
+
+
+class FilePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    filename: str = Field(description="the uploaded name, reduced to a plain file name")
+    purpose: str
+    format: str = Field(description="jsonl, json, csv, tsv or parquet")
+    size: int = Field(description="bytes")
+    sha256: str
+    row_count: int
+    columns: list[FileColumn]
+    preview: list[dict[str, Any]] = Field(description="the first rows; long values are cut")
+    created_at: datetime
+
+
+class FilesPublic(BaseModel):
+    data: list[FilePublic]
+    count: int = Field(description="files of this tenant, across all pages")

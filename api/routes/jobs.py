@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
+from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE
 from api.routes import V1
@@ -42,6 +43,7 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
              responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"}})
 def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response) -> JobPublic | DryRunPublic:
+    check_file_dataset(session, tenant.id, body)  # uploaded files: the caller's, with the columns named
     if body.dry_run:
         from api.dry_run import plan_job  # imports torch; only dry runs pay for it
 

@@ -1,0 +1,105 @@
+"""Dataset files: upload (streamed to disk, every row checked), list, read, download, delete.
+Tenant-scoped like jobs: another tenant's file id is a 404."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+
+from api.deps import SessionDep, TenantDep
+from api.errors import VALIDATION_RESPONSE, SpecError
+from api.routes import V1
+from api.schemas import FilePublic, FilesPublic
+from api.uploads import FILE_FIELD, receive_upload
+from service.datafiles import DataError
+from service.files import (active_jobs_using, delete_file, incoming_path, safe_filename, store_upload, stored_path,
+                           tenant_file)
+from service.models import File
+from service.settings import get_settings
+
+router = APIRouter(prefix=f"{V1}/files", tags=["files"], responses=VALIDATION_RESPONSE)
+
+# The app's 1 MiB JSON limit must not apply here; MAX_UPLOAD_BYTES is enforced while streaming instead
+# (read per request, so the operator's setting always holds).
+NO_FRAMEWORK_LIMIT = 2**62
+
+UPLOAD_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary",
+                     "description": "JSON Lines, a JSON array of objects, CSV, TSV (no quoting) or Parquet"},
+        "purpose": {"type": "string", "default": "fine-tune", "maxLength": 64},
+    }}}}}}
+
+
+def owned_file(file_id: str, session: SessionDep, tenant: TenantDep) -> File:
+    file = tenant_file(session, tenant.id, file_id)
+    if file is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no file {file_id}")
+    return file
+
+
+FileDep = Annotated[File, Depends(owned_file)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=FilePublic, openapi_extra=UPLOAD_FORM,
+             max_body_size=NO_FRAMEWORK_LIMIT, responses={
+                 400: {"description": "not a usable multipart body"},
+                 413: {"description": "larger than MAX_UPLOAD_BYTES"},
+                 415: {"description": "not multipart/form-data"}})
+async def upload_file(request: Request, session: SessionDep, tenant: TenantDep) -> FilePublic:
+    """Stores a dataset after parsing every row; a file that does not parse is refused (422, naming the line
+    and the problem) and nothing is kept."""
+    incoming = incoming_path()
+    try:
+        upload = await receive_upload(request, incoming, get_settings().max_upload_bytes)
+        purpose = upload.fields.get("purpose", "fine-tune").strip()
+        if not purpose or len(purpose) > 64:
+            raise SpecError("purpose", "give a short label of at most 64 characters, or leave it out")
+        filename = safe_filename(upload.filename)
+        try:
+            file = await run_in_threadpool(store_upload, session, tenant.id, incoming, filename=filename,
+                                           purpose=purpose, size=upload.size, sha256=upload.sha256)
+        except DataError as e:
+            raise SpecError(FILE_FIELD, f"{filename}: {e}") from None
+    finally:
+        incoming.unlink(missing_ok=True)  # moved away on success; anything left is a rejected upload
+    return FilePublic.model_validate(file)
+
+
+@router.get("", response_model=FilesPublic)
+def list_files(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+               offset: Annotated[int, Query(ge=0)] = 0) -> FilesPublic:
+    where = File.tenant_id == tenant.id
+    count = session.scalar(select(func.count()).select_from(File).where(where))
+    files = session.scalars(select(File).where(where).order_by(File.created_at.desc(), File.id)
+                            .limit(limit).offset(offset))
+    return FilesPublic(data=[FilePublic.model_validate(f) for f in files], count=count)
+
+
+@router.get("/{file_id}", response_model=FilePublic)
+def get_file(file: FileDep) -> FilePublic:
+    return FilePublic.model_validate(file)
+
+
+@router.get("/{file_id}/content", response_class=FileResponse, responses={
+    200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"}})
+def download_file(file: FileDep) -> FileResponse:
+    return FileResponse(stored_path(file), media_type="application/octet-stream", filename=file.filename,
+                        headers={"ETag": f'"{file.sha256}"', "X-Checksum-SHA256": file.sha256})
+
+
+@router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={409: {"description": "an unfinished job trains on the file"}})
+def remove_file(file: FileDep, session: SessionDep) -> Response:
+    jobs = active_jobs_using(session, file)
+    if jobs:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"file is used by unfinished job(s) {', '.join(jobs)}; cancel them or wait "
+                                   "until they finish, then delete the file")
+    delete_file(session, file)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

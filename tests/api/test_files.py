@@ -1,0 +1,209 @@
+"""Uploads over REST: every format parses to the same rows, the bytes are kept exactly, files are the
+caller's own, a file in use cannot be deleted, jobs train on uploads, and limits hold while streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from service.datafiles import read_splits
+from service.jobspec import JobSpec
+from service.settings import get_settings
+from tests.api.conftest import tiny_spec
+from tests.conftest import sentiment_rows
+
+ROWS = [{"sentence": s, "label": y} for s, y in sentiment_rows(40)]
+
+
+def as_jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def as_delimited(rows: list[dict], sep: str) -> bytes:
+    names = list(rows[0])
+    return "\n".join([sep.join(names)] + [sep.join(str(r[n]) for n in names) for r in rows]).encode() + b"\n"
+
+
+def as_parquet(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), out)
+    return out.getvalue()
+
+
+FORMATS = {
+    "train.jsonl": lambda rows: as_jsonl(rows),
+    "train.json": lambda rows: json.dumps(rows, indent=1).encode(),
+    "train.csv": lambda rows: as_delimited(rows, ","),
+    "train.tsv": lambda rows: as_delimited(rows, "\t"),
+    "train.parquet": as_parquet,
+}
+
+
+def upload(client, headers, name: str, data: bytes, **form):
+    return client.post("/v1/files", headers=headers, files={"file": (name, data)}, data=form)
+
+
+def uploaded(client, headers, name: str = "train.jsonl", rows: list[dict] = ROWS) -> dict:
+    response = upload(client, headers, name, FORMATS[name](rows))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def file_spec(file_id: str, **dataset) -> dict:
+    return tiny_spec(dataset={"source": "file", "file_id": file_id, "validation_split": 0.25, **dataset})
+
+
+def stored_files() -> set[str]:
+    folder = get_settings().artifact_dir / "files"
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_format_parses_every_row_and_keeps_the_exact_bytes(client, alice, name):
+    data = FORMATS[name](ROWS)
+    response = upload(client, alice, name, data, purpose="sentiment")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["format"] == name.rsplit(".", 1)[1] and body["purpose"] == "sentiment"
+    assert body["row_count"] == 40 and body["size"] == len(data)
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    label = next(c for c in body["columns"] if c["name"] == "label")
+    assert [c["name"] for c in body["columns"]] == ["sentence", "label"]
+    assert label["type"] == "str" and label["values"] == ["negative", "positive"] and label["nulls"] == 0
+    assert body["preview"][0] == ROWS[0] and len(body["preview"]) == 5
+    download = client.get(f"/v1/files/{body['id']}/content", headers=alice)
+    assert download.status_code == 200 and download.content == data
+    assert download.headers["x-checksum-sha256"] == body["sha256"]
+
+
+def test_columns_report_types_nulls_and_nans(client, alice):
+    rows = [{"text": "a", "score": 1.5, "n": 1, "ok": True, "tags": ["x"], "meta": {"k": 1}},
+            {"text": None, "score": float("nan"), "n": 2, "ok": False, "tags": [], "meta": {}},
+            {"score": 2, "n": 3, "ok": True, "tags": ["y"], "meta": {"k": 2}}]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)  # json.dumps writes NaN as NaN
+    body = upload(client, alice, "mixed.jsonl", data).json()
+    columns = {c["name"]: c for c in body["columns"]}
+    assert {n: c["type"] for n, c in columns.items()} == {
+        "text": "str", "score": "float", "n": "int", "ok": "bool", "tags": "list", "meta": "dict"}
+    assert columns["text"]["nulls"] == 2 and columns["score"]["nans"] == 1
+    assert body["preview"][1]["score"] == "nan"  # stored as text: NaN is not valid JSON in every database
+
+
+def test_tsv_reads_quotes_literally_like_glue(client, alice):
+    data = b'sentence\tlabel\nit "works" fine\t1\nthe "end\t0\n'
+    body = upload(client, alice, "glue.tsv", data).json()
+    assert body["row_count"] == 2 and body["preview"][1]["sentence"] == 'the "end'
+
+
+def test_format_comes_from_the_content_when_the_name_has_no_suffix(client, alice):
+    assert upload(client, alice, "data", as_jsonl(ROWS)).json()["format"] == "jsonl"
+    assert upload(client, alice, "data", as_parquet(ROWS)).json()["format"] == "parquet"
+    assert upload(client, alice, "data", as_delimited(ROWS, "\t")).json()["format"] == "tsv"
+
+
+def test_an_upload_bigger_than_the_json_body_limit_is_accepted(client, alice):
+    rows = [{"sentence": "word " * 100, "label": i % 2} for i in range(3000)]  # ~1.6 MB > MAX_BODY_BYTES
+    data = as_jsonl(rows)
+    assert len(data) > get_settings().max_body_bytes
+    response = upload(client, alice, "big.jsonl", data)
+    assert response.status_code == 201, response.text
+    assert response.json()["row_count"] == 3000
+
+
+def test_the_size_limit_holds_while_streaming_without_a_content_length(client, alice, env_override):
+    env_override(MAX_UPLOAD_BYTES="100000")
+    before = stored_files()
+    boundary = "b0undary"
+
+    def body():  # a chunked request: the server cannot know the size up front
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"\r\n\r\n'.encode()
+        for _ in range(50):
+            yield b'{"sentence": "' + b"a" * 10_000 + b'", "label": 1}\n'
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = client.post("/v1/files", headers={**alice, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                           content=body())
+    assert response.status_code == 413
+    assert "100000 bytes (MAX_UPLOAD_BYTES" in response.json()["detail"]
+    assert stored_files() == before
+
+
+def test_files_are_listed_newest_first_and_paginated(client, new_tenant):
+    carol = new_tenant()
+    ids = [uploaded(client, carol)["id"] for _ in range(3)]
+    page = client.get("/v1/files?limit=2", headers=carol).json()
+    assert page["count"] == 3 and [f["id"] for f in page["data"]] == ids[::-1][:2]
+    rest = client.get("/v1/files?limit=2&offset=2", headers=carol).json()
+    assert [f["id"] for f in rest["data"]] == ids[:1]
+
+
+def test_another_tenants_file_is_not_found(client, alice, bob):
+    file_id = uploaded(client, alice)["id"]
+    for method, path in (("get", ""), ("get", "/content"), ("delete", "")):
+        assert getattr(client, method)(f"/v1/files/{file_id}{path}", headers=bob).status_code == 404
+    assert client.get("/v1/files", headers=bob).json()["count"] == 0
+    assert client.get(f"/v1/files/{file_id}", headers=alice).status_code == 200
+
+
+def test_a_file_cannot_be_deleted_while_an_unfinished_job_uses_it(client, alice, seed_job, sessions):
+    from service.models import Job
+
+    file = uploaded(client, alice)
+    job_id = seed_job(alice, status="running")
+    with sessions() as session:
+        session.get(Job, job_id).spec = file_spec("file-" + "0" * 32, validation_file_id=file["id"])
+        session.commit()
+    response = client.delete(f"/v1/files/{file['id']}", headers=alice)
+    assert response.status_code == 409 and job_id in response.json()["detail"]
+    with sessions() as session:
+        session.get(Job, job_id).status = "succeeded"
+        session.commit()
+    assert client.delete(f"/v1/files/{file['id']}", headers=alice).status_code == 204
+    assert client.get(f"/v1/files/{file['id']}", headers=alice).status_code == 404
+    assert f"{file['id']}.jsonl" not in stored_files()
+
+
+def test_a_job_on_an_uploaded_file_is_queued_and_the_worker_reads_the_rows(client, alice):
+    file = uploaded(client, alice, "train.parquet")
+    validation = uploaded(client, alice, "train.csv", ROWS[:8])
+    spec = file_spec(file["id"], validation_file_id=validation["id"])
+    response = client.post("/v1/jobs", headers=alice, json=spec)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"]["dataset"]["file_id"] == file["id"]
+    train, held = read_splits(JobSpec.model_validate(spec))  # what the worker does with the stored spec
+    assert train == {"sentence": [r["sentence"] for r in ROWS], "label": [r["label"] for r in ROWS]}
+    assert held["sentence"] == [r["sentence"] for r in ROWS[:8]]
+
+
+def test_a_dry_run_counts_rows_from_the_file_record(client, alice):
+    file = uploaded(client, alice)
+    spec = {**file_spec(file["id"]), "schedule": {"tinit": 0.1, "tfinal": 0.2, "delta_t": 1}}
+    del spec["training"]["max_steps"]
+    spec["training"]["epochs"] = 10
+    response = client.post("/v1/jobs", headers=alice, json={**spec, "dry_run": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["total_steps_from"] == "30 training rows counted"  # 40 rows, 10 held out
+
+
+def test_a_job_naming_a_missing_column_is_refused_with_the_columns_found(client, alice):
+    file = uploaded(client, alice)
+    response = client.post("/v1/jobs", headers=alice, json=file_spec(file["id"], label_column="sentiment"))
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["field"] == "dataset.label_column"
+    assert error["message"].startswith("column 'sentiment' missing from train.jsonl")
+    assert error["message"].endswith("found: sentence, label")
+
+
+def test_stored_names_are_sanitised_and_files_stay_in_the_store(client, alice, tmp_path):
+    body = upload(client, alice, "../../../../../tmp/evil\\..\\x.jsonl", as_jsonl(ROWS)).json()
+    assert body["filename"] == "x.jsonl"
+    assert f"{body['id']}.jsonl" in stored_files()
+    assert not Path("/tmp/evil").exists()
