@@ -209,7 +209,8 @@ def inspect_file(path: Path, filename: str, max_line_bytes: int) -> FileSummary:
         for place, row in rows(f, max_line_bytes):
             summariser.add(row, place)
     if summariser.rows == 0:
-        raise DataError("header only: no data rows" if fmt in ("csv", "tsv") else "no records in the file")
+        raise DataError("header only: no data rows; add rows below the header" if fmt in ("csv", "tsv")
+                        else "no records in the file; add at least one object")
     return summariser.summary()
 
 
@@ -286,7 +287,8 @@ def delimited_rows(f: BinaryIO, max_line_bytes: int, kind: str, dialect: dict) -
                                 f"that the file really is {kind}")
             yield place, dict(zip(header, fields))
     except csv.Error as e:
-        raise DataError(f"line {reader.line_num}: not valid {kind} ({e})") from None
+        raise DataError(f"line {reader.line_num}: not valid {kind} ({e}); check the quotes there: a field that "
+                        "opens a quote must close it") from None
 
 
 def check_header(header: list[str]) -> None:
@@ -389,6 +391,9 @@ class ChunkedText:
                 # Cut off by the window (an open string, or within a few characters of its end): read more,
                 # doubling, so a long item costs linear time. Anything else is a real error.
                 cut_off = e.msg.startswith("Unterminated string") or e.pos > len(self.buf) - 64
+                if self.eof and (e.msg.startswith("Unterminated string") or e.pos >= len(self.buf.rstrip())):
+                    raise DataError(f"{self.place()}, {place}: the file ends inside this item; the file may be "
+                                    "cut short: upload it again") from None
                 if self.eof or not cut_off:
                     raise DataError(f"line {self.line_at(e.pos)}, {place}: invalid JSON ({e.msg})") from None
                 if len(self.buf) - self.pos > max_chars:
@@ -426,7 +431,7 @@ def inspect_parquet(path: Path) -> FileSummary:
         raise DataError(f"not a readable Parquet file ({first_line(e)}); the upload may be cut short, "
                         "write it again with pandas/pyarrow") from None
     if rows == 0:
-        raise DataError("the Parquet file has no rows")
+        raise DataError("the Parquet file has no rows; write the table with its data")
     columns = [s.public() | {"type": arrow_kind(schema.field(s.name).type, pa)} for s in stats.values()]
     return FileSummary("parquet", rows, columns, preview)
 
