@@ -323,7 +323,7 @@ def json_array_rows(f: BinaryIO, max_item_bytes: int) -> Iterator[tuple[str, dic
             raise DataError(f"{text.place()}, {place}: expected an object {{...}}, found {text.peek()!r}; "
                             "every item of the array must be an object with named fields")
         row = text.decode(decoder, place, max_item_bytes)
-        yield f"{place} ({text.place()})", row
+        yield place, row  # a line number would cost a count per item; errors below compute one
         text.skip_space()
         separator = text.peek()
         text.pos += 1
