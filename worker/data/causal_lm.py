@@ -46,9 +46,14 @@ def packed_blocks(tokenizer, texts: list[str], block: int) -> Encoded:
 def alpaca_prompts(columns: Columns, mapping: ColumnMap) -> tuple[list[str], list[str]]:
     instructions = texts_of(columns, mapping.roles["instruction"])
     inputs = columns[mapping.roles["input"]] if "input" in mapping.roles else [None] * len(instructions)
-    prompts = [ALPACA_PROMPT_WITH_INPUT.format(instruction=i, input=x) if isinstance(x, str) and x.strip()
+    prompts = [ALPACA_PROMPT_WITH_INPUT.format(instruction=i, input=x) if _has_input(x)
                else ALPACA_PROMPT.format(instruction=i) for i, x in zip(instructions, inputs)]
     return prompts, texts_of(columns, mapping.roles["output"])
+
+
+def _has_input(value: object) -> bool:
+    # Self-Instruct-derived sets (alpaca-libre) write "<noinput>" where Stanford Alpaca leaves it empty.
+    return isinstance(value, str) and value.strip() not in ("", "<noinput>")
 
 
 def prompt_completion_examples(tokenizer, prompts: list[str], completions: list[str], max_len: int) -> Encoded:
