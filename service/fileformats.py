@@ -285,7 +285,7 @@ def delimited_rows(f: BinaryIO, max_line_bytes: int, kind: str, dialect: dict) -
                 raise DataError(f"{place}: row has {len(fields)} fields, the header has {len(header)} "
                                 f"({', '.join(header)}); quote fields that contain the delimiter, or check "
                                 f"that the file really is {kind}")
-            yield place, dict(zip(header, fields))
+            yield place, dict(zip(header, fields, strict=True))
     except csv.Error as e:
         raise DataError(f"line {reader.line_num}: not valid {kind} ({e}); check the quotes there: a field that "
                         "opens a quote must close it") from None
@@ -421,7 +421,7 @@ def inspect_parquet(path: Path) -> FileSummary:
         stats = {name: ColumnStats(name) for name in schema.names}
         rows, preview = 0, []
         for batch in parquet.iter_batches(batch_size=65_536):
-            for name, column in zip(batch.schema.names, batch.columns):
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
                 add_arrow_column(stats[name], column, pa, pc)
             if len(preview) < PREVIEW_ROWS:
                 preview += [{k: clip(v) for k, v in row.items()} for row in batch.slice(0, PREVIEW_ROWS).to_pylist()]

@@ -7,8 +7,10 @@ so a rejected upload leaves neither a row nor a file behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -22,6 +24,7 @@ from service.models import File, Job, new_file_id
 from service.settings import get_settings
 
 ACTIVE_STATUSES = ("queued", "running", "cancelling")
+ABANDONED_AFTER_SECONDS = 24 * 3600
 UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")
 
 
@@ -29,7 +32,17 @@ def incoming_path() -> Path:
     """A fresh path for an upload in progress (on the same disk as its final place, so moving is atomic)."""
     folder = inside_root("files/incoming")
     folder.mkdir(parents=True, exist_ok=True)
+    _sweep_abandoned(folder)
     return folder / f"{uuid.uuid4().hex}.partial"
+
+
+def _sweep_abandoned(folder: Path) -> None:
+    """Uploads cut off by a killed server leave their partial file; none takes a day to arrive."""
+    cutoff = time.time() - ABANDONED_AFTER_SECONDS
+    for partial in folder.glob("*.partial"):
+        with contextlib.suppress(FileNotFoundError):  # another request may sweep it at the same moment
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
 
 
 def safe_filename(name: str | None) -> str:

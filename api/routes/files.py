@@ -16,8 +16,15 @@ from api.routes import V1
 from api.schemas import FilePublic, FilesPublic
 from api.uploads import FILE_FIELD, receive_upload
 from service.datafiles import DataError
-from service.files import (active_jobs_using, delete_file, incoming_path, safe_filename, store_upload, stored_path,
-                           tenant_file)
+from service.files import (
+    active_jobs_using,
+    delete_file,
+    incoming_path,
+    safe_filename,
+    store_upload,
+    stored_path,
+    tenant_file,
+)
 from service.models import File
 from service.settings import get_settings
 

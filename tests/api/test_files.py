@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,16 @@ def test_stored_names_are_sanitised_and_files_stay_in_the_store(client, alice, t
     assert body["filename"] == "x.jsonl"
     assert f"{body['id']}.jsonl" in stored_files()
     assert not Path("/tmp/evil").exists()
+
+
+def test_a_partial_upload_abandoned_a_day_ago_is_swept(client, alice):
+    abandoned = get_settings().artifact_dir / "files" / "incoming" / "dead.partial"
+    abandoned.parent.mkdir(parents=True, exist_ok=True)
+    abandoned.write_bytes(b"half an upload")
+    recent = abandoned.with_name("alive.partial")
+    recent.write_bytes(b"still arriving")
+    a_day_ago = time.time() - 24 * 3600 - 60
+    os.utime(abandoned, (a_day_ago, a_day_ago))
+    uploaded(client, alice)
+    assert not abandoned.exists() and recent.exists()
+    recent.unlink()
