@@ -222,3 +222,19 @@ def test_a_partial_upload_abandoned_a_day_ago_is_swept(client, alice):
     uploaded(client, alice)
     assert not abandoned.exists() and recent.exists()
     recent.unlink()
+
+
+def test_an_upload_without_a_key_is_refused_before_its_body_is_stored(client):
+    before = stored_files()
+    response = client.post("/v1/files", files={"file": ("train.jsonl", as_jsonl(ROWS))})
+    assert response.status_code == 401 and stored_files() == before
+
+
+def test_excel_csv_with_a_byte_order_mark_and_a_long_field_reads_the_same_in_the_worker(client, alice):
+    long_text = "word " * 40_000  # 200 KB: over the csv module's default field limit
+    data = b"\xef\xbb\xbf" + f'sentence,label\n"{long_text}",1\nshort,0\n'.encode()
+    file = upload(client, alice, "excel.csv", data).json()
+    assert [c["name"] for c in file["columns"]] == ["sentence", "label"]
+    spec = file_spec(file["id"], validation_split=0)
+    train, _ = read_splits(JobSpec.model_validate(spec))
+    assert train == {"sentence": [long_text, "short"], "label": ["1", "0"]}
