@@ -48,8 +48,12 @@ def _names(file: File) -> list[str]:
 
 
 def _missing(name: str, file: File) -> str:
+    return f"column {name!r} missing from {file.filename} ({file.id}); {_found(file)}"
+
+
+def _found(file: File) -> str:
     found = _names(file)
-    message = f"column {name!r} missing from {file.filename} ({file.id}); found: {', '.join(found)}"
+    message = f"found: {', '.join(found)}"
     if len(found) == 1 and any(sep in found[0] for sep in ";|\t,"):
         message += (f". The header {found[0]!r} looks like several names joined by another delimiter: "
                     "upload the file as comma-separated CSV or tab-separated TSV")
@@ -69,9 +73,9 @@ def label_column(ds: FileDataset, file: File) -> str:
     by_lower = {name.lower(): name for name in reversed(_names(file))}
     found = next((by_lower[n] for n in LABEL_NAMES if n in by_lower), None)
     if found is None:
-        raise SpecError("dataset.label_column", f"no label column: none of {', '.join(LABEL_NAMES)} in "
-                                                f"{file.filename}. {_missing('label', file)}; "
-                                                "set dataset.label_column")
+        raise SpecError("dataset.label_column", f"no label column in {file.filename} ({file.id}): none of "
+                                                f"{', '.join(LABEL_NAMES)}; {_found(file)}; set "
+                                                "dataset.label_column")
     return found
 
 

@@ -247,7 +247,8 @@ def jsonl_rows(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[str, dict]]:
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"line {number}: invalid JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(f"line {number}: invalid JSON ({e.msg} at column {e.colno}); fix or remove that "
+                            "line") from None
         if not isinstance(row, dict):
             raise DataError(f"line {number}: expected a JSON object per line, got {json_kind(row)}; "
                             "a JSON array file should be named .json")
@@ -395,7 +396,8 @@ class ChunkedText:
                     raise DataError(f"{self.place()}, {place}: the file ends inside this item; the file may be "
                                     "cut short: upload it again") from None
                 if self.eof or not cut_off:
-                    raise DataError(f"line {self.line_at(e.pos)}, {place}: invalid JSON ({e.msg})") from None
+                    raise DataError(f"line {self.line_at(e.pos)}, {place}: invalid JSON ({e.msg}); fix or remove "
+                                    "that item") from None
                 if len(self.buf) - self.pos > max_chars:
                     raise DataError(f"{self.place()}, {place} is longer than {max_chars} bytes (MAX_LINE_BYTES); "
                                     "split it into smaller records") from None
