@@ -238,3 +238,15 @@ def test_excel_csv_with_a_byte_order_mark_and_a_long_field_reads_the_same_in_the
     spec = file_spec(file["id"], validation_split=0)
     train, _ = read_splits(JobSpec.model_validate(spec))
     assert train == {"sentence": [long_text, "short"], "label": ["1", "0"]}
+
+
+@pytest.mark.parametrize("labels, dataset", [
+    ([0.5, 1.25, 3.0, 4.75], {}),                              # STS-B style scores: regression, not 4 classes
+    ([0, 1], {"label_type": "regression"}),                     # whole-number scores, regression by request
+    (list(range(150)), {}),                                     # more classes than the upload records by name
+], ids=["fractional scores", "integer scores", "many classes"])
+def test_usable_labels_are_accepted(client, alice, labels, dataset):
+    rows = [{"sentence": f"film {i}", "label": labels[i % len(labels)]} for i in range(300)]
+    file = uploaded(client, alice, rows=rows)
+    response = client.post("/v1/jobs", headers=alice, json=file_spec(file["id"], **dataset))
+    assert response.status_code == 201, response.text
