@@ -1,10 +1,9 @@
 """RankAllocator: sensitivity-scored triplets, the cubic budget schedule, one global threshold.
 
 Call `update(step)` after `optimizer.step()` and before `zero_grad()`, with `step` the 0-based index of
-the optimizer step just taken (gradient accumulation therefore never skews the schedule). `update`
-consumes the adapters' gradients: it overwrites them with |w·grad| to save memory traffic. The
-per-step work is a handful of `torch._foreach_*` calls over all adapter tensors, not a Python loop of
-small ops per tensor.
+the optimizer step just taken (gradient accumulation therefore never skews the schedule). The
+per-step work is two concatenations and four kernels over flat buffers, whatever the number of modules,
+not a Python loop of small ops per tensor.
 """
 
 from __future__ import annotations
@@ -73,8 +72,11 @@ class RankAllocator:
         # Parameters in a fixed order: A of every module, then E, then B.
         self.params = ([m.lora_A for m in self.modules] + [m.lora_E for m in self.modules]
                        + [m.lora_B for m in self.modules])
-        self.ema_ipt = [torch.zeros_like(p) for p in self.params]
-        self.ema_unc = [torch.zeros_like(p) for p in self.params]
+        # The EMAs live in two flat buffers, so a score update is a few kernels over one array each,
+        # whatever the number of modules.
+        self.sizes = [p.numel() for p in self.params]
+        self.ema_ipt = torch.zeros(sum(self.sizes), device=self.params[0].device)
+        self.ema_unc = torch.zeros_like(self.ema_ipt)
         self.mask = torch.ones(n, self.r, dtype=torch.bool, device=self.params[0].device)
         self.frozen = False
         self.current_budget = self.schedule.init_budget
@@ -102,7 +104,7 @@ class RankAllocator:
         warning = self._guard(scores) if final else None
         if final:
             self.frozen = True
-            self.ema_ipt, self.ema_unc = [], []  # no longer needed; free the memory
+            self.ema_ipt = self.ema_unc = torch.zeros(0)  # no longer needed; free the memory
         else:
             self.allocations += 1
         return Allocation(step, budget, self.ranks(), final, warning)
@@ -120,23 +122,19 @@ class RankAllocator:
         return None
 
     def _update_scores(self) -> None:
-        # |w * grad| is computed into the gradients themselves: update() runs after optimizer.step() and
-        # before zero_grad(), so nothing reads them again, and this saves a pass over every tensor.
-        ipt = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        torch._foreach_mul_(ipt, self.params)
-        torch._foreach_abs_(ipt)
-        torch._foreach_lerp_(self.ema_ipt, ipt, 1 - self.beta1)  # ema = beta * ema + (1 - beta) * x
-        torch._foreach_sub_(ipt, self.ema_ipt)
-        torch._foreach_abs_(ipt)
-        torch._foreach_lerp_(self.ema_unc, ipt, 1 - self.beta2)
+        weights = torch.cat([p.detach().view(-1) for p in self.params])
+        grads = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).view(-1) for p in self.params])
+        ipt = weights.mul_(grads).abs_()                   # sensitivity |w * grad|
+        self.ema_ipt.lerp_(ipt, 1 - self.beta1)            # ema = beta * ema + (1 - beta) * x
+        self.ema_unc.lerp_(ipt.sub_(self.ema_ipt).abs_(), 1 - self.beta2)  # uncertainty |I - ema|
 
     def triplet_scores(self) -> torch.Tensor:
         """(n_modules, r): s(E_i) + mean_j s(A_ij) + mean_k s(B_ki), with s = sensitivity EMA × uncertainty."""
         n = len(self.modules)
-        scores = torch._foreach_mul(self.ema_ipt, self.ema_unc)
+        scores = [s.view(p.shape) for s, p in zip((self.ema_ipt * self.ema_unc).split(self.sizes), self.params)]
         s_a, s_e, s_b = scores[:n], scores[n:2 * n], scores[2 * n:]
-        # One small mean per tensor: a stacked batch would cross torch's intra-op threshold and pay a thread
-        # fork/join that costs more than the means themselves (measured in bench/core_step.py).
+        # One small mean per tensor (allocation steps only): a stacked batch would cross torch's intra-op
+        # threshold and pay a thread fork/join that costs more than the means (measured in bench/core_step.py).
         return (torch.stack(s_e).view(n, self.r) + torch.stack([s.mean(dim=1) for s in s_a])
                 + torch.stack([s.mean(dim=0) for s in s_b]))
 
@@ -166,7 +164,7 @@ class RankAllocator:
     def state_dict(self) -> dict:
         return {"names": self.names, "mask": self.mask.cpu(), "frozen": self.frozen,
                 "current_budget": self.current_budget, "allocations": self.allocations,
-                "ema_ipt": [t.cpu() for t in self.ema_ipt], "ema_unc": [t.cpu() for t in self.ema_unc]}
+                "ema_ipt": self.ema_ipt.cpu(), "ema_unc": self.ema_unc.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["names"] != self.names:
@@ -175,8 +173,7 @@ class RankAllocator:
         self.mask = state["mask"].to(device)
         self.frozen = state["frozen"]
         self.current_budget, self.allocations = state["current_budget"], state["allocations"]
-        self.ema_ipt = [t.to(device) for t in state["ema_ipt"]]
-        self.ema_unc = [t.to(device) for t in state["ema_unc"]]
+        self.ema_ipt, self.ema_unc = state["ema_ipt"].to(device), state["ema_unc"].to(device)
 
 
 def target_rank(config: AdaLoraConfig, modules: list[SVDLinear]) -> float:
