@@ -34,4 +34,6 @@ def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, 
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=False)
     return auto.from_pretrained(name_or_path, config=config, dtype=dtype, trust_remote_code=False,
-                                use_safetensors=True)
+                                use_safetensors=True,
+                                # a head of another size (a fine-tuned classifier) is replaced by a fresh one
+                                ignore_mismatched_sizes=task == "sequence_classification")

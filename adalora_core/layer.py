@@ -60,6 +60,15 @@ class SVDLinear(nn.Module):
         else:
             raise ValueError(f"unknown init {init!r}")
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight: some models read `layer.weight` (T5's MLP checks its dtype)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
     def weight_out_in(self) -> torch.Tensor:
         w = self.base.weight
         return w.T if self.fan_in_fan_out else w

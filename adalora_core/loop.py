@@ -12,6 +12,7 @@ import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -95,7 +96,11 @@ class TrainResult:
 def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: Sequence,
           collate: Callable[[list], dict[str, torch.Tensor]],
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-          callbacks: TrainCallbacks | None = None, resume_from: str | None = None) -> TrainResult:
+          callbacks: TrainCallbacks | None = None, resume_from: str | None = None,
+          batch_order: Callable[[int], list[list[int]]] | None = None) -> TrainResult:
+    """Train `model` with AdaLoRA. `batch_order(epoch)` may give each epoch's batches as lists of row
+    indices (e.g. grouped by length; len(train_data) // batch_size of them, a pure function of the epoch
+    so that resuming is exact); by default each epoch is a seeded random permutation."""
     callbacks = callbacks or TrainCallbacks()
     total = args.total_steps(len(train_data))
     config = config.with_total_step(total)
@@ -114,7 +119,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batches = _micro_batches(train_data, collate, args, skip=start * args.grad_accum)
+    batches = _micro_batches(train_data, collate, args, start * args.grad_accum, batch_order)
     result = TrainResult(adapted, allocator, config, start, stopped=False)
 
     model.train()
@@ -197,17 +202,24 @@ def _lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int
-                   ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches; epoch e uses the permutation seeded by (seed, e). Drops the last partial batch."""
+def _micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int,
+                   batch_order: Callable[[int], list[list[int]]] | None) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches, epoch after epoch, starting `skip` micro-batches in."""
     per_epoch = len(data) // args.batch_size
     epoch, index = divmod(skip, per_epoch)
     while True:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch))
-        for i in range(index, per_epoch):
-            rows = order[i * args.batch_size:(i + 1) * args.batch_size].tolist()
+        batches = (batch_order or partial(_random_batches, len(data), args))(epoch)
+        if len(batches) != per_epoch:
+            raise ValueError(f"batch_order gave {len(batches)} batches for epoch {epoch}; expected {per_epoch}")
+        for rows in batches[index:]:
             yield collate([data[j] for j in rows])
         epoch, index = epoch + 1, 0
+
+
+def _random_batches(n: int, args: TrainArgs, epoch: int) -> list[list[int]]:
+    """Epoch e's order is the permutation seeded by (seed, e); the last partial batch is dropped."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch)).tolist()
+    return [order[i * args.batch_size:(i + 1) * args.batch_size] for i in range(n // args.batch_size)]
 
 
 def _seed_everything(seed: int) -> None:

@@ -100,3 +100,24 @@ def test_resume_refuses_a_checkpoint_from_another_configuration(bert_dir, tmp_pa
     run(bert_dir, rec, checkpoint_dir=str(tmp_path), checkpoint_every=6)
     with pytest.raises(ValueError, match="different configuration"):
         run(bert_dir, max_steps=20, resume_from=rec.checkpoints[0][1])
+
+
+def test_batch_order_hook_sets_the_batches_and_resumes_exactly(bert_dir, tmp_path):
+    seen = []
+
+    def collate_and_record(rows):
+        seen.append(tuple(int(r["labels"]) for r in rows))
+        return collate(rows)
+
+    def by_label(epoch):  # all-even batches then all-odd ones: a stand-in for grouping by length
+        evens, odds = list(range(0, 64, 2)), list(range(1, 64, 2))
+        return [evens[i:i + 8] for i in range(0, 32, 8)] + [odds[i:i + 8] for i in range(0, 32, 8)]
+
+    model = build_model(bert_dir, "sequence_classification")
+    train(model, CONFIG, TrainArgs(max_steps=16, batch_size=8, learning_rate=5e-2), classification_data(),
+          collate_and_record, batch_order=by_label)
+    assert all(len(set(labels)) == 1 for labels in seen)
+    with pytest.raises(ValueError, match="expected 8"):
+        train(build_model(bert_dir, "sequence_classification"), CONFIG,
+              TrainArgs(max_steps=16, batch_size=8, learning_rate=5e-2), classification_data(), collate,
+              batch_order=lambda epoch: by_label(epoch)[:3])
