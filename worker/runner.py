@@ -87,7 +87,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
 
     transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
 
-    from worker.data import collate_grouped, length_grouped_batches, make_collate, make_eval_fn, prepare
+    from worker.data import length_grouped_order, make_collate, make_eval_fn, prepare
 
     source = spec.model_source()
     tokenizer = load_tokenizer(spec, source)
@@ -103,11 +103,10 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
     model = load_model(spec, source, data)
     collate = make_collate(tokenizer.pad_token_id)
-    # Rows of similar length share a batch; the loop shuffles whole batches (see worker/data/batching.py).
-    batches = length_grouped_batches(data.train, args.batch_size, spec.training.seed)
+    batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels)
-    result = core.train(model, config, replace(args, batch_size=1), batches, collate_grouped(collate),
-                        eval_fn=eval_fn, callbacks=reporter, resume_from=latest_checkpoint(job_id))
+    result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
+                        resume_from=latest_checkpoint(job_id), batch_order=batch_order)
     if result.stopped:
         return "cancelled"
     reporter.event("info", "writing the adapter and the merged model")

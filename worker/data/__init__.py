@@ -11,12 +11,11 @@ prepare.py       spec -> PreparedData, through the cache
 Rows are read by service.datafiles; errors a user can fix are its DataError with the fix in the message.
 """
 
-from worker.data.batching import collate_grouped, length_grouped_batches, make_collate
+from worker.data.batching import length_grouped_order, make_collate
 from worker.data.classification import infer_labels, label_map
 from worker.data.columns import map_columns, pick_label_column, pick_text_columns
 from worker.data.encoding import IGNORE_INDEX
 from worker.data.evaluation import make_eval_fn
 from worker.data.prepare import PreparedData, prepare
 
-__all__ = ["IGNORE_INDEX", "PreparedData", "collate_grouped", "infer_labels", "label_map", "length_grouped_batches",
-           "make_collate", "make_eval_fn", "map_columns", "pick_label_column", "pick_text_columns", "prepare"]
+__all__ = ["IGNORE_INDEX", "PreparedData", "infer_labels", "label_map", "length_grouped_order", "make_collate", "make_eval_fn", "map_columns", "pick_label_column", "pick_text_columns", "prepare"]

@@ -1,9 +1,4 @@
-"""Batches: dynamic padding, and training batches grouped by length.
-
-adalora_core.train shuffles the sequence it is given with its own seeded permutation. To keep rows of
-similar length together we hand it whole batches as its "examples" (with TrainArgs.batch_size=1): the
-loop then shuffles the order of batches, never their contents.
-"""
+"""Batches: dynamic padding, and training batches grouped by length (less padding per step)."""
 
 from __future__ import annotations
 
@@ -40,24 +35,22 @@ def make_collate(pad_token_id: int) -> Callable[[list[dict]], dict[str, torch.Te
     return collate
 
 
-def length_grouped_batches(examples: list[dict], batch_size: int, seed: int) -> list[list[dict]]:
-    """Full batches of rows of similar length, in a seeded order; the rows that do not fill a last batch
-    are left out (as the loop itself would drop them)."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    order = order[:len(order) - len(order) % batch_size]
+def length_grouped_order(lengths: list[int], batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:
+    """adalora_core.train's batch_order: epoch e's batches (row indices) hold rows of similar length, in a
+    random order seeded by (seed, e), so a resumed run sees the same batches. Rows that do not fill a last
+    batch are left out of that epoch, as the loop's default order does."""
     window = batch_size * GROUP_WINDOW_BATCHES
-    batches = []
-    for start in range(0, len(order), window):
-        rows = sorted(order[start:start + window], key=lambda i: len(examples[i]["input_ids"]))
-        batches += [[examples[i] for i in rows[j:j + batch_size]] for j in range(0, len(rows), batch_size)]
-    return batches
 
+    def batches_of(epoch: int) -> list[list[int]]:
+        rng = random.Random(seed * 100_003 + epoch)
+        rows = list(range(len(lengths)))
+        rng.shuffle(rows)
+        rows = rows[:len(rows) - len(rows) % batch_size]
+        batches = []
+        for start in range(0, len(rows), window):
+            ordered = sorted(rows[start:start + window], key=lengths.__getitem__)
+            batches += [ordered[j:j + batch_size] for j in range(0, len(ordered), batch_size)]
+        rng.shuffle(batches)  # short and long batches interleave across the epoch
+        return batches
 
-def collate_grouped(collate: Callable[[list[dict]], dict]) -> Callable[[list[list[dict]]], dict]:
-    """The loop's collate for pre-grouped batches: it receives a list holding one batch."""
-    def collate_one(batches: list[list[dict]]) -> dict[str, torch.Tensor]:
-        assert len(batches) == 1, "pre-grouped batches need TrainArgs.batch_size=1"
-        return collate(batches[0])
-
-    return collate_one
+    return batches_of
