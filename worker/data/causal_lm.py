@@ -33,14 +33,15 @@ def causal_lm_examples(tokenizer, columns: Columns, mapping: ColumnMap, max_len:
 def packed_blocks(tokenizer, texts: list[str], block: int) -> Encoded:
     """All non-blank texts as one token stream (each ended by eos), cut into blocks of `block` tokens:
     no padding and no truncation, every token is trained on."""
-    texts = [t for t in texts if t.strip()]
+    kept = [t for t in texts if t.strip()]
     end = end_token_id(tokenizer)
     stream: list[int] = []
-    for ids in tokenizer(texts, verbose=False)["input_ids"]:
+    for ids in tokenizer(kept, verbose=False)["input_ids"]:
         stream += ids if end is None or (ids and ids[-1] == end) else [*ids, end]
     blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
     # A block of one token has no next token to predict.
-    return Encoded([{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1])
+    return Encoded([{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1],
+                   dropped=len(texts) - len(kept))
 
 
 def alpaca_prompts(columns: Columns, mapping: ColumnMap) -> tuple[list[str], list[str]]:
