@@ -9,7 +9,7 @@ from service.datafiles import Columns, DataError, n_rows, read_splits
 from service.jobspec import JobSpec
 from worker.data import cache
 from worker.data.causal_lm import causal_lm_examples
-from worker.data.classification import classification_examples, infer_labels
+from worker.data.classification import Labels, classification_examples, infer_labels
 from worker.data.columns import ColumnMap, map_columns
 from worker.data.encoding import Encoded
 from worker.data.seq2seq import seq2seq_examples
@@ -66,28 +66,33 @@ def prepare(spec: JobSpec, tokenizer, cache_dir: Path | None = None) -> Prepared
 
 
 def _tokenise(spec: JobSpec, tokenizer, mapping: ColumnMap, train_cols: Columns, val_cols: Columns) -> PreparedData:
-    max_len = spec.training.max_seq_len
-    has_validation = n_rows(val_cols) > 0
-    kind, num_labels, names = spec.task, None, None
+    labels = None
     if spec.task == "sequence_classification":
-        labels = infer_labels(train_cols[mapping.roles["label"]], spec.dataset.label_type)
-        if not labels.regression and len(set(map(str, train_cols[mapping.roles["label"]]))) < 2:
+        values = train_cols[mapping.roles["label"]]
+        labels = infer_labels(values, spec.dataset.label_type)
+        if not labels.regression and len(set(map(str, values))) < 2:
             raise DataError(f"dataset: column {mapping.roles['label']!r} has a single class; "
                             "classification needs at least two")
-        kind, num_labels, names = ("regression" if labels.regression else "classification"), labels.num_labels, labels.names
-        build = lambda cols, where: classification_examples(tokenizer, cols, mapping, labels, max_len, where)  # noqa: E731
-    elif spec.task == "causal_lm":
-        build = lambda cols, where: causal_lm_examples(tokenizer, cols, mapping, max_len)  # noqa: E731
-    else:
-        build = lambda cols, where: seq2seq_examples(tokenizer, cols, mapping, max_len)  # noqa: E731
-    train = build(train_cols, "training")
-    validation = build(val_cols, "validation") if has_validation else Encoded()
+    train = _examples(spec, tokenizer, mapping, labels, train_cols, "training")
+    validation = _examples(spec, tokenizer, mapping, labels, val_cols, "validation") if n_rows(val_cols) else Encoded()
     if not train.examples:
         raise DataError(f"dataset: no usable training rows ({mapping.describe()}); "
                         "check that the columns hold text")
-    return PreparedData(train.examples, validation.examples, kind, mapping.describe(), num_labels, names,
+    kind = spec.task if labels is None else "regression" if labels.regression else "classification"
+    return PreparedData(train.examples, validation.examples, kind, mapping.describe(),
+                        num_labels=labels.num_labels if labels else None, label_names=labels.names if labels else None,
                         rows=n_rows(train_cols) + n_rows(val_cols), truncated=train.truncated + validation.truncated,
                         dropped=train.dropped + validation.dropped)
+
+
+def _examples(spec: JobSpec, tokenizer, mapping: ColumnMap, labels: Labels | None, columns: Columns,
+              where: str) -> Encoded:
+    max_len = spec.training.max_seq_len
+    if spec.task == "sequence_classification":
+        return classification_examples(tokenizer, columns, mapping, labels, max_len, where)
+    if spec.task == "causal_lm":
+        return causal_lm_examples(tokenizer, columns, mapping, max_len)
+    return seq2seq_examples(tokenizer, columns, mapping, max_len)
 
 
 def _require_same_columns(columns: Columns, mapping: ColumnMap) -> None:
