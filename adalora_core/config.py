@@ -53,8 +53,10 @@ class AdaLoraConfig:
     beta2: float = 0.85                   # EMA of uncertainty
     orth_reg_weight: float = 0.1          # weight of the orthogonal regulariser
     total_step: int | None = None         # set by the loop when unknown at configuration time
-    init: Init = "gaussian"               # gaussian (the paper, PEFT), orthogonal, or svd (top singular vectors of W)
-    e_lr_multiplier: float = 1.0          # learning-rate multiplier for the singular values E
+    # Defaults from bench/results_init_sweep.md: with E = 0 only E learns at first, so its early steps
+    # decide whether training leaves chance. Paper / PEFT settings: init="gaussian", e_lr_multiplier=1.
+    init: Init = "svd"                    # svd (top singular vectors of W), orthogonal, or gaussian (the paper)
+    e_lr_multiplier: float = 10.0         # learning-rate multiplier for the singular values E
 
     def __post_init__(self) -> None:
         if self.init_r < 1:

@@ -79,7 +79,7 @@ def peft_adalora_config() -> PeftAdaLoraConfig:
 
 def our_config() -> AdaLoraConfig:
     return AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS,
-                         tinit=TINIT, tfinal=TFINAL, delta_t=DELTA_T, orth_reg_weight=ORTH)
+                         tinit=TINIT, tfinal=TFINAL, delta_t=DELTA_T, orth_reg_weight=ORTH, init="gaussian")
 
 
 def wrap(kind: str, model: torch.nn.Module, batch: dict, bf16: bool) -> Callable[[int], None]:

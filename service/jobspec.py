@@ -166,8 +166,8 @@ class Budget(Strict):
     lora_alpha: float = Field(default=32.0, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
-    init: Literal["gaussian", "orthogonal", "svd"] = "gaussian"
-    e_lr_multiplier: float = Field(default=1.0, gt=0)
+    init: Literal["gaussian", "orthogonal", "svd"] = "svd"
+    e_lr_multiplier: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Budget:
