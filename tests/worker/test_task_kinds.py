@@ -228,6 +228,19 @@ def test_string_labels_reach_the_merged_config(engine, tmp_path):
     assert config["problem_type"] == "single_label_classification"
 
 
+def test_three_string_classes_replace_the_two_label_head(engine, data_dir, tmp_path):
+    rows = [{"premise": s, "hypothesis": "the film", "label": ["entailment", "neutral", "contradiction"][i % 3]}
+            for i, (s, _) in enumerate(sentiment_rows(60, seed=4))]
+    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
+    succeeded(job_id)
+    job, events, last = finished(job_id)
+    assert any(m.startswith("data: 45 training and 15 validation examples, 3 labels; text from 'premise', "
+                            "text_pair from 'hypothesis', label from 'label'") for m in events), events
+    assert -1 <= last["eval_mcc"] <= 1 and 0 <= last["eval_f1"] <= 1
+    config = json.loads((extract(job_id, "merged", tmp_path) / "config.json").read_text())
+    assert config["id2label"] == {"0": "contradiction", "1": "entailment", "2": "neutral"}
+
+
 def test_fractional_scores_train_a_regression_head(engine, data_dir, tmp_path):
     import random
 
