@@ -98,3 +98,20 @@ def test_smollm2_learns_alpaca_answers_and_the_merged_model_generates(smollm2_di
 def _error(job_id: str) -> str | None:
     with session_scope() as session:
         return session.get(Job, job_id).error
+
+
+def test_smollm2_chat_template_marks_only_the_assistant_answers(smollm2_dir):
+    """The real template adds a default system prompt and role headers: none of it is learned."""
+    from transformers import AutoTokenizer
+
+    from worker.data.causal_lm import chat_examples
+    from worker.data.encoding import IGNORE_INDEX
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    conversation = [{"role": "user", "content": "What is the capital of France?"},
+                    {"role": "assistant", "content": "Paris."},
+                    {"role": "user", "content": "And of Italy?"}, {"role": "assistant", "content": "Rome."}]
+    (example,) = chat_examples(tokenizer, [conversation], 256).examples
+    learned = [t for t, y in zip(example["input_ids"], example["labels"]) if y != IGNORE_INDEX]
+    assert tokenizer.decode(learned) == "Paris.<|im_end|>\nRome.<|im_end|>\n"
+    assert "You are a helpful AI assistant" in tokenizer.decode(example["input_ids"])
