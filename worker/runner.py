@@ -157,7 +157,8 @@ def load_model(spec: JobSpec, source: str, data):
     from adalora_core import build_model
 
     try:
-        return build_model(source, spec.task, num_labels=data.num_labels, config_overrides=data.model_config_overrides())
+        return build_model(source, spec.task, num_labels=data.num_labels,
+                           config_overrides=data.model_config_overrides())
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
 

@@ -18,4 +18,5 @@ from worker.data.encoding import IGNORE_INDEX
 from worker.data.evaluation import make_eval_fn
 from worker.data.prepare import PreparedData, prepare
 
-__all__ = ["IGNORE_INDEX", "PreparedData", "infer_labels", "label_map", "length_grouped_order", "make_collate", "make_eval_fn", "map_columns", "pick_label_column", "pick_text_columns", "prepare"]
+__all__ = ["IGNORE_INDEX", "PreparedData", "infer_labels", "label_map", "length_grouped_order", "make_collate",
+           "make_eval_fn", "map_columns", "pick_label_column", "pick_text_columns", "prepare"]

@@ -13,8 +13,11 @@ from worker.data.columns import ColumnMap
 from worker.data.encoding import IGNORE_INDEX, Encoded, end_token_id, texts_of
 
 # The Stanford Alpaca prompt, for instruction/input/output datasets without a chat template of their own.
-ALPACA_PROMPT = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"  # noqa: E501
-ALPACA_PROMPT_WITH_INPUT = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"  # noqa: E501
+ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
+                 "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+ALPACA_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
+                            "further context. Write a response that appropriately completes the request.\n\n"
+                            "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
 
 
 def causal_lm_examples(tokenizer, columns: Columns, mapping: ColumnMap, max_len: int) -> Encoded:

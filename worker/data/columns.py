@@ -129,7 +129,7 @@ def _seq2seq_columns(spec: JobSpec, columns: Columns) -> ColumnMap:
 
 
 def _find_first(names: list[str], wanted: tuple[str, ...]) -> str | None:
-    lower = {n.lower(): n for n in reversed(names)}  # an exact-case duplicate earlier in the file wins
+    lower = {n.lower(): n for n in reversed(names)}  # of names differing only in case, the first wins
     return next((lower[w.lower()] for w in wanted if w.lower() in lower), None)
 
 
