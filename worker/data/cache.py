@@ -30,7 +30,13 @@ def data_digest(columns: Columns, names: list[str]) -> str:
 def tokenizer_digest(tokenizer) -> str:
     """Vocabulary, merges, normalisation, special tokens and chat template: everything that changes ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # Calling the tokenizer with truncation/padding stores those settings in the backend: not part of its identity.
+        definition = json.loads(backend.to_str())
+        definition["truncation"] = definition["padding"] = None
+        definition = json.dumps(definition, sort_keys=True)
+    else:
+        definition = json.dumps(sorted(tokenizer.get_vocab().items()))
     parts = [type(tokenizer).__name__, definition, str(getattr(tokenizer, "chat_template", None)),
              json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
