@@ -228,3 +228,19 @@ class File(Base):
     columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     preview: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # the first rows, long values clipped
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotentRequest(Base):
+    """The first answer to a request sent with an Idempotency-Key; a retry with the same key gets it again.
+    The unique (tenant_id, key) pair is what settles two concurrent twins: only one insert commits."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the request as the route understood it
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

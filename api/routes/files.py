@@ -7,11 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE, SpecError
+from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.routes import V1
 from api.schemas import FilePublic, FilesPublic
 from api.uploads import FILE_FIELD, receive_upload
@@ -58,9 +61,10 @@ FileDep = Annotated[File, Depends(owned_file)]
                  400: {"description": "not a usable multipart body"},
                  413: {"description": "larger than MAX_UPLOAD_BYTES"},
                  415: {"description": "not multipart/form-data"}})
-async def upload_file(request: Request, session: SessionDep, tenant: TenantDep) -> FilePublic:
+async def upload_file(request: Request, session: SessionDep, tenant: TenantDep,
+                      idempotency_key: IdempotencyKeyHeader = None) -> FilePublic | JSONResponse:
     """Stores a dataset after parsing every row; a file that does not parse is refused (422, naming the line
-    and the problem) and nothing is kept."""
+    and the problem) and nothing is kept. With an Idempotency-Key, a retried upload returns the first file."""
     incoming = incoming_path()
     try:
         upload = await receive_upload(request, incoming, get_settings().max_upload_bytes)
@@ -68,6 +72,10 @@ async def upload_file(request: Request, session: SessionDep, tenant: TenantDep) 
         if not purpose or len(purpose) > 64:
             raise SpecError("purpose", "give a short label of at most 64 characters, or leave it out")
         filename = safe_filename(upload.filename)
+        hash_ = request_hash({"filename": filename, "purpose": purpose, "sha256": upload.sha256})
+        if idempotency_key and (earlier := await run_in_threadpool(replay, session, tenant.id, idempotency_key,
+                                                                   hash_)):
+            return earlier
         try:
             file = await run_in_threadpool(store_upload, session, tenant.id, incoming, filename=filename,
                                            purpose=purpose, size=upload.size, sha256=upload.sha256)
@@ -75,7 +83,26 @@ async def upload_file(request: Request, session: SessionDep, tenant: TenantDep) 
             raise SpecError(FILE_FIELD, f"{filename}: {e}") from None
     finally:
         incoming.unlink(missing_ok=True)  # moved away on success; anything left is a rejected upload
-    return FilePublic.model_validate(file)
+    public = FilePublic.model_validate(file)
+    if idempotency_key:
+        return await run_in_threadpool(_remember_upload, session, tenant.id, idempotency_key, hash_, file, public)
+    return public
+
+
+def _remember_upload(session: Session, tenant_id: int, key: str, hash_: str, file: File,
+                     public: FilePublic) -> FilePublic | JSONResponse:
+    """Records the answer after the file is stored (store_upload commits it); if a concurrent upload with the
+    same key got there first, this one's file is deleted and the first one's answer returned."""
+    remember(session, tenant_id, key, hash_, status.HTTP_201_CREATED, public.model_dump(mode="json"))
+    try:
+        session.commit()
+        return public
+    except IntegrityError:
+        session.rollback()
+    delete_file(session, file)
+    earlier = replay(session, tenant_id, key, hash_)
+    assert earlier is not None, "the unique key constraint failed, so its row exists"
+    return earlier
 
 
 @router.get("", response_model=FilesPublic)

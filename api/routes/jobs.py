@@ -6,11 +6,14 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE
+from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.routes import V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.lifecycle import request_cancel
@@ -42,28 +45,44 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
              responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"}})
-def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response) -> JobPublic | DryRunPublic:
+def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
+               idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
     check_file_dataset(session, tenant.id, body)  # uploaded files: the caller's, with the columns named
-    if body.dry_run:
+    if body.dry_run:  # creates nothing, so there is nothing to make idempotent
         from api.dry_run import plan_job  # imports torch; only dry runs pay for it
 
         response.status_code = status.HTTP_200_OK
         return plan_job(body)
-    job = Job(tenant_id=tenant.id, spec=body.model_dump(mode="json", exclude={"dry_run"}), status="queued")
+    spec = body.model_dump(mode="json", exclude={"dry_run"})
+    hash_ = request_hash(spec)
+    if idempotency_key and (earlier := replay(session, tenant.id, idempotency_key, hash_)):
+        return earlier
+    job = Job(tenant_id=tenant.id, spec=spec, status="queued")
     session.add(job)
     session.flush()
     session.add(JobEvent(job_id=job.id, level="info", message="job queued"))
-    session.commit()  # the worker re-reads the row, so it must be committed before the id is sent
+    public = job_public(job)
+    record = idempotency_key and remember(session, tenant.id, idempotency_key, hash_, status.HTTP_201_CREATED,
+                                          public.model_dump(mode="json"))
+    try:
+        session.commit()  # the worker re-reads the row, so it must be committed before the id is sent
+    except IntegrityError:
+        session.rollback()  # a concurrent twin with the same key committed first: answer with its job
+        if idempotency_key and (earlier := replay(session, tenant.id, idempotency_key, hash_)):
+            return earlier
+        raise
     try:
         job.celery_task_id = enqueue_job(job.id)
     except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
         log.exception("could not enqueue job %s", job.id)
         job.status, job.finished_at, job.error = "failed", utcnow(), f"could not queue the job: {exc}"
+        if record:
+            session.delete(record)  # the client is told to retry; its retry must create a job, not replay this
         session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail=f"job {job.id} could not be queued (broker unreachable); retry later") from exc
     session.commit()
-    return job_public(job)
+    return public
 
 
 @router.get("", response_model=JobsPublic)

@@ -12,7 +12,7 @@ from service.models import Base
 from tests.conftest import BACKENDS, migrate
 
 TABLES = {"tenants", "api_keys", "jobs", "job_events", "metrics", "rank_snapshots", "checkpoints", "artifacts",
-          "files"}
+          "files", "idempotent_requests"}
 
 
 def table_names(url: str) -> set[str]:

@@ -1,0 +1,55 @@
+"""Idempotency-Key: a client that retries a create (a timeout, a dropped connection) gets the first answer
+back instead of a second job or file. Keys are scoped per tenant and kept in the idempotent_requests table.
+
+A route computes a hash of the request as it understood it, asks `replay` for an earlier answer, and
+otherwise adds its answer with `remember` in the same transaction as the row it creates: when two
+identical requests race, the unique (tenant_id, key) constraint lets one commit and the other replays it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import Header, HTTPException, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import IdempotentRequest
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+IdempotencyKeyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255,
+    description="any unique string (e.g. a UUID) per intended request; a retry with the same key and body "
+                "returns the first response instead of creating a second resource")]
+
+
+def request_hash(request: Any) -> str:
+    """sha256 of the request's canonical JSON: key order and whitespace do not make two requests differ."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replay(session: Session, tenant_id: int, key: str, hash_: str) -> JSONResponse | None:
+    """The first answer for this key, or None if the key is new; 422 if it came with a different request."""
+    earlier = session.scalar(select(IdempotentRequest).where(IdempotentRequest.tenant_id == tenant_id,
+                                                             IdempotentRequest.key == key))
+    if earlier is None:
+        return None
+    if earlier.request_hash != hash_:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="this Idempotency-Key was already used for a different request; "
+                                   "send a new key for a new request")
+    return JSONResponse(earlier.response_body, status_code=earlier.status_code, headers={REPLAYED_HEADER: "true"})
+
+
+def remember(session: Session, tenant_id: int, key: str, hash_: str, status_code: int,
+             body: dict[str, Any]) -> IdempotentRequest:
+    """Adds the answer to the session; it is stored when the caller commits its own row."""
+    record = IdempotentRequest(tenant_id=tenant_id, key=key, request_hash=hash_, status_code=status_code,
+                               response_body=body)
+    session.add(record)
+    return record
