@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 << 30          # an uploaded dataset file
     max_line_bytes: int = 8 << 20            # one line (JSONL/CSV/TSV) or one item of a JSON array in an upload
     max_steps_cap: int = 200_000             # no job may ask for more optimizer steps
+    jobs_per_minute: int = 30                # new jobs per tenant in any 60 s window (0: unlimited)
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
     metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first
     cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status

@@ -14,11 +14,13 @@ from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import VALIDATION_RESPONSE
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
+from api.rate_limit import check_job_rate
 from api.routes import V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.lifecycle import request_cancel
 from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
 from service.queue import enqueue_job
+from service.settings import get_settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=VALIDATION_RESPONSE)
@@ -44,7 +46,8 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
-             responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"}})
+             responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"},
+                        429: {"description": "more than JOBS_PER_MINUTE jobs in the last minute; see Retry-After"}})
 def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
                idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
     check_file_dataset(session, tenant.id, body)  # uploaded files: the caller's, with the columns named
@@ -57,6 +60,7 @@ def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response
     hash_ = request_hash(spec)
     if idempotency_key and (earlier := replay(session, tenant.id, idempotency_key, hash_)):
         return earlier
+    check_job_rate(session, tenant.id, get_settings().jobs_per_minute)  # after the replay: a retry is no new job
     job = Job(tenant_id=tenant.id, spec=spec, status="queued")
     session.add(job)
     session.flush()
