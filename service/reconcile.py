@@ -1,0 +1,123 @@
+"""The reconciler: puts back on the broker the jobs whose message or worker was lost.
+
+The job row is the truth and the broker only carries ids, so anything the broker forgot (a Redis restart
+empties the queue here: it keeps nothing on disk) or a worker took down with it (killed, machine gone) is
+found from the rows:
+
+- a `queued` job last sent more than `queued_grace_seconds` ago is sent again;
+- a `running`/`cancelling` job whose heartbeat is older than `stale_job_seconds` is put back to `queued`
+  and sent again, or failed once it has been started `max_attempts` times (a cancelling one is cancelled).
+
+For a queued job `heartbeat_at` records when its message was last sent (the worker's claim overwrites it).
+Every change is one conditional UPDATE, so two reconcilers at once never both act on a job; a duplicate
+message is harmless anyway, because a worker's claim is atomic and a second claim finds nothing to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.lifecycle import ACTIVE_STATUSES
+from service.models import Job, JobEvent
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reconciled:
+    """What one pass did, by job id."""
+
+    resent: list[str] = field(default_factory=list)      # queued jobs whose message may have been lost
+    requeued: list[str] = field(default_factory=list)    # runs whose worker stopped responding
+    failed: list[str] = field(default_factory=list)      # ... for the max_attempts-th time
+    cancelled: list[str] = field(default_factory=list)   # cancel requested, and then the worker stopped
+
+
+def reconcile(session: Session, now: datetime, settings: Settings | None = None,
+              send: Callable[[str], object] | None = None) -> Reconciled:
+    """One pass; commits each job's change before sending its id, so a sent id always names a queued row."""
+    from service.queue import enqueue_job
+
+    settings, send = settings or get_settings(), send or enqueue_job
+    done = Reconciled()
+    last_sent = func.coalesce(Job.heartbeat_at, Job.created_at)
+    queued_cutoff = now - timedelta(seconds=settings.queued_grace_seconds)
+    for job_id in session.scalars(select(Job.id).where(Job.status == "queued", last_sent < queued_cutoff)).all():
+        if _update(session, job_id, (Job.status == "queued", last_sent < queued_cutoff), heartbeat_at=now):
+            session.commit()
+            done.resent.append(job_id)
+            send(job_id)
+
+    stale_cutoff = now - timedelta(seconds=settings.stale_job_seconds)
+    stale = session.execute(select(Job.id, Job.status, Job.attempts, Job.heartbeat_at)
+                            .where(Job.status.in_(ACTIVE_STATUSES), Job.heartbeat_at < stale_cutoff)).all()
+    for job_id, status, attempts, seen in stale:
+        still_stale = (Job.status == status, Job.heartbeat_at < stale_cutoff)  # no one acted on it meanwhile
+        if status == "cancelling":
+            if _update(session, job_id, still_stale, status="cancelled", finished_at=now):
+                _event(session, job_id, "info", f"cancelled: its worker stopped responding (last seen at "
+                                                f"{seen:%Y-%m-%d %H:%M:%S} UTC)")
+                done.cancelled.append(job_id)
+        elif attempts >= settings.max_attempts:
+            message = (f"the worker running this job stopped responding {attempts} times; last seen at "
+                       f"{seen:%Y-%m-%d %H:%M:%S} UTC. Retry with fewer resources (batch_size, max_seq_len) "
+                       "or ask the operator to check the workers")
+            if _update(session, job_id, still_stale, status="failed", finished_at=now, error=message):
+                _event(session, job_id, "error", message)
+                done.failed.append(job_id)
+        elif _update(session, job_id, still_stale, status="queued", heartbeat_at=now, worker=None):
+            _event(session, job_id, "warning", f"its worker stopped responding (last seen at "
+                                               f"{seen:%Y-%m-%d %H:%M:%S} UTC); queued again")
+            session.commit()
+            done.requeued.append(job_id)
+            send(job_id)
+        session.commit()
+    return done
+
+
+def _update(session: Session, job_id: str, conditions: tuple, **values) -> bool:
+    return session.execute(update(Job).where(Job.id == job_id, *conditions).values(**values)
+                           .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def _event(session: Session, job_id: str, level: str, message: str) -> None:
+    session.add(JobEvent(job_id=job_id, level=level, message=message))
+
+
+class ReconcilerThread:
+    """Runs `reconcile` every `interval` seconds in a daemon thread (one per worker process: passes from
+    several processes are safe, see the module docstring)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+
+    def start(self) -> ReconcilerThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from service.db import session_scope
+        from service.models import utcnow
+
+        while not self._stop.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    done = reconcile(session, utcnow())
+                if any(vars(done).values()):
+                    log.info("reconciler: %s", done)
+            except Exception:  # the database or broker is down: the next pass tries again
+                log.warning("reconciler pass failed", exc_info=True)
