@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -9,7 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+log = logging.getLogger(__name__)
 REQUEST_PARTS = ("body", "query", "path", "header")
 
 
@@ -99,9 +103,27 @@ async def _spec_error(request: Request, exc: SpecError) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=422)
 
 
+# How long a client should wait while the database is unreachable: a Postgres restart or failover takes seconds.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A lost or refused database connection is the server's outage, not a bug: 503 the client can retry.
+    The engine's pool_pre_ping replaces dead pooled connections, so service resumes when the database does."""
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, (OperationalError, InterfaceError))
+                                            or exc.connection_invalidated):
+        raise exc  # a real query error (a constraint, bad SQL) stays a 500 with its traceback
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc.orig if
+                isinstance(exc, DBAPIError) else exc).__name__)
+    return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
 
 
 # For routers' `responses=`: documents the 422 shape in OpenAPI instead of FastAPI's default.
