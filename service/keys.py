@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from sqlalchemy import select
@@ -12,6 +13,9 @@ from sqlalchemy.orm import Session
 from service.models import ApiKey, Tenant, utcnow
 
 KEY_SCHEME = "ada"
+# What new_raw_key makes: a hex prefix and a URL-safe secret. Anything else is refused before it reaches a
+# query (Postgres rejects NUL bytes with an error, which would be a 500, not a 401).
+KEY_FORMAT = re.compile(rf"{KEY_SCHEME}_([0-9a-f]{{1,32}})_[A-Za-z0-9_-]{{1,256}}")
 
 
 def hash_key(raw: str) -> str:
@@ -39,10 +43,10 @@ def create_api_key(session: Session, tenant_name: str, key_name: str | None = No
 
 def tenant_for_key(session: Session, raw: str) -> Tenant | None:
     """The tenant a presented key belongs to, or None for a malformed, unknown or revoked key."""
-    parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_SCHEME:
+    well_formed = KEY_FORMAT.fullmatch(raw)
+    if well_formed is None:
         return None
-    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == well_formed[1]))
     if key is None or key.revoked_at is not None:
         return None
     if not hmac.compare_digest(key.key_hash, hash_key(raw)):

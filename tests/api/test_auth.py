@@ -17,16 +17,26 @@ def test_missing_key_is_401_with_challenge(client, method, path):
     assert "Authorization" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "ada_abc", "Token ada_x_y"])
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer    ", "ada_abc", "Token ada_x_y",
+                                    "Bearer\tada_abc_secret"])
 def test_malformed_header_is_401(client, header):
     response = client.get("/v1/jobs", headers={"Authorization": header})
     assert response.status_code == 401
     assert 'error="invalid_request"' in response.headers["www-authenticate"]
 
 
-@pytest.mark.parametrize("key", ["ada_deadbeef_notarealsecret", "not-even-our-format", "ada__"])
+# Raw header bytes, as a hostile client can send them: none may reach the database as a 500.
+ODD_KEYS = {"very long": b"a" * 100_000, "long prefix": b"ada_" + b"0" * 5000 + b"_s",
+            "UTF-8": "ada_d\u00e9adbeef_s\u00e9cret".encode(), "latin-1": "ada_\u00ff_x".encode("latin-1"),
+            "NUL in prefix": b"ada_\x00_x", "NUL in secret": b"ada_deadbeef_\x00", "control byte": b"ada_\x01_x",
+            "not UTF-8": b"\xff\xfe"}
+
+
+@pytest.mark.parametrize("key", ["ada_deadbeef_notarealsecret", "not-even-our-format", "ada__",
+                                 *ODD_KEYS.values()], ids=["unknown", "foreign", "empty parts", *ODD_KEYS])
 def test_unknown_key_is_401(client, key):
-    response = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    header = (b"Bearer " + key) if isinstance(key, bytes) else f"Bearer {key}"
+    response = client.get("/v1/jobs", headers={"Authorization": header})
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
