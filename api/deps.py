@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -42,10 +43,14 @@ def current_tenant(request: Request, session: SessionDep) -> Tenant:
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # service.models.new_job_id
+
 
 def owned_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
     """The job if it belongs to the caller; anyone else's id is indistinguishable from a missing one."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
+    job = None
+    if JOB_ID.fullmatch(job_id):  # anything else cannot exist, and a NUL byte in it would make Postgres raise
+        job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
     return job

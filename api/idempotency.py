@@ -22,7 +22,7 @@ from service.models import IdempotentRequest
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 IdempotencyKeyHeader = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=255,
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",  # visible ASCII
     description="any unique string (e.g. a UUID) per intended request; a retry with the same key and body "
                 "returns the first response instead of creating a second resource")]
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.artifacts import inside_root
 from service.datafiles import DataError
 from service.fileformats import inspect_file
+from service.jobspec import FILE_ID
 from service.models import File, Job, new_file_id
 from service.settings import get_settings
 
@@ -72,6 +73,8 @@ def store_upload(session: Session, tenant_id: int, incoming: Path, *, filename: 
 
 
 def tenant_file(session: Session, tenant_id: int, file_id: str) -> File | None:
+    if not FILE_ID.match(file_id):
+        return None  # never one of ours, and a NUL byte in it would make Postgres raise
     return session.scalar(select(File).where(File.id == file_id, File.tenant_id == tenant_id))
 
 
