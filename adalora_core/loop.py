@@ -78,6 +78,11 @@ class TrainCallbacks:
     def should_stop(self) -> bool:
         return False
 
+    def checkpoint_on_stop(self) -> bool:
+        """Asked once should_stop() said yes: save a checkpoint of the steps done so far (a shutdown that
+        will resume) rather than just stop (a cancel). Needs TrainArgs.checkpoint_dir."""
+        return False
+
 
 @dataclass
 class TrainResult:
@@ -127,6 +132,10 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         if callbacks.should_stop():
             result.stopped = True
             callbacks.on_event("info", f"stopped at step {step} of {total}")
+            if args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
+                # At a step boundary the state (RNG included) is exactly what a periodic checkpoint holds.
+                path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator, config)
+                callbacks.on_checkpoint(step, path)
             break
         losses = torch.zeros(2, device=device)  # task loss, orth loss: read once per step (one device sync)
         for _ in range(args.grad_accum):

@@ -1,6 +1,7 @@
 """Job status transitions, each one conditional UPDATE so concurrent workers and API calls cannot race.
 
-queued → running → succeeded | failed | cancelled; running → cancelling → cancelled; queued → cancelled.
+queued → running → succeeded | failed | cancelled; running → cancelling → cancelled; queued → cancelled;
+running → queued when the worker shuts down (requeue_job) or stops responding (service/reconcile.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def claim_job(session: Session, job_id: str, worker: str, task_id: str | None,
     ).rowcount == 1
     session.commit()
     return claimed
+
+
+def requeue_job(session: Session, job_id: str) -> bool:
+    """Hand a run back to the queue because its worker is shutting down (a deploy), not because it failed: the
+    attempt is not counted (the next claim counts it again). False when it is no longer running (e.g. a
+    cancel was requested meanwhile). The caller commits, then sends the job id."""
+    return session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "running")
+        .values(status="queued", attempts=Job.attempts - 1, heartbeat_at=utcnow(), worker=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
 
 
 def request_cancel(session: Session, job_id: str) -> str | None:

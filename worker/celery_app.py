@@ -2,16 +2,56 @@
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+import os
+import signal
+import threading
+
+import billiard
+from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
 
 from service import db
 from service.queue import get_celery
+from service.reconcile import ReconcilerThread
+from service.settings import get_settings
+from worker.reporting import SHUTDOWN
 
 app = get_celery()
 app.conf.include = ["worker.tasks"]
+
+# How the worker tells its prefork pool process to hand its job back; SIGTERM stays the pool's own "die now".
+HAND_BACK_SIGNAL = signal.SIGUSR2
 
 
 @worker_process_init.connect
 def _fresh_connections_after_fork(**_kwargs) -> None:
     # A forked pool process must not reuse the parent's database connections.
     db.reset()
+
+
+@task_prerun.connect
+def _listen_for_hand_back(**_kwargs) -> None:
+    # Here, not at process init: billiard resets the pool process's signal handlers after its initializer.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(HAND_BACK_SIGNAL, lambda *_: SHUTDOWN.set())
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs) -> None:
+    # Every worker runs one (celery beat is not needed): lost messages and dead workers are found from the
+    # job rows, and concurrent passes are safe (service/reconcile.py).
+    interval = get_settings().reconcile_seconds
+    if interval > 0:
+        ReconcilerThread(interval).start()
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(**_kwargs) -> None:
+    # A warm shutdown (SIGTERM: a deploy) would wait for a run of hours; instead the run checkpoints at its
+    # next step boundary and requeues its job, and the task returns. The solo pool runs it in this process,
+    # a prefork pool in a child that hears of it by signal.
+    SHUTDOWN.set()
+    for child in billiard.active_children():
+        try:
+            os.kill(child.pid, HAND_BACK_SIGNAL)
+        except ProcessLookupError:
+            pass  # it just exited

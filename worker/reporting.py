@@ -23,6 +23,10 @@ from service.progress import add_events, record_progress, upsert_checkpoints, up
 
 log = logging.getLogger(__name__)
 
+# Set when this worker process is told to shut down (SIGTERM: a deploy); the run checkpoints and hands the job
+# back to the queue at the next step boundary (worker/celery_app.py sets it).
+SHUTDOWN = threading.Event()
+
 
 class Heartbeat:
     """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
@@ -70,7 +74,8 @@ class ProgressReporter:
     last_flush_step: int = 0
     last_flush_time: float = field(default_factory=time.monotonic)
     last_poll_time: float = 0.0
-    stop: bool = False
+    stop: bool = False          # the job was cancelled
+    shutdown: bool = False      # this worker is shutting down: checkpoint, and the job runs again elsewhere
 
     def start(self, total_steps: int, initial: tuple[int, dict[str, int]]) -> None:
         self.total_steps, self.budget = total_steps, float(initial[0])
@@ -95,12 +100,18 @@ class ProgressReporter:
         self.flush()  # a takeover can only resume from checkpoints that are on record
 
     def should_stop(self) -> bool:
+        if SHUTDOWN.is_set() and not self.stop:
+            self.shutdown = True
+            return True
         now = time.monotonic()
         if not self.stop and now - self.last_poll_time >= self.poll_seconds:
             self.last_poll_time = now
             with get_sessionmaker()() as session:  # a read: nothing to commit
                 self.stop = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
         return self.stop
+
+    def checkpoint_on_stop(self) -> bool:
+        return self.shutdown
 
     def event(self, level: str, message: str) -> None:
         self.events.append((utcnow(), level, message))

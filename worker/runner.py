@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from service import artifacts
 from service.db import get_sessionmaker, session_scope
 from service.jobspec import JobSpec
-from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job
+from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
 from service.models import Checkpoint, Job, JobEvent
 from service.settings import get_settings
 from worker.reporting import Heartbeat, ProgressReporter
@@ -38,7 +38,8 @@ class JobBusy(Exception):
 
 
 def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> str | None:
-    """Run a queued job to its end; returns its final status, or None when there is nothing to run.
+    """Run a queued job to its end; returns its final status, "queued" when this worker is shutting down and
+    handed it back, or None when there is nothing to run.
 
     Raises JobBusy when another live worker holds the job (a redelivered message while the first run may
     still be alive); the task then retries after the stale period, and takes over if the heartbeat stopped.
@@ -73,6 +74,10 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
     finally:
         reporter.flush()
         release_gpu_memory()
+    if status == "interrupted":
+        if hand_back(job_id, reporter.step):
+            return "queued"
+        status = "cancelled"  # a cancel arrived while this worker was shutting down
     with session_scope() as session:
         finish_job(session, job_id, status, error)
         message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
@@ -95,8 +100,9 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     report_data(reporter, spec, data)
     config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
     every = get_settings().checkpoint_every or None
+    # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
-                          checkpoint_dir=str(checkpoint_dir(job_id)) if every else None)
+                          checkpoint_dir=str(checkpoint_dir(job_id)))
     total = args.total_steps(len(data.train))
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
     reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
@@ -108,12 +114,25 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
                         resume_from=latest_checkpoint(job_id), batch_order=batch_order)
     if result.stopped:
-        return "cancelled"
+        return "interrupted" if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
     export(job_id, spec, result, tokenizer)
     discard_checkpoints(job_id)
     return "succeeded"
+
+
+def hand_back(job_id: str, step: int) -> bool:
+    """This worker is shutting down: put the job back on the queue, to resume from the checkpoint just saved."""
+    from service.queue import enqueue_job
+
+    with session_scope() as session:
+        if not requeue_job(session, job_id):
+            return False
+        session.add(JobEvent(job_id=job_id, message=f"its worker is shutting down: stopped at step {step} and "
+                                                    "queued again, to resume from there"))
+    enqueue_job(job_id)  # after the commit: the message must find the job queued
+    return True
 
 
 def checkpoint_dir(job_id: str) -> Path:
