@@ -41,16 +41,19 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
     """Run a queued job to its end; returns its final status, "queued" when this worker is shutting down and
     handed it back, or None when there is nothing to run.
 
-    Raises JobBusy when another live worker holds the job (a redelivered message while the first run may
-    still be alive); the task then retries after the stale period, and takes over if the heartbeat stopped.
+    Raises JobBusy when a live worker holds the job under this same message (redelivered while the first run
+    may still be alive); the task then retries after the stale period, and takes over if the heartbeat stopped.
     """
     settings = get_settings()
     worker = f"{worker} pid {os.getpid()}"
     with session_scope() as session:
         if not claim_job(session, job_id, worker, task_id, settings.stale_job_seconds):
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-            if status in ACTIVE_STATUSES:
+            status, holder = session.execute(select(Job.status, Job.celery_task_id)
+                                             .where(Job.id == job_id)).one_or_none() or (None, None)
+            if status in ACTIVE_STATUSES and holder == task_id:
                 raise JobBusy(job_id)
+            # Another message for a job that runs (the reconciler re-sent it while it waited): drop this one; if
+            # that run dies, the reconciler requeues the job.
             log.info("job %s not run: it is %s", job_id, status or "gone")
             return None
         attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
