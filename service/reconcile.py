@@ -16,7 +16,6 @@ message is harmless anyway, because a worker's claim is atomic and a second clai
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +24,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.lifecycle import ACTIVE_STATUSES
-from service.models import Job, JobEvent
+from service.models import Job, JobEvent, utcnow
+from service.periodic import Periodic
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -92,32 +92,16 @@ def _event(session: Session, job_id: str, level: str, message: str) -> None:
     session.add(JobEvent(job_id=job_id, level=level, message=message))
 
 
-class ReconcilerThread:
-    """Runs `reconcile` every `interval` seconds in a daemon thread (one per worker process: passes from
-    several processes are safe, see the module docstring)."""
+def reconciler_thread(interval: float) -> Periodic:
+    """`reconcile` every `interval` seconds in a daemon thread (one per worker process: passes from several
+    processes are safe, see the module docstring)."""
+    return Periodic("reconciler", interval, _reconcile_pass)
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
 
-    def start(self) -> ReconcilerThread:
-        self._thread.start()
-        return self
+def _reconcile_pass() -> None:
+    from service.db import session_scope
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        from service.db import session_scope
-        from service.models import utcnow
-
-        while not self._stop.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    done = reconcile(session, utcnow())
-                if any(vars(done).values()):
-                    log.info("reconciler: %s", done)
-            except Exception:  # the database or broker is down: the next pass tries again
-                log.warning("reconciler pass failed", exc_info=True)
+    with session_scope() as session:
+        done = reconcile(session, utcnow())
+    if any(vars(done).values()):
+        log.info("reconciler: %s", done)

@@ -11,7 +11,7 @@ from celery.signals import task_prerun, worker_process_init, worker_ready, worke
 
 from service import db
 from service.queue import get_celery
-from service.reconcile import ReconcilerThread
+from service.reconcile import reconciler_thread
 from service.settings import get_settings
 from worker.reporting import SHUTDOWN
 
@@ -41,7 +41,7 @@ def _start_reconciler(**_kwargs) -> None:
     # job rows, and concurrent passes are safe (service/reconcile.py).
     interval = get_settings().reconcile_seconds
     if interval > 0:
-        ReconcilerThread(interval).start()
+        reconciler_thread(interval).start()
 
 
 @worker_shutting_down.connect

@@ -19,6 +19,7 @@ from service import artifacts
 from service.db import get_sessionmaker, session_scope
 from service.lifecycle import beat
 from service.models import Job, utcnow
+from service.periodic import Periodic
 from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
 
 log = logging.getLogger(__name__)
@@ -28,30 +29,13 @@ log = logging.getLogger(__name__)
 SHUTDOWN = threading.Event()
 
 
-class Heartbeat:
+def heartbeat(job_id: str, interval: float) -> Periodic:
     """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
-    looks like a dead worker."""
-
-    def __init__(self, job_id: str, interval: float) -> None:
-        self.job_id, self.interval = job_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    beat(session, self.job_id)
-            except Exception:  # a database hiccup must not kill the run; the next beat may succeed
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+    looks like a dead worker. Use as a context manager around the run."""
+    def beat_once() -> None:
+        with session_scope() as session:
+            beat(session, job_id)
+    return Periodic(f"heartbeat-{job_id}", interval, beat_once)
 
 
 @dataclass

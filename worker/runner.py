@@ -22,7 +22,7 @@ from service.jobspec import JobSpec
 from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
 from service.models import Checkpoint, Job, JobEvent
 from service.settings import get_settings
-from worker.reporting import Heartbeat, ProgressReporter
+from worker.reporting import ProgressReporter, heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
                                 settings.cancel_poll_seconds)
     status, error = "failed", None
     try:
-        with Heartbeat(job_id, settings.heartbeat_seconds):
+        with heartbeat(job_id, settings.heartbeat_seconds):
             status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
     except JobError as e:
         error = str(e)

@@ -158,7 +158,7 @@ def test_a_job_held_by_a_live_worker_is_busy_not_skipped(engine):
 def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
     from service.lifecycle import claim_job
     from tests.conftest import wait_for
-    from worker.reporting import Heartbeat
+    from worker.reporting import heartbeat
 
     job_id = queued_job(tiny_job_spec())
     with session_scope() as session:
@@ -169,5 +169,5 @@ def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
         with session_scope() as session:
             return session.get(Job, job_id).heartbeat_at > first
 
-    with Heartbeat(job_id, interval=0.05):
+    with heartbeat(job_id, interval=0.05):
         wait_for(newer_heartbeat, 10, interval=0.05, what="a heartbeat from the thread")
