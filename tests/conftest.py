@@ -7,6 +7,7 @@ database on that server, created and dropped here.
 
 from __future__ import annotations
 
+
 import os
 import signal
 import subprocess
@@ -122,11 +123,19 @@ def service_env(database_url, tmp_path_factory, tiny_model_dir, tiny_dataset_fil
         "METRICS_FLUSH_SECONDS": "1",
         "CANCEL_POLL_SECONDS": "0.2",
     }
+    with service_environment(env):
+        yield env
+
+
+@contextmanager
+def service_environment(env: dict[str, str]) -> Iterator[None]:
+    """Sets `env` for this process (and the workers it starts), with the service's cached settings,
+    engine and Celery app rebuilt on the way in and out."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
         reset_service_caches()
-        yield env
+        yield
     reset_service_caches()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, broker_for, empty_database, migrate, reset_service_caches
+from tests.conftest import REPO, broker_for, empty_database, migrate, service_environment
 
 SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", REPO.parent / "shared" / "data"))
 # The GGUF model converted once to a plain folder (scripts/convert_gguf.py); kept between test runs.
@@ -84,9 +84,5 @@ def service_env(database_url, tmp_path_factory, shared_data, model_dirs) -> Iter
         "CHECKPOINT_EVERY": "0",
         "HF_HUB_OFFLINE": "1",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        reset_service_caches()
+    with service_environment(env):
         yield env
-    reset_service_caches()
