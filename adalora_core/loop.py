@@ -112,19 +112,19 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
 
-    _seed_everything(args.seed)
+    seed_everything(args.seed)
     adapted = inject_adalora(model, config)
     model.to(device)
     allocator = RankAllocator(adapted.modules, config, total)
     optimizer = _optimizer(adapted, config, args)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     start = 0
     if resume_from:
         start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batches = _micro_batches(train_data, collate, args, start * args.grad_accum, batch_order)
+    batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order)
     result = TrainResult(adapted, allocator, config, start, stopped=False)
 
     model.train()
@@ -195,7 +195,9 @@ def _optimizer(adapted: Adapted, config: AdaLoraConfig, args: TrainArgs) -> torc
     return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
-def _lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
+def lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
+    """The LR factor per optimizer step: linear warmup, then linear decay, cosine or constant. Public so a
+    baseline (bench/quality.py's LoRA) trains on exactly the same schedule."""
     warmup = int(args.warmup_ratio * total)
 
     def factor(step: int) -> float:
@@ -211,9 +213,10 @@ def _lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int,
+def micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int,
                    batch_order: Callable[[int], list[list[int]]] | None) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless micro-batches, epoch after epoch, starting `skip` micro-batches in."""
+    """Endless micro-batches, epoch after epoch, starting `skip` micro-batches in. Deterministic in
+    (args.seed, epoch), which is what makes a resumed run, or a baseline, see the same batches."""
     per_epoch = len(data) // args.batch_size
     epoch, index = divmod(skip, per_epoch)
     while True:
@@ -231,7 +234,8 @@ def _random_batches(n: int, args: TrainArgs, epoch: int) -> list[list[int]]:
     return [order[i * args.batch_size:(i + 1) * args.batch_size] for i in range(n // args.batch_size)]
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """What train() seeds before injecting: Python's and torch's generators."""
     random.seed(seed)
     torch.manual_seed(seed)
 

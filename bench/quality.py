@@ -7,7 +7,7 @@ Issue 4, "Quality benchmark". Methods (all at the same steps, data order, optimi
   adalora_paper  the same with the paper's / PEFT's init: gaussian, e_lr_multiplier 1
   lora           PEFT LoRA r=2 (`get_peft_model(LoraConfig(...))`, modules_to_save=["classifier"]),
                  trained by `train_lora` below, a loop that matches ours step for step: the same
-                 `_micro_batches` (seeded permutation per epoch), the same `_lr_lambda` (warmup + linear),
+                 `micro_batches` (seeded permutation per epoch), the same `lr_lambda` (warmup + linear),
                  AdamW over the trainable parameters, the same clipping, the same seeding and bf16 autocast.
 
 All adapt the same 36 MiniLM linears (query, key, value, attention.output.dense, intermediate.dense,
@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from adalora_core import AdaLoraConfig, TrainArgs, TrainCallbacks, build_model, train  # noqa: E402
-from adalora_core.loop import _lr_lambda, _micro_batches, _seed_everything  # noqa: E402  (same batches/schedule)
+from adalora_core.loop import lr_lambda, micro_batches, seed_everything  # noqa: E402  (same batches/schedule)
 
 GLUE = os.environ.get("GLUE_DIR", "/work/shared/data/glue")
 TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -177,7 +177,7 @@ def train_lora(model, args: TrainArgs, data, collate, opts) -> dict:
     total = args.total_steps(len(data))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    _seed_everything(args.seed)  # as train() does before injecting
+    seed_everything(args.seed)  # as train() does before injecting
     cfg = LoraConfig(task_type="SEQ_CLS", r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0,
                      target_modules=TARGETS, modules_to_save=["classifier"])
     model = get_peft_model(model, cfg)
@@ -185,8 +185,8 @@ def train_lora(model, args: TrainArgs, data, collate, opts) -> dict:
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args, total))
-    batches = _micro_batches(data, collate, args, 0, None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
+    batches = micro_batches(data, collate, args, 0, None)
     losses = []
     model.train()
     for _ in range(total):
