@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,8 @@ class TrainArgs:
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float | None = 1.0    # None: no clipping
     eval_every: int | None = None        # steps; the run always evaluates at the end when eval_fn is given
-    checkpoint_every: int | None = None  # steps; needs checkpoint_dir
+    checkpoint_every: int | None = None  # steps since the last checkpoint; needs checkpoint_dir
+    checkpoint_every_seconds: float | None = None  # ... or seconds since it, whichever comes first
     checkpoint_dir: str | None = None
     seed: int = 0
     device: str | None = None            # None: cuda when available, else cpu
@@ -55,8 +57,10 @@ class TrainArgs:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr_schedule not in ("linear", "cosine", "constant"):
             raise ConfigError(f"lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
-        if self.checkpoint_every and not self.checkpoint_dir:
-            raise ConfigError("checkpoint_every needs checkpoint_dir")
+        if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
+            raise ConfigError(f"checkpoint_every_seconds must be > 0 (or None), got {self.checkpoint_every_seconds}")
+        if (self.checkpoint_every or self.checkpoint_every_seconds) and not self.checkpoint_dir:
+            raise ConfigError("checkpoint_every and checkpoint_every_seconds need checkpoint_dir")
 
     def total_steps(self, n_examples: int) -> int:
         if n_examples < self.batch_size:
@@ -102,10 +106,12 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
           collate: Callable[[list], dict[str, torch.Tensor]],
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
           callbacks: TrainCallbacks | None = None, resume_from: str | None = None,
-          batch_order: Callable[[int], list[list[int]]] | None = None) -> TrainResult:
+          batch_order: Callable[[int], list[list[int]]] | None = None,
+          clock: Callable[[], float] = time.monotonic) -> TrainResult:
     """Train `model` with AdaLoRA. `batch_order(epoch)` may give each epoch's batches as lists of row
     indices (e.g. grouped by length; len(train_data) // batch_size of them, a pure function of the epoch
-    so that resuming is exact); by default each epoch is a seeded random permutation."""
+    so that resuming is exact); by default each epoch is a seeded random permutation. `clock` (seconds)
+    times args.checkpoint_every_seconds; tests pass a fake one."""
     callbacks = callbacks or TrainCallbacks()
     total = args.total_steps(len(train_data))
     config = config.with_total_step(total)
@@ -126,6 +132,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     trainable = [p for p in model.parameters() if p.requires_grad]
     batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order)
     result = TrainResult(adapted, allocator, config, start, stopped=False)
+    checkpoint_due = _checkpoint_timer(args, start, clock)
 
     model.train()
     for step in range(start, total):
@@ -161,10 +168,28 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
         callbacks.on_metrics(done, metrics)
         result.step, result.metrics = done, metrics
-        if args.checkpoint_every and done % args.checkpoint_every == 0 and done < total:
+        if done < total and checkpoint_due(done):
             path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
             callbacks.on_checkpoint(done, path)
     return result
+
+
+def _checkpoint_timer(args: TrainArgs, start: int, clock: Callable[[], float]) -> Callable[[int], bool]:
+    """`due(done)`: whether a periodic checkpoint is due after `done` steps, i.e. checkpoint_every steps or
+    checkpoint_every_seconds have passed since the last one (or since the run started). Saying yes restarts
+    both counts. Checkpoints only ever fall on step boundaries, so any of them resumes exactly."""
+    timed = args.checkpoint_every_seconds is not None
+    last = {"step": start, "time": clock() if timed else 0.0}
+
+    def due(done: int) -> bool:
+        now = clock() if timed else 0.0
+        if ((args.checkpoint_every and done - last["step"] >= args.checkpoint_every)
+                or (timed and now - last["time"] >= args.checkpoint_every_seconds)):
+            last["step"], last["time"] = done, now
+            return True
+        return False
+
+    return due
 
 
 def _report_allocation(allocation: Allocation, callbacks: TrainCallbacks) -> None:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     reconcile_seconds: float = 60.0          # each worker process runs the reconciler this often (0: never)
     checkpoint_every: int = 1000             # steps between resumable checkpoints (0: none); a taken-over
                                              # job resumes from its latest one
+    checkpoint_minutes: float = 30.0         # ... or minutes, whichever comes first (0: no timed ones)
     task_soft_time_limit: int = 24 * 3600    # a training run longer than this is stopped
     task_time_limit: int = 24 * 3600 + 600   # ... and killed if it ignores the soft limit
 

@@ -105,6 +105,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     every = get_settings().checkpoint_every or None
     # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
+                          checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
                           checkpoint_dir=str(checkpoint_dir(job_id)))
     total = args.total_steps(len(data.train))
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights

@@ -29,12 +29,21 @@ class Recorder(TrainCallbacks):
 CONFIG = AdaLoraConfig(init_r=4, target_r=2, tinit=2, tfinal=3, delta_t=2, lora_dropout=0.1)
 
 
-def run(bert_dir, callbacks=None, resume_from=None, **overrides):
+def run(bert_dir, callbacks=None, resume_from=None, clock=None, **overrides):
     args = dict(max_steps=16, batch_size=8, learning_rate=5e-2, seed=3)
     args.update(overrides)
     model = build_model(bert_dir, "sequence_classification")
     return train(model, CONFIG, TrainArgs(**args), classification_data(), collate,
-                 eval_fn=lambda m: {"accuracy": 0.5}, callbacks=callbacks, resume_from=resume_from)
+                 eval_fn=lambda m: {"accuracy": 0.5}, callbacks=callbacks, resume_from=resume_from,
+                 **({"clock": clock} if clock else {}))
+
+
+def assert_same_training(ours, theirs):
+    params = dict(ours.adapted.model.named_parameters())
+    for name, p in theirs.adapted.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(params[name], p), name
+    assert ours.rank_pattern == theirs.rank_pattern
 
 
 def test_callbacks_see_every_step_and_a_budget_falling_from_init_to_target(bert_dir):
@@ -88,11 +97,31 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run_bitwise_on_cpu(ber
     assert step == 6
     resumed = run(bert_dir, checkpoint_dir=str(tmp_path / "c"), resume_from=path)
     # Same data order, RNG (dropout), optimizer, scheduler and allocator state: identical bits on CPU.
-    ours = dict(resumed.adapted.model.named_parameters())
-    for name, p in full.adapted.model.named_parameters():
-        if p.requires_grad:
-            assert torch.equal(ours[name], p), name
-    assert resumed.rank_pattern == full.rank_pattern
+    assert_same_training(resumed, full)
+
+
+def test_a_slow_stretch_triggers_a_timed_checkpoint_that_resumes_exactly(bert_dir, tmp_path):
+    rec = Recorder()
+    # A fake clock read at step boundaries: the 7th step takes 1000 s, every other step takes no time.
+    clock = lambda: 1000.0 if len(rec.metrics) >= 7 else 0.0  # noqa: E731
+    run(bert_dir, rec, clock=clock, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=5,
+        checkpoint_every_seconds=600)
+    # 5: five steps; 7: 1000 s since step 5; 12: five steps since 7 (not 10: the counts restart at 7); the
+    # last step (16) never writes one.
+    assert [step for step, _ in rec.checkpoints] == [5, 7, 12]
+    resumed = run(bert_dir, resume_from=rec.checkpoints[1][1])
+    assert_same_training(resumed, run(bert_dir))
+
+
+def test_time_only_checkpoints_and_their_arguments_are_checked(bert_dir, tmp_path):
+    rec = Recorder()
+    run(bert_dir, rec, clock=lambda: 25.0 * len(rec.metrics), checkpoint_dir=str(tmp_path),
+        checkpoint_every_seconds=60)
+    assert [step for step, _ in rec.checkpoints] == [3, 6, 9, 12, 15]  # 75 s apart: the first step past 60 s
+    with pytest.raises(ValueError, match="need checkpoint_dir"):
+        TrainArgs(max_steps=4, checkpoint_every_seconds=60)
+    with pytest.raises(ValueError, match="must be > 0"):
+        TrainArgs(max_steps=4, checkpoint_every_seconds=0, checkpoint_dir=str(tmp_path))
 
 
 def test_resume_refuses_a_checkpoint_from_another_configuration(bert_dir, tmp_path):
