@@ -1,39 +1,67 @@
 """Job status transitions, each one conditional UPDATE so concurrent workers and API calls cannot race.
 
 queued → running → succeeded | failed | cancelled; running → cancelling → cancelled; queued → cancelled;
-running → queued when the worker shuts down (requeue_job) or stops responding (service/reconcile.py).
+running → queued when the worker shuts down (requeue_job) or stops responding (service/reconcile.py);
+running → failed when its worker stopped responding MAX_ATTEMPTS times (the reconciler, or claim_job when
+the broker redelivers the message first).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import FINISHED_STATUSES, Job, JobEvent, utcnow
+from service.settings import get_settings
 
 ACTIVE_STATUSES = ("running", "cancelling")
 
 
 def claim_job(session: Session, job_id: str, worker: str, task_id: str | None,
-              stale_after_seconds: float) -> bool:
+              stale_after_seconds: float, max_attempts: int | None = None) -> bool:
     """Move a queued job to running for this worker; False when another claim won or the job is not runnable.
 
     A running job whose heartbeat is older than `stale_after_seconds` is taken over too: its worker died
-    and the broker redelivered the message. Commits, so the claim is visible before any training starts.
+    and the broker redelivered the message. Unless it was already started `max_attempts` times (default:
+    MAX_ATTEMPTS): then it is failed instead, as the reconciler would, and False returned. Commits, so the
+    claim is visible before any training starts.
     """
+    if max_attempts is None:
+        max_attempts = get_settings().max_attempts
     now = utcnow()
-    stale = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=stale_after_seconds))
+    stale = (Job.status == "running") & or_(Job.heartbeat_at.is_(None),
+                                            Job.heartbeat_at < now - timedelta(seconds=stale_after_seconds))
     claimed = session.execute(
         update(Job)
-        .where(Job.id == job_id, or_(Job.status == "queued", (Job.status == "running") & stale))
+        .where(Job.id == job_id, or_(Job.status == "queued", stale & (Job.attempts < max_attempts)))
         .values(status="running", started_at=now, heartbeat_at=now, attempts=Job.attempts + 1,
                 worker=worker, celery_task_id=task_id, step=0, error=None)
         .execution_options(synchronize_session=False)
     ).rowcount == 1
+    if not claimed:
+        _fail_if_out_of_attempts(session, job_id, stale & (Job.attempts >= max_attempts), now)
     session.commit()
     return claimed
+
+
+def out_of_attempts_message(attempts: int, last_seen: datetime | None) -> str:
+    """Why a job whose worker kept dying was failed (the reconciler and a stale takeover say the same)."""
+    seen = f"last seen at {last_seen:%Y-%m-%d %H:%M:%S} UTC" if last_seen else "it never sent a heartbeat"
+    return (f"the worker running this job stopped responding {attempts} times; {seen}. Retry with fewer "
+            "resources (batch_size, max_seq_len) or ask the operator to check the workers")
+
+
+def _fail_if_out_of_attempts(session: Session, job_id: str, condition: ColumnElement[bool], now: datetime) -> None:
+    row = session.execute(select(Job.attempts, Job.heartbeat_at).where(Job.id == job_id, condition)).one_or_none()
+    if row is None:
+        return
+    message = out_of_attempts_message(*row)
+    if session.execute(update(Job).where(Job.id == job_id, condition)
+                       .values(status="failed", finished_at=now, error=message)
+                       .execution_options(synchronize_session=False)).rowcount:
+        session.add(JobEvent(job_id=job_id, level="error", message=message))
 
 
 def requeue_job(session: Session, job_id: str) -> bool:

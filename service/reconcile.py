@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.lifecycle import ACTIVE_STATUSES
+from service.lifecycle import ACTIVE_STATUSES, out_of_attempts_message
 from service.models import Job, JobEvent, utcnow
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
@@ -67,9 +67,7 @@ def reconcile(session: Session, now: datetime, settings: Settings | None = None,
                                                 f"{seen:%Y-%m-%d %H:%M:%S} UTC)")
                 done.cancelled.append(job_id)
         elif attempts >= settings.max_attempts:
-            message = (f"the worker running this job stopped responding {attempts} times; last seen at "
-                       f"{seen:%Y-%m-%d %H:%M:%S} UTC. Retry with fewer resources (batch_size, max_seq_len) "
-                       "or ask the operator to check the workers")
+            message = out_of_attempts_message(attempts, seen)
             if _update(session, job_id, still_stale, status="failed", finished_at=now, error=message):
                 _event(session, job_id, "error", message)
                 done.failed.append(job_id)
