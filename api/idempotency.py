@@ -4,6 +4,10 @@ back instead of a second job or file. Keys are scoped per tenant and kept in the
 A route computes a hash of the request as it understood it, asks `replay` for an earlier answer, and
 otherwise adds its answer with `remember` in the same transaction as the row it creates: when two
 identical requests race, the unique (tenant_id, key) constraint lets one commit and the other replays it.
+
+An answer is kept IDEMPOTENCY_TTL_HOURS (24 by default). After that its key is free again: `replay` deletes the
+expired answer in the route's transaction, so the new answer can take its place, and the reconciler deletes
+the expired answers nobody asked for again (service/reconcile.py).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Annotated, Any
 
 from fastapi import Header, HTTPException, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.models import IdempotentRequest
+from service.models import IdempotentRequest, utcnow
+from service.reconcile import idempotency_cutoff
+from service.settings import get_settings
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -34,10 +40,19 @@ def request_hash(request: Any) -> str:
 
 
 def replay(session: Session, tenant_id: int, key: str, hash_: str) -> JSONResponse | None:
-    """The first answer for this key, or None if the key is new; 422 if it came with a different request."""
+    """The first answer for this key, or None if the key is new or expired; 422 if it came with a different
+    request."""
     earlier = session.scalar(select(IdempotentRequest).where(IdempotentRequest.tenant_id == tenant_id,
                                                              IdempotentRequest.key == key))
     if earlier is None:
+        return None
+    cutoff = idempotency_cutoff(utcnow(), get_settings())
+    if cutoff is not None and earlier.created_at < cutoff:
+        # Expired: the key names a new request now. Deleted at once (not at flush, where SQLAlchemy would
+        # insert the new answer first); committed, or rolled back, with the route's own changes.
+        session.execute(delete(IdempotentRequest).where(IdempotentRequest.id == earlier.id)
+                        .execution_options(synchronize_session=False))
+        session.expunge(earlier)
         return None
     if earlier.request_hash != hash_:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -11,6 +11,9 @@ found from the rows:
 For a queued job `heartbeat_at` records when its message was last sent (the worker's claim overwrites it).
 Every change is one conditional UPDATE, so two reconcilers at once never both act on a job; a duplicate
 message is harmless anyway, because a worker's claim is atomic and a second claim finds nothing to run.
+
+Each pass also deletes the Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS (api/idempotency.py
+ignores them already, so how often this runs only bounds the table's size).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.lifecycle import ACTIVE_STATUSES, out_of_attempts_message
-from service.models import Job, JobEvent, utcnow
+from service.models import IdempotentRequest, Job, JobEvent, utcnow
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
 
@@ -39,6 +42,7 @@ class Reconciled:
     requeued: list[str] = field(default_factory=list)    # runs whose worker stopped responding
     failed: list[str] = field(default_factory=list)      # ... for the max_attempts-th time
     cancelled: list[str] = field(default_factory=list)   # cancel requested, and then the worker stopped
+    expired_keys: int = 0                                 # Idempotency-Key answers past their TTL, deleted
 
 
 def reconcile(session: Session, now: datetime, settings: Settings | None = None,
@@ -78,7 +82,25 @@ def reconcile(session: Session, now: datetime, settings: Settings | None = None,
             done.requeued.append(job_id)
             send(job_id)
         session.commit()
+    done.expired_keys = delete_expired_idempotency_keys(session, now, settings)
+    session.commit()
     return done
+
+
+def idempotency_cutoff(now: datetime, settings: Settings) -> datetime | None:
+    """Idempotency-Key answers stored before this have expired; None when IDEMPOTENCY_TTL_HOURS=0 (never)."""
+    if settings.idempotency_ttl_hours <= 0:
+        return None
+    return now - timedelta(hours=settings.idempotency_ttl_hours)
+
+
+def delete_expired_idempotency_keys(session: Session, now: datetime, settings: Settings) -> int:
+    """Deletes the expired answers; returns how many. The caller commits."""
+    cutoff = idempotency_cutoff(now, settings)
+    if cutoff is None:
+        return 0
+    return session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < cutoff)
+                           .execution_options(synchronize_session=False)).rowcount
 
 
 def _update(session: Session, job_id: str, conditions: tuple, **values) -> bool:

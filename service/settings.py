@@ -43,9 +43,12 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status
     heartbeat_seconds: float = 30.0          # a running job's worker stamps the row this often, even mid-step
     stale_job_seconds: float = 180.0         # a running job without a heartbeat this long is taken over
+    database_outage_limit_seconds: float = 3600.0  # a run trains on through a database outage this long, then fails
     max_attempts: int = 3                    # a job whose worker stopped responding this many times fails
     queued_grace_seconds: float = 300.0      # a job queued this long without a claim is sent to the broker again
     reconcile_seconds: float = 60.0          # each worker process runs the reconciler this often (0: never)
+    idempotency_ttl_hours: float = 24.0      # an Idempotency-Key's answer is replayed this long, then deleted
+                                             # by the reconciler and the key is free again (0: kept forever)
     checkpoint_every: int = 1000             # steps between resumable checkpoints (0: none); a taken-over
                                              # job resumes from its latest one
     checkpoint_minutes: float = 30.0         # ... or minutes, whichever comes first (0: no timed ones)

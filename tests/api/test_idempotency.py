@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from api.idempotency import REPLAYED_HEADER
+from service.models import IdempotentRequest, utcnow
 from service.settings import get_settings
 from tests.api.conftest import drain_queue, tiny_spec
 from tests.api.test_files import ROWS, as_jsonl
@@ -21,6 +24,14 @@ def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
 
 def job_count(client, headers) -> int:
     return client.get("/v1/jobs", headers=headers).json()["count"]
+
+
+def age_answer(sessions, key: str, hours: float) -> None:
+    """Makes the stored answer for `key` (unique to the test) `hours` old."""
+    with sessions() as session:
+        session.execute(update(IdempotentRequest).where(IdempotentRequest.key == key)
+                        .values(created_at=utcnow() - timedelta(hours=hours)))
+        session.commit()
 
 
 def test_retried_job_create_returns_the_first_job_and_queues_it_once(client, alice):
@@ -96,6 +107,30 @@ def test_a_job_that_could_not_be_queued_can_be_retried_with_its_key(client, alic
     assert statuses == ["failed", "queued"]
 
 
+def test_an_expired_key_creates_a_new_job_and_then_replays_that_one(client, alice, sessions, env_override):
+    env_override(IDEMPOTENCY_TTL_HOURS="24")
+    key = str(uuid.uuid4())
+    first = client.post("/v1/jobs", json=tiny_spec(name="monday"), headers=keyed(alice, key)).json()
+    age_answer(sessions, key, 23.9)
+    assert client.post("/v1/jobs", json=tiny_spec(name="monday"), headers=keyed(alice, key)).json() == first
+    age_answer(sessions, key, 24.1)
+    # Expired: even another body is a new request now, not a 422.
+    second = client.post("/v1/jobs", json=tiny_spec(name="tuesday"), headers=keyed(alice, key))
+    assert second.status_code == 201 and REPLAYED_HEADER not in second.headers
+    assert second.json()["id"] != first["id"] and job_count(client, alice) == 2
+    again = client.post("/v1/jobs", json=tiny_spec(name="tuesday"), headers=keyed(alice, key))
+    assert again.headers[REPLAYED_HEADER] == "true" and again.json()["id"] == second.json()["id"]
+
+
+def test_a_ttl_of_zero_keeps_answers_forever(client, alice, sessions, env_override):
+    env_override(IDEMPOTENCY_TTL_HOURS="0")
+    key = str(uuid.uuid4())
+    first = client.post("/v1/jobs", json=tiny_spec(), headers=keyed(alice, key)).json()
+    age_answer(sessions, key, 24 * 365)
+    again = client.post("/v1/jobs", json=tiny_spec(), headers=keyed(alice, key))
+    assert again.headers[REPLAYED_HEADER] == "true" and again.json()["id"] == first["id"]
+
+
 @pytest.mark.parametrize("key", ["k" * 256, b"a\x00b", "caf\u00e9".encode(), "two words"])
 def test_unusable_key_is_422_naming_the_header(client, alice, key):
     response = client.post("/v1/jobs", json=tiny_spec(), headers=keyed(alice, key))
@@ -140,3 +175,12 @@ def test_concurrent_twin_uploads_keep_one_file(client, alice):
     assert len({r.json()["id"] for r in responses}) == 1
     assert file_ids(client, alice) == [responses[0].json()["id"]]
     assert [p.stem for p in stored_files() - before] == [responses[0].json()["id"]]  # the losers' bytes are gone
+
+
+def test_an_expired_upload_key_stores_a_new_file(client, alice, sessions):
+    key = str(uuid.uuid4())
+    first = upload(client, keyed(alice, key), as_jsonl(ROWS)).json()
+    age_answer(sessions, key, get_settings().idempotency_ttl_hours + 1)
+    second = upload(client, keyed(alice, key), as_jsonl(ROWS))
+    assert second.status_code == 201 and REPLAYED_HEADER not in second.headers
+    assert sorted(file_ids(client, alice)) == sorted([first["id"], second.json()["id"]])

@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from service.db import get_sessionmaker, session_scope
-from service.models import Job, JobEvent, Tenant, utcnow
-from service.reconcile import reconcile
+from service.models import IdempotentRequest, Job, JobEvent, Tenant, utcnow
+from service.reconcile import delete_expired_idempotency_keys, reconcile
 from service.settings import get_settings
 
 GRACE, STALE = 60.0, 120.0
@@ -107,3 +107,23 @@ def test_two_reconcilers_at_once_send_each_job_once(engine):
         thread.join()
     assert sorted(sent) == sorted(jobs)  # every job once, none twice
     assert {get(job_id).status for job_id in jobs} == {"queued"}
+
+
+def test_each_pass_deletes_the_idempotency_answers_past_their_ttl(engine):
+    now = utcnow()
+    with session_scope() as session:
+        tenant = Tenant(name=f"reconcile-{uuid.uuid4().hex[:8]}")
+        session.add(tenant)
+        session.flush()
+        for key, age in (("old", 25), ("fresh", 23)):
+            session.add(IdempotentRequest(tenant_id=tenant.id, key=key, request_hash="0" * 64, status_code=201,
+                                          response_body={}, created_at=now - timedelta(hours=age)))
+    day = settings().model_copy(update={"idempotency_ttl_hours": 24})
+    with session_scope() as session:
+        assert reconcile(session, now, day, send=lambda _: None).expired_keys >= 1  # other tests' rows too
+    with session_scope() as session:
+        keys = session.scalars(select(IdempotentRequest.key).where(IdempotentRequest.tenant_id == tenant.id)).all()
+    assert keys == ["fresh"]
+    forever = day.model_copy(update={"idempotency_ttl_hours": 0})
+    with session_scope() as session:  # a year on, with IDEMPOTENCY_TTL_HOURS=0 nothing expires
+        assert delete_expired_idempotency_keys(session, now + timedelta(days=365), forever) == 0
