@@ -114,7 +114,8 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     model = load_model(spec, source, data)
     collate = make_collate(tokenizer.pad_token_id)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
-    eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels)
+    eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
+                           tokenizer=tokenizer)
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
                         resume_from=latest_checkpoint(job_id), batch_order=batch_order)
     if result.stopped:

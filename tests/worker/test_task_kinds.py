@@ -23,7 +23,7 @@ from service.jobspec import JobSpec
 from service.models import Artifact, Job, JobEvent, Metric
 from tests.conftest import FILLER, NEGATIVE, POSITIVE, empty_database, migrate, sentiment_rows, tiny_job_spec
 from tests.worker.test_runner import queued_job
-from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, map_columns, prepare
+from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_eval_fn, map_columns, prepare
 from worker.data import metrics
 from worker.runner import run_job
 
@@ -108,6 +108,22 @@ def test_correlations_handle_ties_like_rankdata():
     assert metrics.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert metrics.spearman(x, y) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4, 5], [2, 1, 3.5, 3.5, 5])[0, 1])
     assert metrics.spearman(x, x ** 3) == pytest.approx(1.0) and metrics.pearson(x, np.ones(5)) == 0.0
+
+
+def test_rouge_matches_hand_counted_overlaps():
+    same = metrics.rouge(["The cat sat."], ["the cat sat"])  # case and punctuation are not words
+    assert same == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    assert metrics.rouge(["good film"], ["dull plot"]) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    # reference "the cat sat on the mat", prediction "the cat lay on a mat", 6 words each:
+    # unigrams the, cat, on, mat match (the reference's second "the" has no partner): F1 = 2·4 / (6 + 6);
+    # bigrams: only "the cat" of 5 each: 2·1 / (5 + 5); LCS "the cat on mat" = 4: 2·4 / (6 + 6)
+    worked = metrics.rouge(["the cat sat on the mat"], ["the cat lay on a mat"])
+    assert worked == pytest.approx({"rouge1": 2 / 3, "rouge2": 0.2, "rougeL": 2 / 3})
+    # word order matters to ROUGE-2 and ROUGE-L only; scores average over the pairs
+    swapped = metrics.rouge(["good film", "a b c d"], ["film good", "a b c d"])
+    assert swapped == pytest.approx({"rouge1": 1.0, "rouge2": 0.5, "rougeL": (2 * 1 / 4 + 1) / 2})
+    assert metrics.rouge([""], ["anything"])["rouge1"] == 0.0  # nothing to match: 0, not a division by zero
+    assert metrics.lcs_length(list("ABCBDAB"), list("BDCABA")) == 4  # the textbook example (CLRS)
 
 
 # -- column mapping ---------------------------------------------------------------------------------
@@ -349,6 +365,8 @@ def test_a_seq2seq_job_exports_an_adapter_stock_peft_loads(engine, data_dir, tin
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert last["eval_loss"] > 0 and last["eval_perplexity"] > 1
+    assert last["eval_rouge_examples"] == 16  # the whole held-out quarter, under the 64-example cap
+    assert all(0 <= last[f"eval_rouge{n}"] <= 1 for n in ("1", "2", "L")), last
     adapter, merged = extract(job_id, "adapter", tmp_path), extract(job_id, "merged", tmp_path)
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
 
@@ -365,6 +383,35 @@ def test_a_seq2seq_job_exports_an_adapter_stock_peft_loads(engine, data_dir, tin
     # fp32 on a 32-wide model: the merged weights differ from base + adapter only by rounding.
     torch.testing.assert_close(merged_logits, with_adapter, atol=1e-4, rtol=1e-4)
     assert (with_adapter - before).abs().max() > 1e-3  # training changed the model
+
+
+def test_rouge_scores_the_first_64_validation_examples_each_against_its_own_target(data_dir, tiny_t5_dir):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
+    # Sources of varied length, so the eval's length-sorted batches reorder them and need padding.
+    rows = [{"source": f"reverse : {' '.join(s.split()[:2 + i % 4])}", "target": s}
+            for i, (s, _) in enumerate(sentiment_rows(80, seed=6))]
+    data = prepare(JobSpec.model_validate(spec("seq2seq", write_jsonl(data_dir, rows), model="tiny-t5",
+                                               dataset={"validation_split": 0})), tokenizer)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # the saved init only ever emits <pad>; large weights give varied words
+            p.normal_(0, 1.0)
+        scores = make_eval_fn("seq2seq", data.train, make_collate(tokenizer.pad_token_id), 16,
+                              tokenizer=tokenizer)(model)
+        # one example at a time, unpadded, in the given order: the pairing the batched eval must reproduce
+        longest = max(len(e["labels"]) for e in data.train[:64])
+        predictions = [tokenizer.decode(model.generate(torch.tensor([e["input_ids"]]), max_new_tokens=longest,
+                                                       num_beams=1, do_sample=False)[0], skip_special_tokens=True)
+                       for e in data.train[:64]]
+    references = [tokenizer.decode(e["labels"], skip_special_tokens=True) for e in data.train[:64]]
+    expected = metrics.rouge(references, predictions)
+    assert scores["rouge_examples"] == 64
+    assert {k: scores[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert 0 < expected["rouge1"] < 1
+    assert metrics.rouge(references, predictions[1:] + predictions[:1]) != pytest.approx(expected)  # pairing shows
 
 
 def test_the_job_spec_refuses_columns_of_another_task(data_dir):

@@ -1,7 +1,10 @@
-"""Evaluation scores in numpy (no scikit-learn or scipy needed): accuracy, macro F1 and Matthews
-correlation for classes; Pearson and Spearman correlation for regression."""
+"""Evaluation scores without scikit-learn, scipy or rouge-score: accuracy, macro F1 and Matthews
+correlation for classes; Pearson and Spearman correlation for regression; ROUGE for generated text."""
 
 from __future__ import annotations
+
+import re
+from collections import Counter
 
 import numpy as np
 
@@ -54,3 +57,46 @@ def ranks(x: np.ndarray) -> np.ndarray:
     out = np.empty(len(x))
     out[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
     return out
+
+
+def rouge(references: list[str], predictions: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 over the pairs (Lin 2004), each in [0, 1]."""
+    totals = Counter()
+    for reference, prediction in zip(references, predictions, strict=True):
+        ref, pred = words(reference), words(prediction)
+        totals["rouge1"] += _f1(_ngram_overlap(ref, pred, 1), len(ref), len(pred))
+        totals["rouge2"] += _f1(_ngram_overlap(ref, pred, 2), max(0, len(ref) - 1), max(0, len(pred) - 1))
+        totals["rougeL"] += _f1(lcs_length(ref, pred), len(ref), len(pred))
+    n = max(1, len(references))
+    return {name: totals[name] / n for name in ("rouge1", "rouge2", "rougeL")}
+
+
+def words(text: str) -> list[str]:
+    """Lowercase runs of letters and digits, the unit rouge-score's default tokenizer compares (that one
+    also drops non-ASCII letters; keeping them lets other scripts score too)."""
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Longest common subsequence, by dynamic programming over one row (O(len(a)·len(b)) time)."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diagonal = 0  # row[j - 1] of the previous row
+        for j, y in enumerate(b, start=1):
+            diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def _ngram_overlap(ref: list[str], pred: list[str], n: int) -> int:
+    """Matched n-grams, each counted at most as often as it occurs on both sides (clipped counts)."""
+    return sum((_ngrams(ref, n) & _ngrams(pred, n)).values())
+
+
+def _ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(zip(*(tokens[i:] for i in range(n))))
+
+
+def _f1(matches: int, n_reference: int, n_predicted: int) -> float:
+    """F1 of precision matches/n_predicted and recall matches/n_reference; 0 with nothing matched
+    (an empty side included)."""
+    return 2 * matches / (n_reference + n_predicted) if matches else 0.0
