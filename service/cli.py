@@ -1,4 +1,5 @@
-"""`adalora-svc`: migrate the database, manage API keys, run the API, a worker, or both for development."""
+"""`adalora-svc`: migrate the database, manage API keys, run the API, a worker, or both for development, and
+run one reconciler pass on demand."""
 
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ def revoke_key(prefix: str) -> bool:
 
     with session_scope() as session:
         return revoke_api_key(session, prefix)
+
+
+def reconcile_now() -> list[str]:
+    """One reconciler pass (what each worker runs every RECONCILE_SECONDS); returns a line per kind of action."""
+    from service.db import session_scope
+    from service.models import utcnow
+    from service.reconcile import reconcile
+
+    with session_scope() as session:
+        done = reconcile(session, utcnow())
+    lines = [f"{label}: {len(ids)}" + (f" ({', '.join(ids)})" if ids else "") for label, ids in (
+        ("re-sent (queued, message presumed lost)", done.resent),
+        ("requeued (worker stopped responding)", done.requeued),
+        ("failed (worker stopped responding MAX_ATTEMPTS times)", done.failed),
+        ("cancelled (cancel requested, then the worker stopped)", done.cancelled))]
+    return [*lines, f"expired idempotency keys deleted: {done.expired_keys}"]
 
 
 def serve(host: str, port: int) -> None:
@@ -115,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--name", help="a note on what the key is for")
     revoke = commands.add_parser("revoke-key", help="revoke an API key by its prefix (the part after `ada_`)")
     revoke.add_argument("prefix")
+    commands.add_parser("reconcile", help="one reconciler pass now: re-send lost messages, requeue or fail jobs "
+                                          "whose worker died, delete expired Idempotency-Key answers")
     for name, help_text in (("serve", "run the API"), ("dev", "migrate, then run the API and a worker")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--host", default="127.0.0.1")
@@ -134,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if not revoke_key(args.prefix):
             print(f"no active key with prefix {args.prefix!r}", file=sys.stderr)
             return 1
+    elif args.command == "reconcile":
+        print("\n".join(reconcile_now()))
     elif args.command == "serve":
         serve(args.host, args.port)
     elif args.command == "worker":

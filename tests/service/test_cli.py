@@ -8,10 +8,14 @@ import socket
 import subprocess
 import sys
 
+from datetime import timedelta
+
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 
 from service.db import make_engine
+from service.models import IdempotentRequest, Job, Tenant, utcnow
 from tests.conftest import REPO, wait_for
 
 
@@ -40,6 +44,50 @@ def test_migrate_then_create_and_revoke_a_key(tmp_path, sqlite_env):
     assert cli("revoke-key", stored[0], cwd=tmp_path, env=sqlite_env).returncode == 0
     again = cli("revoke-key", stored[0], cwd=tmp_path, env=sqlite_env)
     assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_reconcile_runs_one_pass_and_says_what_it_did(tmp_path, sqlite_env):
+    env = {**sqlite_env, "BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+           "QUEUED_GRACE_SECONDS": "60", "STALE_JOB_SECONDS": "60", "MAX_ATTEMPTS": "2",
+           "IDEMPOTENCY_TTL_HOURS": "1"}
+    assert cli("migrate", cwd=tmp_path, env=env).returncode == 0
+    hour_ago = utcnow() - timedelta(hours=1, seconds=1)
+    engine = make_engine(env["DATABASE_URL"])
+    with Session(engine) as session:
+        tenant = Tenant(name="ops")
+        session.add(tenant)
+        session.flush()
+        jobs = {name: Job(tenant_id=tenant.id, spec={}, status=status, attempts=attempts, heartbeat_at=hour_ago)
+                for name, status, attempts in (("lost", "queued", 0), ("died", "running", 1),
+                                               ("died twice", "running", 2), ("stopping", "cancelling", 1),
+                                               ("live", "running", 1))}
+        jobs["live"].heartbeat_at = utcnow()
+        session.add_all([*jobs.values(),
+                         IdempotentRequest(tenant_id=tenant.id, key="old", request_hash="0" * 64, status_code=201,
+                                           response_body={}, created_at=hour_ago),
+                         IdempotentRequest(tenant_id=tenant.id, key="new", request_hash="0" * 64, status_code=201,
+                                           response_body={})])
+        session.commit()
+        ids = {name: job.id for name, job in jobs.items()}
+
+    done = cli("reconcile", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"re-sent (queued, message presumed lost): 1 ({ids['lost']})",
+        f"requeued (worker stopped responding): 1 ({ids['died']})",
+        f"failed (worker stopped responding MAX_ATTEMPTS times): 1 ({ids['died twice']})",
+        f"cancelled (cancel requested, then the worker stopped): 1 ({ids['stopping']})",
+        "expired idempotency keys deleted: 1"]
+    with engine.connect() as conn:
+        statuses = dict(conn.exec_driver_sql("SELECT id, status FROM jobs").all())
+        keys = conn.exec_driver_sql("SELECT key FROM idempotent_requests").scalars().all()
+    engine.dispose()
+    assert {name: statuses[job_id] for name, job_id in ids.items()} == {
+        "lost": "queued", "died": "queued", "died twice": "failed", "stopping": "cancelled", "live": "running"}
+    assert keys == ["new"]
+    again = cli("reconcile", cwd=tmp_path, env=env)  # nothing left to do (the re-sent ones were just sent)
+    assert again.stdout.splitlines()[0] == "re-sent (queued, message presumed lost): 0"
+    assert again.stdout.splitlines()[-1] == "expired idempotency keys deleted: 0"
 
 
 def free_port() -> int:
