@@ -12,19 +12,37 @@ Issue 4, "Quality benchmark". Methods (all at the same steps, data order, optimi
 
 All adapt the same 36 MiniLM linears (query, key, value, attention.output.dense, intermediate.dense,
 output.dense). Budgets: LoRA r costs r*(in+out) per module, AdaLoRA r*(in+out+1) (A row, B column and one
-singular value E); the script prints both (AdaLoRA's final budget is 36 parameters above LoRA's, +0.04%; it
-trains init_r=3 triplets until the budgeting phase has pruned them down to the target).
+singular value E); the script prints both. The budget counts ranks (72 = 36 x 2, as in the paper and PEFT),
+so the parameters AdaLoRA keeps depend on where the allocator puts them (an MLP rank costs 1,921, an attention
+rank 769); each row records the kept count. AdaLoRA trains init_r=3 triplets until budgeting has pruned them.
 
 Data: each task's train.tsv shuffled with random.Random(0); the first --heldout rows are the held-out slice
 used to select the learning rate, the next --train-rows rows are the training set (the same for every
-method, LR and seed); the full dev.tsv is reported. Selection: for each (task, method) the LR with the best
-held-out accuracy averaged over seeds; "default" rows are each method at --default-lr without any search.
+method, LR and seed); the full dev.tsv is reported.
+
+LR selection, per (task, method, arm), on held-out accuracy only (never on dev):
+  --search all         every seed at every LR of --lrs; the LR with the best held-out accuracy averaged over
+                       the seeds (ties: the smaller LR). Costs len(lrs) x len(seeds) runs per method.
+  --search first-seed  every LR at the first seed only; its best held-out LR is chosen and the other seeds
+                       run at that LR only. Costs len(lrs) + len(seeds) - 1 runs per method: the same search
+                       budget for every method, about a third of "all" with 3 LRs and 3 seeds.
+                       --default-seeds also runs the other seeds at --default-lr when it was not chosen.
+The table applies the same rule whatever the file holds: it selects on the seeds that were run at every
+LR of the grid. "default LR" columns are each method at --default-lr with no search.
+
+Arms: the AdaLoRA flags --init-r --target-r --tinit --tfinal --delta-t --orth --ada-alpha (and LoRA's
+--lora-r --lora-alpha) default to the settings above; every row records them, and a run whose values differ
+is its own "arm" (e.g. arm "tfinal=0.4,orth=0.01"), grouped separately in the table. Gaps are against LoRA's
+default arm.
 
     # the full run (GPU box): 3 tasks x 3 methods x 3 LRs x 3 seeds
     python bench/quality.py --device cuda --bf16 --out results.jsonl
-    # reduced CPU run
-    python bench/quality.py --tasks sst2 rte --seeds 0 --lrs 1e-3 --train-rows 2000 --steps 150 --out q.jsonl
-    python bench/quality.py --table-from results.jsonl
+    # the CPU run of results_quality.md (main table; see that file for the other arms)
+    python bench/quality.py --tasks sst2 --methods adalora lora --lrs 1e-3 5e-3 --search first-seed \
+        --train-rows 2000 --heldout 300 --steps 100 --batch-size 16 --threads 1 --out bench/results_quality.jsonl
+    # a why-arm: a budgeting phase of half the run
+    python bench/quality.py --tasks sst2 --methods adalora --lrs 1e-3 --tinit 0.1 --tfinal 0.4 ... --out ...
+    python bench/quality.py --table-from bench/results_quality.jsonl
 """
 
 from __future__ import annotations
@@ -150,7 +168,8 @@ class Recorder(TrainCallbacks):
 def train_adalora(model, args: TrainArgs, data, collate, paper: bool, opts) -> dict:
     init, mult = ("gaussian", 1.0) if paper else ("svd", 10.0)  # the latter = AdaLoraConfig's defaults
     cfg = AdaLoraConfig(init_r=opts.init_r, target_r=opts.target_r, target_modules=TARGETS, init=init,
-                        e_lr_multiplier=mult)
+                        e_lr_multiplier=mult, tinit=opts.tinit, tfinal=opts.tfinal, delta_t=opts.delta_t,
+                        orth_reg_weight=opts.orth, lora_alpha=opts.ada_alpha)
     assert paper or (cfg.init, cfg.e_lr_multiplier) == (AdaLoraConfig.init, AdaLoraConfig.e_lr_multiplier)
     rec = Recorder()
     result = train(model, cfg, args, data, collate, callbacks=rec)
@@ -216,6 +235,27 @@ def _peft_version() -> str:
     return peft.__version__
 
 
+# What a run's "arm" is: the method's settings that are not per-run (LR and seed are per-run). The defaults
+# below are the script's: the core's AdaLoraConfig defaults except the budget (init_r 3 -> target_r 2, the
+# paper's 1.5x ratio at LoRA r=2's rank budget) and PEFT's LoRA defaults except r.
+ADA_DEFAULTS = {"init_r": 3, "target_r": 2.0, "tinit": AdaLoraConfig.tinit, "tfinal": AdaLoraConfig.tfinal,
+                "delta_t": AdaLoraConfig.delta_t, "orth": AdaLoraConfig.orth_reg_weight,
+                "ada_alpha": AdaLoraConfig.lora_alpha}
+LORA_DEFAULTS = {"lora_r": 2, "lora_alpha": 8.0}
+
+
+def arm_settings(method: str, opts) -> dict:
+    keys = LORA_DEFAULTS if method == "lora" else ADA_DEFAULTS
+    return {k: getattr(opts, k) for k in keys}
+
+
+def arm_name(method: str, opts) -> str:
+    """'default', or the settings that differ from the defaults, e.g. 'tfinal=0.4,orth=0.01'."""
+    keys = LORA_DEFAULTS if method == "lora" else ADA_DEFAULTS
+    diff = [f"{k}={getattr(opts, k):g}" for k, v in keys.items() if getattr(opts, k) != v]
+    return ",".join(diff) or "default"
+
+
 def run_one(task, method, lr, seed, data, opts) -> dict:
     train_data, heldout, dev, collate = data
     torch.manual_seed(seed)  # the classifier head is initialised when the model is built: same for all methods
@@ -233,7 +273,8 @@ def run_one(task, method, lr, seed, data, opts) -> dict:
     bf16 = bool(opts.bf16 and opts.device == "cuda")
     h, d = (evaluate(out["model"], x, collate, device, bf16) for x in (heldout, dev))
     tail = out["losses"][-max(1, len(out["losses"]) // 10):]
-    return {"task": task, "method": method, "lr": lr, "seed": seed, "steps": opts.steps,
+    return {"task": task, "method": method, "arm": arm_name(method, opts), **arm_settings(method, opts),
+            "lr": lr, "seed": seed, "steps": opts.steps,
             "batch_size": opts.batch_size, "train_rows": len(train_data), "heldout_rows": len(heldout),
             "dev_rows": len(dev), "heldout_acc": h["acc"], "dev_acc": d["acc"], "dev_f1": d["f1"],
             "final_train_loss": sum(tail) / len(tail), "wall_s": wall, "device": opts.device,
@@ -251,40 +292,62 @@ def _ms(values: list[float]) -> str:
     return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def _key(r: dict) -> tuple:
+    # rows written before arms existed are default-arm rows
+    return r["task"], r["method"], r.get("arm", "default"), r["steps"], r["train_rows"]
+
+
+def select_lr(lrs: dict[float, list[dict]]) -> tuple[float, list[int]]:
+    """The LR with the best mean held-out accuracy over the selection seeds: the seeds run at every LR of
+    the grid (all seeds with --search all, the first seed with --search first-seed). Ties: the smaller LR."""
+    seeds = set.intersection(*({r["seed"] for r in rs} for rs in lrs.values()))
+    if not seeds:  # no seed at every LR: fall back to each LR's own seeds
+        return max(sorted(lrs), key=lambda x: statistics.mean(r["heldout_acc"] for r in lrs[x])), []
+    return max(sorted(lrs), key=lambda x: statistics.mean(r["heldout_acc"] for r in lrs[x]
+                                                           if r["seed"] in seeds)), sorted(seeds)
+
+
 def table(rows: list[dict], default_lr: float) -> str:
-    by = defaultdict(lambda: defaultdict(list))  # (task, method) -> lr -> rows
+    by = defaultdict(lambda: defaultdict(list))  # (task, method, arm, steps, rows) -> lr -> rows
     for r in rows:
-        by[(r["task"], r["method"])][r["lr"]].append(r)
-    out = ["| task | method | LR chosen (held-out acc) | dev acc, LR searched | dev acc at default LR "
-           f"{default_lr:g} | LRs tried | seeds | adapter params kept at end (mean) | final ranks rank:modules "
-           "(first seed) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+        by[_key(r)][r["lr"]].append(r)
+    out = ["| task | method | arm | steps | LR chosen (held-out acc, selection seeds) | dev acc, LR searched | "
+           f"dev acc at default LR {default_lr:g} | LRs tried | seeds | adapter params kept (mean) | "
+           "train loss end (mean) | final ranks rank:modules (first seed) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     gaps = []
-    for task in [t for t in TASKS if any(k[0] == t for k in by)]:
-        best = {}
-        for method in [m for m in METHODS if (task, m) in by]:
-            lrs = by[(task, method)]
-            # select on the held-out slice: best mean held-out accuracy over seeds (ties: the smaller LR)
-            lr = max(sorted(lrs), key=lambda x: statistics.mean(r["heldout_acc"] for r in lrs[x]))
-            chosen, default = lrs[lr], lrs.get(default_lr, [])
-            best[method] = (chosen, default)
-            hist = chosen[0]["rank_hist"]  # the first seed's
-            params = round(statistics.mean(r["adapter_params_final"] for r in chosen))
-            out.append(f"| {task} | {method} | {lr:g} ({100 * statistics.mean(r['heldout_acc'] for r in chosen):.2f}) | "
-                       f"{_ms([r['dev_acc'] for r in chosen])} | {_ms([r['dev_acc'] for r in default])} | "
-                       f"{', '.join(f'{x:g}' for x in sorted(lrs))} | "
-                       f"{', '.join(str(r['seed']) for r in chosen)} | {params:,} | "
-                       f"{' '.join(f'{k}:{v}' for k, v in sorted(hist.items(), key=lambda kv: int(kv[0])))} |")
-        if "adalora" in best and "lora" in best:
-            def mean(rs):
-                return 100 * statistics.mean(r["dev_acc"] for r in rs) if rs else float("nan")
-            g_search = mean(best["adalora"][0]) - mean(best["lora"][0])
-            g_default = mean(best["adalora"][1]) - mean(best["lora"][1])
-            pa, pl = PAPER[task]
-            gaps.append(f"| {task} | {g_search:+.2f} | {'–' if math.isnan(g_default) else f'{g_default:+.2f}'} | {pa:.2f} vs {pl:.2f} ({pa - pl:+.2f}) |")
+    best = {}
+    for key in sorted(by, key=lambda k: (list(TASKS).index(k[0]), k[2] != "default", METHODS.index(k[1]), k[2:])):
+        task, method, arm, steps, n = key
+        lrs = by[key]
+        lr, sel = select_lr(lrs)
+        chosen, default = sorted(lrs[lr], key=lambda r: r["seed"]), lrs.get(default_lr, [])
+        best[key] = (chosen, default)
+        hist = chosen[0]["rank_hist"]
+        params = round(statistics.mean(r["adapter_params_final"] for r in chosen))
+        held = statistics.mean(r["heldout_acc"] for r in chosen if not sel or r["seed"] in sel)
+        out.append(f"| {task} | {method} | {arm} | {steps} | {lr:g} ({100 * held:.2f}, seeds "
+                   f"{','.join(map(str, sel)) or '–'}) | {_ms([r['dev_acc'] for r in chosen])} | "
+                   f"{_ms([r['dev_acc'] for r in default])} | {', '.join(f'{x:g}' for x in sorted(lrs))} | "
+                   f"{', '.join(str(r['seed']) for r in chosen)} | {params:,} | "
+                   f"{statistics.mean(r['final_train_loss'] for r in chosen):.3f} | "
+                   f"{' '.join(f'{k}:{v}' for k, v in sorted(hist.items(), key=lambda kv: int(kv[0])))} |")
+    for key in best:
+        task, method, arm, steps, n = key
+        other = (task, "lora", "default", steps, n)
+        if method == "lora" or other not in best:
+            continue
+
+        def mean(rs):
+            return 100 * statistics.mean(r["dev_acc"] for r in rs) if rs else float("nan")
+        g_search = mean(best[key][0]) - mean(best[other][0])
+        g_default = mean(best[key][1]) - mean(best[other][1])
+        pa, pl = PAPER[task]
+        gaps.append(f"| {task} | {method} | {arm} | {g_search:+.2f} | "
+                    f"{'–' if math.isnan(g_default) else f'{g_default:+.2f}'} | {pa:.2f} vs {pl:.2f} ({pa - pl:+.2f}) |")
     if gaps:
-        out += ["", "| task | gap AdaLoRA − LoRA, LR searched | gap at default LR | paper (DeBERTaV3-base): "
-                "AdaLoRA vs LoRA |", "|---|---|---|---|"] + gaps
+        out += ["", "| task | method | arm | gap vs LoRA (default arm), LR searched | gap at default LR | paper "
+                "(DeBERTaV3-base): AdaLoRA vs LoRA |", "|---|---|---|---|---|---|"] + gaps
     return "\n".join(out)
 
 
@@ -300,10 +363,24 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-len", type=int, default=None, help="default: 64 for SST-2, 128 for the pair tasks")
-    p.add_argument("--lora-r", type=int, default=2)
-    p.add_argument("--lora-alpha", type=float, default=8.0, help="PEFT's default")
-    p.add_argument("--init-r", type=int, default=3)
-    p.add_argument("--target-r", type=float, default=2.0)
+    p.add_argument("--lora-r", type=int, default=LORA_DEFAULTS["lora_r"])
+    p.add_argument("--lora-alpha", type=float, default=LORA_DEFAULTS["lora_alpha"], help="PEFT's default")
+    p.add_argument("--init-r", type=int, default=ADA_DEFAULTS["init_r"])
+    p.add_argument("--target-r", type=float, default=ADA_DEFAULTS["target_r"])
+    # AdaLoRA schedule / regulariser (defaults: AdaLoraConfig's); a run's non-default values name its "arm"
+    p.add_argument("--tinit", type=float, default=ADA_DEFAULTS["tinit"], help="steps, or a fraction of the run")
+    p.add_argument("--tfinal", type=float, default=ADA_DEFAULTS["tfinal"], help="steps, or a fraction of the run")
+    p.add_argument("--delta-t", type=int, default=ADA_DEFAULTS["delta_t"])
+    p.add_argument("--orth", type=float, default=ADA_DEFAULTS["orth"], help="orth_reg_weight")
+    p.add_argument("--ada-alpha", type=float, default=ADA_DEFAULTS["ada_alpha"],
+                   help="AdaLoRA's lora_alpha (scaling alpha / init_r)")
+    p.add_argument("--search", choices=["all", "first-seed"], default="all",
+                   help="all: every seed at every LR, select on the mean held-out accuracy over seeds; "
+                        "first-seed: every LR at the first seed only, select on its held-out accuracy, then "
+                        "the other seeds at the chosen LR only (the same budget for every method)")
+    p.add_argument("--default-seeds", action="store_true",
+                   help="with --search first-seed: also run the other seeds at --default-lr when it was "
+                        "not chosen, so that the default-LR column has every seed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--threads", type=int, default=2)
@@ -317,33 +394,61 @@ def main() -> None:
     if opts.default_lr not in opts.lrs:
         print(f"note: --default-lr {opts.default_lr:g} is not in --lrs; the 'default LR' column stays empty")
     torch.set_num_threads(opts.threads)
-    done, rows = set(), []
+    rows = []
     if opts.out and os.path.exists(opts.out):
         with open(opts.out) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-        done = {(r["task"], r["method"], r["lr"], r["seed"], r["steps"], r["train_rows"]) for r in rows}
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {opts.device}", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir())
     collate = make_collate(tokenizer.pad_token_id)
+
+    def run(task, method, lr, seed, data):
+        key = (task, method, arm_name(method, opts), opts.steps, len(data[0]))
+        have = [r for r in rows if _key(r) == key and r["lr"] == lr and r["seed"] == seed]
+        if have:  # resumable: a run already in --out is not repeated
+            return have[0]
+        r = run_one(task, method, lr, seed, data, opts)
+        print(f"{task} {method:13s} {r['arm']} lr {lr:g} seed {seed}: held-out {100 * r['heldout_acc']:.2f}  "
+              f"dev {100 * r['dev_acc']:.2f} (f1 {100 * r['dev_f1']:.2f})  loss "
+              f"{r['final_train_loss']:.3f}  adapter {r['adapter_params_final']:,} "
+              f"(budget {r['adapter_params_budget']:,}, trained {r['adapter_params_trained']:,}) "
+              f"head {r['head_params']:,}  {r['wall_s']:.0f} s", flush=True)
+        rows.append(r)
+        if opts.out:
+            with open(opts.out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        return r
+
     for task in opts.tasks:
         train_data, heldout, dev = load_task(task, tokenizer, opts.train_rows, opts.heldout, opts.max_len)
         data = (train_data, heldout, dev, collate)
-        # seeds outermost: a run cut short still has every method at the first seed
-        for seed in opts.seeds:
+        if opts.search == "all":
+            # seeds outermost: a run cut short still has every method at the first seed
+            for seed in opts.seeds:
+                for lr in opts.lrs:
+                    for method in opts.methods:
+                        run(task, method, lr, seed, data)
+            continue
+        first, rest = opts.seeds[0], opts.seeds[1:]
+        chosen = {}
+        for method in opts.methods:  # every LR at the first seed: the search
             for lr in opts.lrs:
+                run(task, method, lr, first, data)
+        for method in opts.methods:
+            key = (task, method, arm_name(method, opts), opts.steps, len(train_data))
+            held = {lr: r["heldout_acc"] for r in rows if _key(r) == key and r["seed"] == first
+                    for lr in [r["lr"]] if lr in opts.lrs}
+            chosen[method] = max(sorted(held), key=held.__getitem__)  # ties: the smaller LR
+            print(f"{task} {method}: LR {chosen[method]:g} chosen on seed {first}'s held-out accuracy "
+                  f"({', '.join(f'{lr:g}: {100 * a:.2f}' for lr, a in sorted(held.items()))})", flush=True)
+        for seed in rest:  # the other seeds at the chosen LR only
+            for method in opts.methods:
+                run(task, method, chosen[method], seed, data)
+        if opts.default_seeds:
+            for seed in rest:
                 for method in opts.methods:
-                    if (task, method, lr, seed, opts.steps, len(train_data)) in done:
-                        continue
-                    r = run_one(task, method, lr, seed, data, opts)
-                    print(f"{task} {method:13s} lr {lr:g} seed {seed}: held-out {100 * r['heldout_acc']:.2f}  "
-                          f"dev {100 * r['dev_acc']:.2f} (f1 {100 * r['dev_f1']:.2f})  loss "
-                          f"{r['final_train_loss']:.3f}  adapter {r['adapter_params_final']:,} "
-                          f"(budget {r['adapter_params_budget']:,}, trained {r['adapter_params_trained']:,}) "
-                          f"head {r['head_params']:,}  {r['wall_s']:.0f} s", flush=True)
-                    rows.append(r)
-                    if opts.out:
-                        with open(opts.out, "a") as f:
-                            f.write(json.dumps(r) + "\n")
+                    if chosen[method] != opts.default_lr:
+                        run(task, method, opts.default_lr, seed, data)
     print("\n" + table(rows, opts.default_lr))
 
 
