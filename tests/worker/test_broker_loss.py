@@ -1,5 +1,7 @@
 """Restarting a Redis that keeps nothing on disk loses every queued message: the workers' reconcilers find the
-queued jobs from their rows and send them again, and every job runs to success exactly once.
+queued jobs from their rows and send them again, and every job runs to success exactly once: 20 queued
+jobs and 2 workers, as the issue asks (about 40 s per database backend on a 2-core machine; each job is cut to
+4 steps).
 
 The test runs its own throwaway redis-server (never the shared one) and restarts that."""
 
@@ -19,7 +21,12 @@ from service.models import Job, JobEvent, Metric
 from tests.conftest import reset_service_caches, start_worker, stop_process, tiny_job_spec, wait_for
 from tests.worker.test_celery_worker import submit
 
-JOBS, STEPS = 8, 12
+JOBS, STEPS = 20, 4
+
+
+def tiny_job() -> dict:
+    """The shared tiny job cut to 4 steps (a schedule that fits them): the test is about delivery, not training."""
+    return {**tiny_job_spec(max_steps=STEPS), "schedule": {"tinit": 1, "tfinal": 1, "delta_t": 1}}
 
 
 def free_port() -> int:
@@ -60,14 +67,16 @@ def test_every_queued_job_survives_a_redis_restart_and_runs_once(service_env, ow
         (tmp_path / name).mkdir()
         workers.append(start_worker(env, tmp_path / name, extra_env=fast_reconciler))
     try:
-        jobs = [submit(tiny_job_spec(max_steps=STEPS)) for _ in range(JOBS)]
+        jobs = [submit(tiny_job()) for _ in range(JOBS)]
         wait_for(lambda: running_or_done(jobs) >= 1, 90, what="the first job to start")
+        lost = JOBS - running_or_done(jobs)
         own_redis["process"].kill()  # every queued message is gone with it
         own_redis["process"].wait()
         own_redis["process"] = start_redis(own_redis["port"])
         started = time.monotonic()
         wait_for(lambda: all_finished(jobs), 150, interval=1, what="every job to finish")
-        print(f"all {JOBS} jobs finished {time.monotonic() - started:.0f}s after the restart")
+        print(f"all {JOBS} jobs finished {time.monotonic() - started:.0f}s after the restart "
+              f"({lost} were queued when it went down)")
     except BaseException:
         for worker in workers:
             print(worker.log_tail())
@@ -81,6 +90,7 @@ def test_every_queued_job_survives_a_redis_restart_and_runs_once(service_env, ow
         starts = Counter(session.scalars(select(JobEvent.job_id).where(
             JobEvent.job_id.in_(jobs), JobEvent.message.startswith("started on"))).all())
         steps = Counter(session.scalars(select(Metric.job_id).where(Metric.job_id.in_(jobs))).all())
+    assert lost >= JOBS // 2  # most messages really were lost: at most one run per worker had started
     assert {(job.status, job.attempts, job.step) for job in rows} == {("succeeded", 1, STEPS)}, \
         [(job.status, job.error) for job in rows]
     assert starts == {job_id: 1 for job_id in jobs}  # each exactly once
