@@ -5,12 +5,17 @@ Imported lazily by the jobs router: it pulls in torch and transformers, which th
 
 from __future__ import annotations
 
+from transformers import AutoTokenizer
+
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
 
 from api.errors import SpecError
 from api.schemas import DryRunPublic
-from service.datafiles import DataError, count_training_rows
-from service.jobspec import JobSpec
+from service.datafiles import DataError, count_training_rows, n_rows, read_splits
+from service.jobspec import HubDataset, JobSpec
+from worker.data.causal_lm import packed_blocks
+from worker.data.columns import map_columns
+from worker.data.encoding import require_vocabulary, texts_of
 
 
 def plan_job(spec: JobSpec) -> DryRunPublic:
@@ -36,13 +41,39 @@ def _total_steps(spec: JobSpec) -> tuple[int, str]:
     if spec.training.max_steps is not None:
         return spec.training.max_steps, "training.max_steps"
     try:
-        n_train = count_training_rows(spec)  # the worker's own reading and hold-out rules
+        n_train, basis = _training_examples(spec)
     except DataError as exc:
         raise SpecError("dataset", str(exc)) from exc
     try:
-        return TrainArgs(**spec.to_train_kwargs()).total_steps(n_train), f"{n_train} training rows counted"
+        return TrainArgs(**spec.to_train_kwargs()).total_steps(n_train), basis
     except ConfigError as exc:
         raise SpecError("training.batch_size", str(exc)) from exc
+
+
+def _training_examples(spec: JobSpec) -> tuple[int, str]:
+    """How many examples the worker will train on, by its own reading and hold-out rules. A row is an
+    example, except in plain-text causal LM data: the worker packs that into blocks of max_seq_len tokens,
+    so the blocks are counted by packing the training rows here the same way."""
+    if spec.task != "causal_lm":
+        n = count_training_rows(spec)
+        return n, f"{n} training rows counted"
+    if isinstance(spec.dataset, HubDataset):  # only the split size is known without downloading the rows
+        n = count_training_rows(spec)
+        return n, (f"{n} training rows counted, an estimate: rows of plain text are packed into blocks of "
+                   "training.max_seq_len tokens, which takes reading them; set training.max_steps for an exact length")
+    train, _ = read_splits(spec)
+    mapping, n = map_columns(spec, train), n_rows(train)
+    if mapping.layout != "text":
+        return n, f"{n} training rows counted"
+    max_len = spec.training.max_seq_len
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.model_source(), trust_remote_code=False)
+        require_vocabulary(tokenizer, spec.model)
+    except Exception as exc:  # only the exact count is lost; an unreadable model fails the model check below
+        return n, (f"{n} training rows counted, an estimate: plain text is packed into blocks of {max_len} "
+                   f"tokens, but the tokenizer of {spec.model!r} could not be read here: {_first_line(exc)}")
+    blocks = len(packed_blocks(tokenizer, texts_of(train, mapping.roles["text"]), max_len).examples)
+    return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
 
 
 def _field_of(message: str) -> str:

@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from tests.api.conftest import drain_queue, tiny_spec
+from tests.worker.test_runner import tiny_gpt2_dir  # noqa: F401 - a fixture: the tiny GPT-2 beside the tiny BERT
+from worker.runner import run_job
 
 # The shared tiny BERT: 2 layers, hidden 32, intermediate 64. Each adapted module costs in + out + 1
 # parameters per rank (a row of A, a column of B, one singular value). Per layer: query, key, value and
@@ -55,6 +57,35 @@ def test_epochs_count_the_training_rows_of_a_server_dataset(client, alice):
     plan = dry_run(client, alice, spec)
     assert plan["total_steps"] == 27 and plan["total_steps_from"] == "72 training rows counted"
     assert (plan["tinit"], plan["tfinal"]) == (2, 5)
+
+
+def test_epochs_of_plain_text_count_the_packed_blocks_the_worker_trains(client, alice, tiny_gpt2_dir):
+    # 72 training sentences of 7 tokens ([CLS] five words [SEP]) in one stream, cut into blocks of 16.
+    spec = tiny_spec(model="tiny-gpt2", task="causal_lm", schedule={"tinit": 0.1, "tfinal": 0.2, "delta_t": 1},
+                     training={"epochs": 2, "batch_size": 8, "max_seq_len": 16, "learning_rate": 5e-3})
+    plan = dry_run(client, alice, spec)
+    assert plan["total_steps_from"] == "32 blocks of up to 16 tokens packed from 72 training rows"
+    assert plan["total_steps"] == 2 * (32 // 8)  # counting rows would say 2 * (72 // 8) = 18
+    drain_queue()
+    job_id = client.post("/v1/jobs", json=spec, headers=alice).json()["id"]
+    assert drain_queue() == [job_id]
+    assert run_job(job_id) == "succeeded"  # in this process, as a worker would run it
+    job = client.get(f"/v1/jobs/{job_id}", headers=alice).json()
+    assert job["total_steps"] == job["step"] == plan["total_steps"]
+
+
+def test_plain_text_without_a_usable_tokenizer_says_the_count_is_an_estimate(client, alice, tiny_gpt2_dir):
+    folder = tiny_gpt2_dir.parent / "tiny-gpt2-config-only"  # transformers makes an empty tokenizer for it
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text((tiny_gpt2_dir / "config.json").read_text())
+    spec = tiny_spec(model=folder.name, task="causal_lm", training={"epochs": 2, "batch_size": 8})
+    plan = dry_run(client, alice, spec)
+    assert plan["total_steps"] == 2 * (72 // 8)
+    basis = plan["total_steps_from"]
+    assert basis.startswith("72 training rows counted, an estimate: plain text is packed into blocks of")
+    assert basis.endswith("could not be read here: model 'tiny-gpt2-config-only': its tokenizer has no "
+                          "vocabulary (no tokenizer files beside the model's config); add the files of the "
+                          "tokenizer it was trained with")
 
 
 def test_dry_run_stores_and_queues_nothing(client, alice):

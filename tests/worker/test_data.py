@@ -112,6 +112,18 @@ def test_causal_lm_labels_are_the_inputs_and_padding_is_ignored(data_dir, tokeni
     assert (batch["labels"] == -100).sum() == (batch["attention_mask"] == 0).sum() == 1
 
 
+def test_a_model_folder_without_tokenizer_files_fails_before_training_on_nothing(data_dir, tiny_model_dir):
+    from transformers import AutoTokenizer, GPT2Config
+
+    (data_dir / "lm.jsonl").write_text(json.dumps({"text": "good film"}) + "\n")
+    folder = data_dir / "config-only"
+    GPT2Config(vocab_size=33, n_embd=32, n_layer=2, n_head=2).save_pretrained(folder)
+    empty = AutoTokenizer.from_pretrained(folder)  # transformers 5 builds one with no vocabulary at all
+    assert empty("good film")["input_ids"] == []
+    with pytest.raises(DataError, match="its tokenizer has no vocabulary .* add the files of the tokenizer"):
+        prepare(spec_for("lm.jsonl", task="causal_lm", validation_split=0), empty)
+
+
 def test_classification_eval_reports_accuracy_and_loss(data_dir, tokenizer, tiny_dataset_file, tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 

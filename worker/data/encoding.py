@@ -48,3 +48,11 @@ def encode_truncating(tokenizer, first: list[str], second: list[str] | None, max
 def end_token_id(tokenizer) -> int | None:
     """The token that ends a document or an answer: eos, or [SEP] for BERT-style vocabularies."""
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+
+
+def require_vocabulary(tokenizer, model: str) -> None:
+    """transformers builds an empty tokenizer, rather than failing, for a model folder without tokenizer
+    files: every text would then encode to nothing (or to one end token), and training would learn nothing."""
+    if tokenizer.vocab_size == 0:
+        raise DataError(f"model {model!r}: its tokenizer has no vocabulary (no tokenizer files beside the "
+                        "model's config); add the files of the tokenizer it was trained with")

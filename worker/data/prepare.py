@@ -11,7 +11,7 @@ from worker.data import cache
 from worker.data.causal_lm import causal_lm_examples
 from worker.data.classification import Labels, classification_examples, infer_labels
 from worker.data.columns import ColumnMap, map_columns
-from worker.data.encoding import Encoded
+from worker.data.encoding import Encoded, require_vocabulary
 from worker.data.seq2seq import seq2seq_examples
 
 
@@ -43,6 +43,7 @@ class PreparedData:
 
 def prepare(spec: JobSpec, tokenizer, cache_dir: Path | None = None) -> PreparedData:
     """Tokenised examples for the job; with `cache_dir`, reused from an earlier job with the same key."""
+    require_vocabulary(tokenizer, spec.model)
     train_cols, val_cols = read_splits(spec)
     mapping = map_columns(spec, train_cols)
     if n_rows(val_cols):
