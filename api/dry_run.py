@@ -5,7 +5,7 @@ Imported lazily by the jobs router: it pulls in torch and transformers, which th
 
 from __future__ import annotations
 
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
 
@@ -27,8 +27,7 @@ def plan_job(spec: JobSpec) -> DryRunPublic:
     try:
         model = build_model(spec.model_source(), spec.task, empty=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise SpecError("model", f"cannot read the configuration of {spec.model!r} ({_first_line(exc)}); name a "
-                                 "model this server has cached or a folder inside MODEL_DIRS") from exc
+        raise SpecError("model", _model_problem(spec, exc)) from exc
     try:
         plan = plan_run(model, config, total_step=total_steps)
     except ConfigError as exc:
@@ -46,8 +45,8 @@ def _total_steps(spec: JobSpec) -> tuple[int, str]:
         raise SpecError("dataset", str(exc)) from exc
     try:
         return TrainArgs(**spec.to_train_kwargs()).total_steps(n_train), basis
-    except ConfigError as exc:
-        raise SpecError("training.batch_size", str(exc)) from exc
+    except ConfigError as exc:  # the examples may be packed blocks, not rows: say which
+        raise SpecError("training.batch_size", f"{exc} ({basis})") from exc
 
 
 def _training_examples(spec: JobSpec) -> tuple[int, str]:
@@ -74,6 +73,24 @@ def _training_examples(spec: JobSpec) -> tuple[int, str]:
                    f"tokens, but the tokenizer of {spec.model!r} could not be read here: {_first_line(exc)}")
     blocks = len(packed_blocks(tokenizer, texts_of(train, mapping.roles["text"]), max_len).examples)
     return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
+
+
+# What to pick instead, when the model's architecture has no class for the task.
+TASK_MODELS = {"sequence_classification": "a model with a sequence classification head (BERT, RoBERTa, ...)",
+               "causal_lm": "a decoder model (GPT-2, Llama, Qwen, ...)",
+               "seq2seq": "an encoder-decoder model (T5, BART, ...)"}
+
+
+def _model_problem(spec: JobSpec, exc: BaseException) -> str:
+    """Either the configuration cannot be read, or it can and transformers has no class of that
+    architecture for the task (a BERT for seq2seq)."""
+    try:
+        model_type = AutoConfig.from_pretrained(spec.model_source(), trust_remote_code=False).model_type
+    except (OSError, ValueError, KeyError):
+        return (f"cannot read the configuration of {spec.model!r} ({_first_line(exc)}); name a model this "
+                "server has cached or a folder inside MODEL_DIRS")
+    return (f"{spec.model!r} is a {model_type} model, which has no {spec.task} form in transformers "
+            f"({_first_line(exc)}); use {TASK_MODELS[spec.task]}")
 
 
 def _field_of(message: str) -> str:

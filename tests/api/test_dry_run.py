@@ -114,9 +114,23 @@ def test_unreadable_model_names_the_problem(client, alice, tiny_model_dir, model
     assert message.startswith(f"cannot read the configuration of '{model}'") and "MODEL_DIRS" in message
 
 
+def test_a_model_without_a_form_for_the_task_says_so_rather_than_unreadable(client, alice):
+    message = problems(client, alice, tiny_spec(task="seq2seq"))["model"]
+    assert message.startswith("'tiny-bert' is a bert model, which has no seq2seq form in transformers")
+    assert message.endswith("use an encoder-decoder model (T5, BART, ...)")
+
+
 def test_batch_larger_than_the_dataset(client, alice):
     spec = tiny_spec(training={"epochs": 1, "batch_size": 512})
-    assert "fewer than batch_size=512" in problems(client, alice, spec)["training.batch_size"]
+    message = problems(client, alice, spec)["training.batch_size"]
+    assert "fewer than batch_size=512" in message and message.endswith("(72 training rows counted)")
+
+
+def test_batch_larger_than_the_packed_blocks_names_the_blocks(client, alice, tiny_gpt2_dir):
+    spec = tiny_spec(model="tiny-gpt2", task="causal_lm", training={"epochs": 1, "batch_size": 40, "max_seq_len": 16})
+    message = problems(client, alice, spec)["training.batch_size"]  # 72 rows, but 32 blocks
+    assert message.startswith("the dataset has 32 examples, fewer than batch_size=40")
+    assert message.endswith("(32 blocks of up to 16 tokens packed from 72 training rows)")
 
 
 def test_api_start_up_does_not_import_torch():
