@@ -16,11 +16,12 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import Header, HTTPException, status
+from fastapi import Header
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from api.errors import SpecError
 from service.models import IdempotentRequest, utcnow
 from service.reconcile import idempotency_cutoff
 from service.settings import get_settings
@@ -54,10 +55,8 @@ def replay(session: Session, tenant_id: int, key: str, hash_: str) -> JSONRespon
                         .execution_options(synchronize_session=False))
         session.expunge(earlier)
         return None
-    if earlier.request_hash != hash_:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail="this Idempotency-Key was already used for a different request; "
-                                   "send a new key for a new request")
+    if earlier.request_hash != hash_:  # a 422 like any other: {field, message} pairs
+        raise SpecError("Idempotency-Key", "already used for a different request; send a new key for a new request")
     return JSONResponse(earlier.response_body, status_code=earlier.status_code, headers={REPLAYED_HEADER: "true"})
 
 

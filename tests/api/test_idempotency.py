@@ -50,7 +50,9 @@ def test_same_key_with_another_body_is_refused(client, alice):
     key = str(uuid.uuid4())
     assert client.post("/v1/jobs", json=tiny_spec(name="a"), headers=keyed(alice, key)).status_code == 201
     response = client.post("/v1/jobs", json=tiny_spec(name="b"), headers=keyed(alice, key))
-    assert response.status_code == 422 and "different request" in response.json()["detail"]
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["field"] == "Idempotency-Key" and "different request" in error["message"]
     assert job_count(client, alice) == 1
 
 
