@@ -4,7 +4,10 @@ run one reconciler pass on demand."""
 from __future__ import annotations
 
 import argparse
+import copy
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,10 +61,35 @@ def reconcile_now() -> list[str]:
     return [*lines, f"expired idempotency keys deleted: {done.expired_keys}"]
 
 
+# An API key anywhere in a log line (a client that put it in the URL: the access log prints the whole path).
+KEY_IN_TEXT = re.compile(r"\b(ada_[0-9a-f]{1,32}_)[A-Za-z0-9_-]+")
+
+
+def redact_keys(text: str) -> str:
+    """`ada_<prefix>_<secret>` becomes `ada_<prefix>_***`: the prefix still tells an operator which key it was."""
+    return KEY_IN_TEXT.sub(r"\1***", text)
+
+
+class RedactKeys(logging.Filter):
+    """A log filter that takes API keys' secrets out of the message and its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_keys(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_keys(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def serve(host: str, port: int) -> None:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
-    uvicorn.run("api.main:app", host=host, port=port, proxy_headers=True)
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {"()": RedactKeys}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_keys")
+    uvicorn.run("api.main:app", host=host, port=port, proxy_headers=True, log_config=config)
 
 
 def worker(loglevel: str) -> None:
@@ -85,7 +113,8 @@ def dev(host: str, port: int) -> None:
     # Its own session: Ctrl+C reaches only this process, which then stops the worker exactly once.
     worker_process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], start_new_session=True)
     url = f"http://{host}:{port}"
-    print(f"\nAdaLoRA service (embedded: {settings.database_url}, broker {settings.effective_broker_url})\n"
+    print(f"\nAdaLoRA service (embedded: {without_password(settings.database_url)}, "
+          f"broker {without_password(settings.effective_broker_url)})\n"
           f"  API      {url}/v1\n  Docs     {url}/docs\n  API key  {key}\n"
           f"  Models   {', '.join(map(str, settings.model_dirs))}\n"
           f"  Data     {', '.join(map(str, settings.data_dirs))}\n"
@@ -94,6 +123,13 @@ def dev(host: str, port: int) -> None:
         serve(host, port)
     finally:
         stop(worker_process)
+
+
+def without_password(url: str) -> str:
+    """A database or broker URL fit to print or log: its password, if any, as ***."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
 
 
 def stop(process: subprocess.Popen, grace: float = 30.0) -> None:

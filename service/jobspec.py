@@ -7,6 +7,7 @@ Importable without torch: the API validates specs without loading any model.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
@@ -36,6 +37,24 @@ def _reject_local_path(value: str, field: str, fix: str) -> None:
     """The hub loaders read a local folder of the same name first; never let a hub id reach server files."""
     if Path(value).exists():
         raise ValueError(f"{field}: {value!r} names a folder on this server, not a hub id; {fix}")
+
+
+def _leads_outside(entry: Path, root: Path) -> bool:
+    """Whether `entry` exists (as a link at least) but resolves outside `root`."""
+    return os.path.lexists(entry) and not entry.resolve().is_relative_to(root)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _reject_pickle_only_weights(folder: Path) -> None:
+    """Weights load only from safetensors (adalora_core.build_model): say so at submission rather than fail
+    in the worker with a loader's message."""
+    if not any(folder.glob("*.safetensors")) and (pickles := sorted(
+            p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)):
+        raise ValueError(f"model: {folder.name!r} has only pickle weights ({', '.join(pickles)}), which can run "
+                         "code when loaded; this server loads safetensors only: convert them, e.g. "
+                         "model.save_pretrained(folder, safe_serialization=True)")
 
 
 def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
@@ -256,8 +275,14 @@ class JobSpec(Strict):
     @classmethod
     def _hub_id_or_allowed_folder(cls, value: str) -> str:
         _reject_parent_steps(value, "model")
-        if find_under(value, get_settings().resolved_model_dirs(), want_dir=True) is not None:
+        roots = get_settings().resolved_model_dirs()
+        if (folder := find_under(value, roots, want_dir=True)) is not None:
+            _reject_pickle_only_weights(folder)
             return value
+        if not Path(value).is_absolute() and any(_leads_outside(root / value, root) for root in roots):
+            # A symbolic link inside MODEL_DIRS that leads out of it: never read it, nor take it for a hub id.
+            raise ValueError(f"model: {value!r} inside MODEL_DIRS leads outside MODEL_DIRS (a symbolic link); "
+                             "name a folder that really lies inside one of MODEL_DIRS")
         if Path(value).is_absolute():
             raise ValueError(f"model: {value!r} is not a folder inside the server's MODEL_DIRS; "
                              "name a hub id or a folder relative to one of MODEL_DIRS")
