@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from service.keys import create_api_key, tenant_for_key
 from service.models import utcnow
 from tests.api.conftest import tiny_spec
 
@@ -36,6 +37,21 @@ def test_each_tenant_has_its_own_allowance(client, alice, bob, env_override):
     assert create(client, alice).status_code == 201
     assert create(client, alice).status_code == 429
     assert create(client, bob).status_code == 201
+
+
+def test_a_tenants_keys_share_one_allowance_so_a_new_key_does_not_escape_it(client, alice, sessions,
+                                                                            env_override):
+    env_override(JOBS_PER_MINUTE="2")
+    with sessions() as session:
+        tenant = tenant_for_key(session, alice["Authorization"].removeprefix("Bearer "))
+        second_key = {"Authorization": f"Bearer {create_api_key(session, tenant.name, 'second key')}"}
+        session.commit()
+    assert create(client, alice).status_code == 201
+    assert create(client, second_key).status_code == 201
+    for headers in (alice, second_key):
+        response = create(client, headers)
+        assert response.status_code == 429 and "retry-after" in response.headers
+    assert client.get("/v1/jobs", headers=second_key).json()["count"] == 2
 
 
 def test_dry_runs_and_idempotent_retries_are_not_counted(client, alice, env_override):
