@@ -126,5 +126,25 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_unavailable)
 
 
+class ErrorBody(BaseModel):
+    """Every error other than a 422: what went wrong and, where there is one, what to do next."""
+
+    detail: str
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """An entry for a route's `responses=`: this status, described, with the {"detail": "..."} body."""
+    return {"model": ErrorBody, "description": description}
+
+
 # For routers' `responses=`: documents the 422 shape in OpenAPI instead of FastAPI's default.
 VALIDATION_RESPONSE = {422: {"model": ValidationErrorBody, "description": "invalid fields, each with what to change"}}
+
+# What any route behind an API key may answer besides its own statuses.
+AUTHENTICATED_RESPONSES = {
+    401: error_response("no API key, a malformed one, or an unknown or revoked one (see WWW-Authenticate)"),
+    **VALIDATION_RESPONSE,
+    503: error_response("the database is unavailable; retry after Retry-After seconds"),
+}
+# ... and a route under /v1/jobs/{job_id}.
+JOB_RESPONSES = {**AUTHENTICATED_RESPONSES, 404: error_response("no job with this id for this API key's tenant")}

@@ -13,11 +13,12 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.errors import JOB_RESPONSES, error_response
 from api.routes import V1
 from service.artifacts import inside_root
 from service.models import FINISHED_STATUSES, Artifact
 
-router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/artifacts", tags=["artifacts"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/artifacts", tags=["artifacts"], responses=JOB_RESPONSES)
 
 ArtifactKind = Literal["adapter", "merged"]
 
@@ -26,8 +27,9 @@ ArtifactKind = Literal["adapter", "merged"]
 @router.get("/{kind}", response_class=FileResponse, responses={
     200: {"content": {"application/x-tar": {}}, "description": "the whole archive"},
     206: {"description": "the requested byte range"},
-    404: {"description": "no such job, or this artifact was not produced"},
-    409: {"description": "the job has not finished yet"},
+    400: {"description": "a malformed Range header"},
+    404: error_response("no such job, or this artifact was not produced"),
+    409: error_response("the job has not finished yet"),
     416: {"description": "the range starts beyond the end of the file"},
 })
 def download_artifact(kind: ArtifactKind, job: JobDep, session: SessionDep) -> FileResponse:

@@ -6,11 +6,12 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.errors import JOB_RESPONSES
 from api.routes import V1
 from api.schemas import CheckpointPublic, CheckpointsPublic
 from service.models import Checkpoint
 
-router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/checkpoints", tags=["checkpoints"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/checkpoints", tags=["checkpoints"], responses=JOB_RESPONSES)
 
 
 @router.get("", response_model=CheckpointsPublic)

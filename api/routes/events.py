@@ -14,12 +14,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, SessionDep
+from api.errors import JOB_RESPONSES
 from api.routes import V1
 from api.schemas import EventPublic, EventsPublic
 from service.db import get_sessionmaker
 from service.models import FINISHED_STATUSES, Job, JobEvent
 
-router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/events", tags=["events"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/events", tags=["events"], responses=JOB_RESPONSES)
 
 POLL_SECONDS = 0.5   # how often a stream re-reads the database
 PING_SECONDS = 15    # keeps proxies from closing an idle stream

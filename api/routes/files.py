@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, TenantDep
-from api.errors import VALIDATION_RESPONSE, SpecError
+from api.errors import AUTHENTICATED_RESPONSES, SpecError, error_response
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.routes import V1
 from api.schemas import FilePublic, FilesPublic
@@ -31,7 +31,7 @@ from service.files import (
 from service.models import File
 from service.settings import get_settings
 
-router = APIRouter(prefix=f"{V1}/files", tags=["files"], responses=VALIDATION_RESPONSE)
+router = APIRouter(prefix=f"{V1}/files", tags=["files"], responses=AUTHENTICATED_RESPONSES)
 
 # The app's 1 MiB JSON limit must not apply here; MAX_UPLOAD_BYTES is enforced while streaming instead
 # (read per request, so the operator's setting always holds).
@@ -54,13 +54,14 @@ def owned_file(file_id: str, session: SessionDep, tenant: TenantDep) -> File:
 
 
 FileDep = Annotated[File, Depends(owned_file)]
+NO_FILE = {404: error_response("no file with this id for this API key's tenant")}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FilePublic, openapi_extra=UPLOAD_FORM,
              max_body_size=NO_FRAMEWORK_LIMIT, responses={
-                 400: {"description": "not a usable multipart body"},
-                 413: {"description": "larger than MAX_UPLOAD_BYTES"},
-                 415: {"description": "not multipart/form-data"}})
+                 400: error_response("not a usable multipart body"),
+                 413: error_response("larger than MAX_UPLOAD_BYTES"),
+                 415: error_response("not multipart/form-data")})
 async def upload_file(request: Request, session: SessionDep, tenant: TenantDep,
                       idempotency_key: IdempotencyKeyHeader = None) -> FilePublic | JSONResponse:
     """Stores a dataset after parsing every row; a file that does not parse is refused (422, naming the line
@@ -115,20 +116,20 @@ def list_files(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Que
     return FilesPublic(data=[FilePublic.model_validate(f) for f in files], count=count)
 
 
-@router.get("/{file_id}", response_model=FilePublic)
+@router.get("/{file_id}", response_model=FilePublic, responses=NO_FILE)
 def get_file(file: FileDep) -> FilePublic:
     return FilePublic.model_validate(file)
 
 
 @router.get("/{file_id}/content", response_class=FileResponse, responses={
-    200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"}})
+    200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"}, **NO_FILE})
 def download_file(file: FileDep) -> FileResponse:
     return FileResponse(stored_path(file), media_type="application/octet-stream", filename=file.filename,
                         headers={"ETag": f'"{file.sha256}"', "X-Checksum-SHA256": file.sha256})
 
 
 @router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={409: {"description": "an unfinished job trains on the file"}})
+               responses={**NO_FILE, 409: error_response("an unfinished job trains on the file")})
 def remove_file(file: FileDep, session: SessionDep) -> Response:
     jobs = active_jobs_using(session, file)
     if jobs:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep
-from api.errors import VALIDATION_RESPONSE
+from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.rate_limit import check_job_rate
 from api.routes import V1
@@ -23,7 +23,7 @@ from service.queue import enqueue_job
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=VALIDATION_RESPONSE)
+router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=AUTHENTICATED_RESPONSES)
 
 StatusFilter = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$",
                                            description="only jobs in this status")]
@@ -47,7 +47,11 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
              responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"},
-                        429: {"description": "more than JOBS_PER_MINUTE jobs in the last minute; see Retry-After"}})
+                        400: error_response("the body could not be read as text (not UTF-8)"),
+                        413: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "the body is larger than MAX_BODY_BYTES (refused before it is read)"},
+                        429: error_response("more than JOBS_PER_MINUTE jobs in the last minute; see Retry-After"),
+                        503: error_response("the database or the broker is unavailable; retry later")})
 def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
                idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
     check_file_dataset(session, tenant.id, body)  # uploaded files: the caller's, with the columns named
@@ -100,14 +104,14 @@ def list_jobs(session: SessionDep, tenant: TenantDep, status_filter: StatusFilte
     return JobsPublic(data=[job_public(job) for job in jobs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobDetail)
+@router.get("/{job_id}", response_model=JobDetail, responses=JOB_RESPONSES)
 def get_job(job: JobDep, session: SessionDep) -> JobDetail:
     latest = session.scalar(select(Metric).where(Metric.job_id == job.id).order_by(Metric.step.desc()).limit(1))
     return job_public(job, JobDetail, latest_metrics=MetricPublic.model_validate(latest) if latest else None)
 
 
 @router.post("/{job_id}/cancel", response_model=CancelPublic,
-             responses={409: {"description": "the job already finished"}})
+             responses={**JOB_RESPONSES, 409: error_response("the job already finished")})
 def cancel_job(job: JobDep, session: SessionDep) -> CancelPublic:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`) and the worker finishes it."""
     new_status = request_cancel(session, job.id)  # conditional updates: never races a worker's claim

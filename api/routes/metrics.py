@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.errors import JOB_RESPONSES
 from api.routes import V1
 from api.schemas import MetricPublic, MetricsPublic
 from service.models import Metric
 
-router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"], responses=JOB_RESPONSES)
 
 
 @router.get("", response_model=MetricsPublic)

@@ -8,14 +8,16 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
+from api.errors import JOB_RESPONSES, error_response
 from api.routes import V1
 from api.schemas import RankSnapshotPublic, RanksPublic
 from service.models import RankSnapshot
 
-router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"])
+router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"], responses=JOB_RESPONSES)
 
 
-@router.get("", response_model=RanksPublic)
+@router.get("", response_model=RanksPublic, responses={
+    404: error_response("no such job, or no rank snapshot at the requested step")})
 def list_ranks(job: JobDep, session: SessionDep,
                step: Annotated[int | None, Query(ge=0, description="only the snapshot taken at this step")] = None,
                ) -> RanksPublic:
