@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES
-from api.routes import V1
+from api.routes import MAX_BIGINT, V1
 from api.schemas import EventPublic, EventsPublic
 from service.db import get_sessionmaker
 from service.models import FINISHED_STATUSES, Job, JobEvent
@@ -36,9 +36,10 @@ def read_events(session: Session, job_id: str, after_id: int, limit: int) -> lis
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "JSON page, or an SSE stream when Accept: text/event-stream"}})
 def list_events(request: Request, job: JobDep, session: SessionDep,
-                after_id: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+                after_id: Annotated[int, Query(ge=0, le=MAX_BIGINT, description="only events with a larger id")] = 0,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                last_event_id: Annotated[int | None, Header(description="SSE reconnect: resume after this id")] = None,
+                last_event_id: Annotated[int | None, Header(ge=0, le=MAX_BIGINT,
+                                                     description="SSE reconnect: resume after this id")] = None,
                 ):
     if "text/event-stream" in request.headers.get("accept", ""):
         start = max(after_id, last_event_id or 0)

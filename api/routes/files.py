@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from api.deps import SessionDep, TenantDep
 from api.errors import AUTHENTICATED_RESPONSES, SpecError, error_response
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
-from api.routes import V1
+from api.routes import MAX_BIGINT, V1
 from api.schemas import FilePublic, FilesPublic
 from api.uploads import FILE_FIELD, receive_upload
 from service.datafiles import DataError
@@ -108,7 +108,7 @@ def _remember_upload(session: Session, tenant_id: int, key: str, hash_: str, fil
 
 @router.get("", response_model=FilesPublic)
 def list_files(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-               offset: Annotated[int, Query(ge=0)] = 0) -> FilesPublic:
+               offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0) -> FilesPublic:
     where = File.tenant_id == tenant.id
     count = session.scalar(select(func.count()).select_from(File).where(where))
     files = session.scalars(select(File).where(where).order_by(File.created_at.desc(), File.id)

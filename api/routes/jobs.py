@@ -15,7 +15,7 @@ from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.rate_limit import check_job_rate
-from api.routes import V1
+from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.lifecycle import request_cancel
 from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
@@ -96,7 +96,7 @@ def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response
 @router.get("", response_model=JobsPublic)
 def list_jobs(session: SessionDep, tenant: TenantDep, status_filter: StatusFilter = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobsPublic:
+              offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0) -> JobsPublic:
     where = [Job.tenant_id == tenant.id] + ([Job.status == status_filter] if status_filter else [])
     count = session.scalar(select(func.count()).select_from(Job).where(*where))
     jobs = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)

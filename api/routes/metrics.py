@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES
-from api.routes import V1
+from api.routes import MAX_INT, V1
 from api.schemas import MetricPublic, MetricsPublic
 from service.models import Metric
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"], res
 
 @router.get("", response_model=MetricsPublic)
 def list_metrics(job: JobDep, session: SessionDep,
-                 after_step: Annotated[int, Query(ge=0, description="only steps after this one")] = 0,
+                 after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="only steps after this one")] = 0,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> MetricsPublic:
     rows = list(session.scalars(select(Metric).where(Metric.job_id == job.id, Metric.step > after_step)
                                 .order_by(Metric.step).limit(limit + 1)))

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES, error_response
-from api.routes import V1
+from api.routes import MAX_INT, V1
 from api.schemas import RankSnapshotPublic, RanksPublic
 from service.models import RankSnapshot
 
@@ -19,7 +19,8 @@ router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"], respons
 @router.get("", response_model=RanksPublic, responses={
     404: error_response("no such job, or no rank snapshot at the requested step")})
 def list_ranks(job: JobDep, session: SessionDep,
-               step: Annotated[int | None, Query(ge=0, description="only the snapshot taken at this step")] = None,
+               step: Annotated[int | None, Query(ge=0, le=MAX_INT,
+                                                 description="only the snapshot taken at this step")] = None,
                ) -> RanksPublic:
     query = select(RankSnapshot).where(RankSnapshot.job_id == job.id).order_by(RankSnapshot.step)
     if step is not None:
