@@ -1,53 +1,192 @@
-"""How a run reports back: buffered progress written in batches, and a heartbeat thread.
+"""How a run reports back: buffered progress written in batches from a thread, and a heartbeat thread.
 
-The hot path (one call per optimizer step) only appends to buffers; the database sees one transaction per
-flush, with idempotent upserts keyed by (job, step).
+The hot path (one call per optimizer step) only appends to buffers; a writer thread sends them in one
+transaction per flush, with idempotent upserts keyed by (job, step), and reads the job's status for a cancel.
+When the database goes away the run trains on: the buffers are kept, every write is retried with capped
+exponential backoff, and everything is written when the database is back (DatabaseLink below). Only an
+outage longer than DATABASE_OUTAGE_LIMIT_SECONDS ends the run.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from service import artifacts
 from service.db import get_sessionmaker, session_scope
-from service.lifecycle import beat
+from service.lifecycle import ACTIVE_STATUSES, beat
 from service.models import Job, utcnow
 from service.periodic import Periodic
 from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
+from service.settings import get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Set when this worker process is told to shut down (SIGTERM: a deploy); the run checkpoints and hands the job
 # back to the queue at the next step boundary (worker/celery_app.py sets it).
 SHUTDOWN = threading.Event()
 
+FIRST_RETRY_SECONDS = 0.5   # the first retry after a failed write; each further one waits twice as long ...
+MAX_RETRY_SECONDS = 5.0     # ... up to this, so a database that is back is noticed within a few seconds
 
-def heartbeat(job_id: str, interval: float) -> Periodic:
+
+class DatabaseUnavailable(Exception):
+    """The database stayed unreachable for longer than this worker waits for it."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """True for errors that say the database cannot be reached right now (down, restarting, a dropped
+    connection, a locked SQLite file): worth retrying. A bad statement or a missing table is not."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    return not re.search(r"no such (table|column)|syntax error", str(error.orig or error))
+
+
+class DatabaseLink:
+    """One run's way to the database, shared by its threads: every write is one transaction, and one that
+    fails because the database is away is retried with capped exponential backoff. The first failure of an
+    outage logs a warning, the first success after it logs how long it lasted; nothing in between."""
+
+    def __init__(self, job_id: str, limit_seconds: float) -> None:
+        self.job_id, self.limit = job_id, limit_seconds
+        self._lock = threading.Lock()
+        self.down_since: float | None = None  # monotonic time of the first failure of the current outage
+        self.delay = FIRST_RETRY_SECONDS
+        self.next_try = 0.0
+        self.last_error = ""
+        self.outages: list[float] = []  # the length in seconds of each outage this run went through
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+    def try_once(self, work: Callable[[Session], T], what: str, commit: bool = True) -> tuple[bool, T | None]:
+        """Run `work` in a transaction (rolled back when not `commit`: a read) unless the outage's next retry
+        is not due yet; (False, None) while the database is away. Raises DatabaseUnavailable once an outage
+        has lasted longer than the limit."""
+        if not self.due():
+            self.check_limit()
+            return False, None
+        try:
+            if commit:
+                with session_scope() as session:
+                    value = work(session)
+            else:
+                with get_sessionmaker()() as session:
+                    value = work(session)
+        except Exception as e:
+            if not is_outage(e):
+                raise
+            self._failed(e, what)
+            self.check_limit()
+            return False, None
+        self._succeeded()
+        return True, value
+
+    def write(self, work: Callable[[Session], T], what: str) -> T:
+        """Run `work` in a transaction, waiting through an outage (up to the limit) for it to succeed."""
+        self.next_try = 0.0  # a blocking write tries at once
+        while True:
+            done, value = self.try_once(work, what)
+            if done:
+                return value
+            time.sleep(max(0.05, self.next_try - time.monotonic()))
+
+    def _failed(self, error: Exception, what: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.last_error = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            if self.down_since is None:
+                self.down_since, self.delay = now, FIRST_RETRY_SECONDS
+                log.warning("job %s: the database is unreachable (%s failed: %s); the run goes on and keeps "
+                            "its progress buffered, retrying with backoff for up to %g s", self.job_id, what,
+                            self.last_error, self.limit)
+            else:
+                self.delay = min(self.delay * 2, MAX_RETRY_SECONDS)
+            self.next_try = now + self.delay
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            if self.down_since is None:
+                return
+            lasted = time.monotonic() - self.down_since
+            self.outages.append(lasted)
+            self.down_since, self.delay, self.next_try = None, FIRST_RETRY_SECONDS, 0.0
+        log.warning("job %s: the database is back after %.1f s; buffered progress is being written",
+                    self.job_id, lasted)
+
+    def check_limit(self) -> None:
+        down_since = self.down_since
+        if down_since is not None and time.monotonic() - down_since > self.limit:
+            raise DatabaseUnavailable(
+                f"the database was unreachable for {time.monotonic() - down_since:.0f} s, longer than this worker "
+                f"waits (DATABASE_OUTAGE_LIMIT_SECONDS={self.limit:g}); last error: {self.last_error}")
+
+
+def run_link(job_id: str) -> DatabaseLink:
+    return DatabaseLink(job_id, get_settings().database_outage_limit_seconds)
+
+
+def heartbeat(job_id: str, interval: float, link: DatabaseLink | None = None) -> Periodic:
     """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
-    looks like a dead worker. Use as a context manager around the run."""
+    looks like a dead worker. Use as a context manager around the run. During an outage it skips the beats
+    the link's backoff says are not due; the run itself reports an outage that outlasts the limit."""
+    link = link or run_link(job_id)
+
     def beat_once() -> None:
-        with session_scope() as session:
-            beat(session, job_id)
+        try:
+            link.try_once(lambda session: beat(session, job_id), "the heartbeat")
+        except DatabaseUnavailable:
+            pass
     return Periodic(f"heartbeat-{job_id}", interval, beat_once)
+
+
+@dataclass
+class Batch:
+    """What one flush writes: the buffers taken at once, and the progress they bring the job row to."""
+
+    metrics: dict[int, dict[str, float]]
+    snapshots: dict[int, tuple[float, dict[str, int], bool]]
+    checkpoints: dict[int, str]
+    events: list[tuple[datetime, str, str]]
+    step: int
+    total_steps: int | None
+    budget: float | None
+
+    def write(self, session: Session, job_id: str) -> None:
+        upsert_metrics(session, job_id, self.metrics)
+        upsert_rank_snapshots(session, job_id, self.snapshots)
+        upsert_checkpoints(session, job_id, self.checkpoints)
+        add_events(session, job_id, self.events)
+        record_progress(session, job_id, self.step, self.total_steps, self.budget)
 
 
 @dataclass
 class ProgressReporter:
     """adalora_core.TrainCallbacks (duck-typed, so this module imports no torch) that buffer what the loop
-    reports and write it in one transaction every `flush_steps` steps or `flush_seconds` seconds;
-    should_stop re-reads the job status at most every `poll_seconds`."""
+    reports. Inside `with reporter:` a writer thread writes the buffers in one transaction every `flush_steps`
+    steps or `flush_seconds` seconds, and re-reads the job status every `poll_seconds` for should_stop; the
+    training thread never waits for the database. `flush()` writes everything now, waiting for it."""
 
     job_id: str
     flush_steps: int
     flush_seconds: float
     poll_seconds: float
+    attempt: int | None = None  # the job's attempts count after this worker's claim: a change means a takeover
+    link: DatabaseLink | None = None
     step: int = 0
     total_steps: int | None = None
     budget: float | None = None
@@ -60,58 +199,188 @@ class ProgressReporter:
     last_poll_time: float = 0.0
     stop: bool = False          # the job was cancelled
     shutdown: bool = False      # this worker is shutting down: checkpoint, and the job runs again elsewhere
+    lost: bool = False          # the job is no longer this run's (requeued or failed while the database was away)
+    failure: BaseException | None = None  # what stopped the writer thread, raised on the training thread
+
+    def __post_init__(self) -> None:
+        self.link = self.link or run_link(self.job_id)
+        self._buffer_lock = threading.Lock()   # the buffers, between the training and the writer thread
+        self._write_lock = threading.Lock()    # one write at a time, so the job row's step never goes back
+        self._wake, self._closed = threading.Event(), threading.Event()
+        self._flush_wanted = False
+        self._outage_step: int | None = None  # the step the run was at when the current outage began
+        self._thread: threading.Thread | None = None
+
+    # -- the writer thread ----------------------------------------------------------------------------
+
+    def __enter__(self) -> ProgressReporter:
+        self._thread = threading.Thread(target=self._write_loop, name=f"progress-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._thread.join()
+        if exc_type is None:
+            self._raise_failure()
+
+    def _write_loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            try:
+                self._sync()
+            except Exception as e:  # DatabaseUnavailable, or a write the database rejected
+                self.failure = e
+                return
+
+    def _sync(self) -> None:
+        """One pass: the buffers if a flush is due, and the job status if a poll is due; one transaction."""
+        if not self.link.due():
+            self.link.check_limit()
+            return
+        now = time.monotonic()
+        write = self._flush_wanted or (now - self.last_flush_time >= self.flush_seconds and self._pending())
+        poll = now - self.last_poll_time >= self.poll_seconds
+        if not (write or poll):
+            return
+        with self._write_lock:
+            batch = self._take() if write else None
+
+            def work(session: Session):
+                if batch is not None:
+                    batch.write(session, self.job_id)
+                if poll:
+                    return session.execute(select(Job.status, Job.attempts).where(Job.id == self.job_id)).one_or_none()
+                return None
+
+            done, row = self.link.try_once(work, "writing progress", commit=batch is not None)
+            if not done:
+                self._outage_step = self.step if self._outage_step is None else self._outage_step
+                if batch is not None:
+                    self._put_back(batch)
+                return
+        self._after_outage()
+        if poll:
+            self.last_poll_time = now
+            self._read_status(row)
+
+    def _read_status(self, row) -> None:
+        status, attempts = row or (None, None)
+        if status not in ACTIVE_STATUSES or (self.attempt is not None and attempts != self.attempt):
+            self.lost = self.stop = True  # e.g. requeued by a reconciler that saw no heartbeat during an outage
+        elif status == "cancelling":
+            self.stop = True
+
+    def _after_outage(self) -> None:
+        """Once the database is back, an event on the job says how long it was away and what went on."""
+        if self._outage_step is None or not self.link.outages:
+            return
+        lasted, since = self.link.outages[-1], self._outage_step
+        self._outage_step = None
+        self.event("warning", f"the database was unreachable for {lasted:.0f} s; training went on from step "
+                              f"{since} to step {self.step}, and its progress was written when it came back")
+
+    # -- buffers ---------------------------------------------------------------------------------------
+
+    def _pending(self) -> bool:
+        return bool(self.metrics or self.snapshots or self.checkpoints or self.events
+                    or self.step != self.last_flush_step)
+
+    def _take(self) -> Batch:
+        with self._buffer_lock:
+            batch = Batch(self.metrics, self.snapshots, self.checkpoints, self.events, self.step,
+                          self.total_steps, self.budget)
+            self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
+            self._flush_wanted = False
+            self.last_flush_step, self.last_flush_time = self.step, time.monotonic()
+        return batch
+
+    def _put_back(self, batch: Batch) -> None:
+        """A write failed: its rows go back in front of anything buffered since (a newer value wins)."""
+        with self._buffer_lock:
+            self.metrics = batch.metrics | self.metrics
+            self.snapshots = batch.snapshots | self.snapshots
+            self.checkpoints = batch.checkpoints | self.checkpoints
+            self.events = batch.events + self.events
+            self._flush_wanted = True  # the next attempt writes them
+
+    def flush(self) -> None:
+        """Everything buffered, plus the job's progress and heartbeat, in one commit; waits through an
+        outage, and raises DatabaseUnavailable when it outlasts the limit (the buffers are kept)."""
+        with self._write_lock:
+            batch = self._take()
+            try:
+                self.link.write(lambda session: batch.write(session, self.job_id), "writing progress")
+            except BaseException:
+                self._put_back(batch)
+                raise
+        self._after_outage()
+
+    def _request_flush(self) -> None:
+        self._flush_wanted = True
+        if self._thread is None:
+            self.flush()  # no writer thread (a reporter used on its own): write on this thread
+        else:
+            self._wake.set()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    # -- TrainCallbacks --------------------------------------------------------------------------------
 
     def start(self, total_steps: int, initial: tuple[int, dict[str, int]]) -> None:
         self.total_steps, self.budget = total_steps, float(initial[0])
-        self.snapshots[0] = (float(initial[0]), initial[1], False)
+        with self._buffer_lock:
+            self.snapshots[0] = (float(initial[0]), initial[1], False)
         self.event("info", f"training {total_steps} steps, {len(initial[1])} adapted modules, "
                            f"initial budget {initial[0]}")
         self.flush()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        self.step, self.budget = step, metrics.get("budget", self.budget)
-        self.metrics[step] = metrics
-        self._maybe_flush()
+        self._raise_failure()
+        with self._buffer_lock:
+            self.step, self.budget = step, metrics.get("budget", self.budget)
+            self.metrics[step] = metrics
+        if self.step - self.last_flush_step >= self.flush_steps and not self._flush_wanted:
+            self._request_flush()
 
     def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None:
-        self.snapshots[step] = (float(budget), dict(ranks), final)
+        with self._buffer_lock:
+            self.snapshots[step] = (float(budget), dict(ranks), final)
 
     def on_event(self, level: str, message: str) -> None:
         self.event(level, message)
 
     def on_checkpoint(self, step: int, path: str) -> None:
-        self.checkpoints[step] = Path(path).resolve().relative_to(artifacts.artifact_root()).as_posix()
-        self.flush()  # a takeover can only resume from checkpoints that are on record
+        with self._buffer_lock:
+            self.checkpoints[step] = Path(path).resolve().relative_to(artifacts.artifact_root()).as_posix()
+        self._request_flush()  # a takeover can only resume from checkpoints that are on record
 
     def should_stop(self) -> bool:
+        self._raise_failure()
         if SHUTDOWN.is_set() and not self.stop:
             self.shutdown = True
             return True
-        now = time.monotonic()
-        if not self.stop and now - self.last_poll_time >= self.poll_seconds:
-            self.last_poll_time = now
-            with get_sessionmaker()() as session:  # a read: nothing to commit
-                self.stop = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
+        if self._thread is None:  # no writer thread to poll the status: read it here
+            now = time.monotonic()
+            if not self.stop and now - self.last_poll_time >= self.poll_seconds:
+                self.last_poll_time = now
+                done, row = self.link.try_once(
+                    lambda session: session.execute(select(Job.status, Job.attempts)
+                                                    .where(Job.id == self.job_id)).one_or_none(),
+                    "polling the status", commit=False)
+                if done:
+                    self._read_status(row)
         return self.stop
 
     def checkpoint_on_stop(self) -> bool:
         return self.shutdown
 
     def event(self, level: str, message: str) -> None:
-        self.events.append((utcnow(), level, message))
-
-    def _maybe_flush(self) -> None:
-        if (self.step - self.last_flush_step >= self.flush_steps
-                or time.monotonic() - self.last_flush_time >= self.flush_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        """Everything buffered, plus the job's progress and heartbeat, in one commit."""
-        with session_scope() as session:
-            upsert_metrics(session, self.job_id, self.metrics)
-            upsert_rank_snapshots(session, self.job_id, self.snapshots)
-            upsert_checkpoints(session, self.job_id, self.checkpoints)
-            add_events(session, self.job_id, self.events)
-            record_progress(session, self.job_id, self.step, self.total_steps, self.budget)
-        self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
-        self.last_flush_step, self.last_flush_time = self.step, time.monotonic()
+        with self._buffer_lock:
+            self.events.append((utcnow(), level, message))

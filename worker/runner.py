@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 
 from service import artifacts
-from service.db import get_sessionmaker, session_scope
+from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
 from service.models import Checkpoint, Job, JobEvent
 from service.settings import get_settings
-from worker.reporting import ProgressReporter, heartbeat
+from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,15 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         session.add(JobEvent(job_id=job_id, message=f"started on {worker}"
                              + (f" (attempt {attempts}: the previous worker stopped)" if attempts > 1 else "")))
         spec_json = session.scalar(select(Job.spec).where(Job.id == job_id))
+    # From here on the run survives a database outage: its writes go through `link`, which retries them.
+    link = run_link(job_id)
     reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
-                                settings.cancel_poll_seconds)
+                                settings.cancel_poll_seconds, attempt=attempts, link=link)
     status, error = "failed", None
     try:
-        with heartbeat(job_id, settings.heartbeat_seconds):
+        with heartbeat(job_id, settings.heartbeat_seconds, link), reporter:
             status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
-    except JobError as e:
+    except (JobError, DatabaseUnavailable) as e:
         error = str(e)
     except ValidationError as e:
         # The API accepted it, so this worker sees other folders (MODEL_DIRS/DATA_DIRS) or a newer schema.
@@ -75,16 +77,34 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         error = describe_failure(e, reporter.step)
         log.exception("job %s failed", job_id)
     finally:
-        reporter.flush()
         release_gpu_memory()
+    if reporter.lost:
+        log.warning("job %s: stopped at step %s: the job was requeued or ended while this worker could not "
+                    "reach the database; this run records nothing more", job_id, reporter.step)
+        return None
+    try:
+        return record_outcome(job_id, status, error, reporter, link)
+    except DatabaseUnavailable as e:
+        # The row stays running without a heartbeat: once the database is back, the reconciler requeues it.
+        log.error("job %s: its outcome (%s%s) could not be recorded: %s", job_id, status,
+                  f": {error}" if error else "", e)
+        return None
+
+
+def record_outcome(job_id: str, status: str, error: str | None, reporter: ProgressReporter,
+                   link: DatabaseLink) -> str:
+    """The rest of the progress, then the job's final status; each write waits through a database outage."""
+    reporter.flush()
     if status == "interrupted":
-        if hand_back(job_id, reporter.step):
+        if hand_back(job_id, reporter.step, link):
             return "queued"
         status = "cancelled"  # a cancel arrived while this worker was shutting down
-    with session_scope() as session:
-        finish_job(session, job_id, status, error)
-        message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
-        session.add(JobEvent(job_id=job_id, level="error" if status == "failed" else "info", message=message))
+    message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
+
+    def finish(session) -> None:
+        if finish_job(session, job_id, status, error):  # one event even if a lost commit is retried
+            session.add(JobEvent(job_id=job_id, level="error" if status == "failed" else "info", message=message))
+    link.write(finish, "recording the outcome")
     return status
 
 
@@ -117,25 +137,28 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
                            tokenizer=tokenizer)
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
-                        resume_from=latest_checkpoint(job_id), batch_order=batch_order)
+                        resume_from=latest_checkpoint(job_id, reporter.link), batch_order=batch_order)
     if result.stopped:
         return "interrupted" if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
-    export(job_id, spec, result, tokenizer)
-    discard_checkpoints(job_id)
+    export(job_id, spec, result, tokenizer, reporter.link)
+    discard_checkpoints(job_id, reporter.link)
     return "succeeded"
 
 
-def hand_back(job_id: str, step: int) -> bool:
+def hand_back(job_id: str, step: int, link: DatabaseLink) -> bool:
     """This worker is shutting down: put the job back on the queue, to resume from the checkpoint just saved."""
     from service.queue import enqueue_job
 
-    with session_scope() as session:
+    def requeue(session) -> bool:
         if not requeue_job(session, job_id):
             return False
         session.add(JobEvent(job_id=job_id, message=f"its worker is shutting down: stopped at step {step} and "
                                                     "queued again, to resume from there"))
+        return True
+    if not link.write(requeue, "handing the job back"):
+        return False
     enqueue_job(job_id)  # after the commit: the message must find the job queued
     return True
 
@@ -144,11 +167,11 @@ def checkpoint_dir(job_id: str) -> Path:
     return artifacts.job_dir(job_id) / "checkpoints"
 
 
-def latest_checkpoint(job_id: str) -> str | None:
+def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
     """The newest checkpoint an earlier attempt of this job left, to resume from; None for a fresh start."""
-    with get_sessionmaker()() as session:
-        paths = session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
-                                .order_by(Checkpoint.step.desc())).all()
+    paths = link.write(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
+                                                       .order_by(Checkpoint.step.desc())).all(),
+                       "reading checkpoints")
     for path in paths:
         absolute = artifacts.inside_root(path)
         if absolute.is_file():
@@ -156,10 +179,10 @@ def latest_checkpoint(job_id: str) -> str | None:
     return None
 
 
-def discard_checkpoints(job_id: str) -> None:
+def discard_checkpoints(job_id: str, link: DatabaseLink) -> None:
     """After success the adapter supersedes them: they are internal (optimizer state) and can be large."""
-    with session_scope() as session:
-        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+    link.write(lambda session: session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id)),
+               "discarding checkpoints")
     shutil.rmtree(checkpoint_dir(job_id), ignore_errors=True)
 
 
@@ -219,7 +242,7 @@ def initial_ranks(spec: JobSpec, source: str, num_labels: int | None, config, to
     return config.init_r * len(names), {name: config.init_r for name in names}
 
 
-def export(job_id: str, spec: JobSpec, result, tokenizer) -> None:
+def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) -> None:
     from adalora_core import save_merged, save_peft_adapter
 
     with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:
@@ -227,10 +250,12 @@ def export(job_id: str, spec: JobSpec, result, tokenizer) -> None:
         save_peft_adapter(result, str(adapter), base_model=spec.model, task_type=PEFT_TASK_TYPES[spec.task])
         save_merged(result, str(merged))
         tokenizer.save_pretrained(str(merged))
-        with session_scope() as session:
+
+        def record(session) -> None:  # a retry rebuilds the same archives: their bytes are deterministic
             for kind, folder in (("adapter", adapter), ("merged", merged)):
                 row = artifacts.store_folder(session, job_id, kind, folder)
                 session.add(JobEvent(job_id=job_id, message=f"{kind} ready: {row.size} bytes, sha256 {row.sha256}"))
+        link.write(record, "recording the downloads")
 
 
 def release_gpu_memory() -> None:

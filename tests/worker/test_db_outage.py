@@ -1,0 +1,199 @@
+"""Postgres goes away mid-run and comes back: the run trains on, keeps what it reports buffered, retries with
+capped backoff (one warning per outage), and writes everything once the database is back, each step once.
+
+Everything here runs on a Postgres server of its own (tests/throwaway_postgres.py), stopped and started with
+pg_ctl; the shared server is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import pytest
+from sqlalchemy import event, select
+
+from service import artifacts
+from service.db import get_engine, session_scope
+from service.lifecycle import claim_job
+from service.models import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot, Tenant
+from tests.conftest import migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
+from tests.throwaway_postgres import throwaway_postgres
+from tests.worker.test_celery_worker import job_row, submit, wait_until_finished
+from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with throwaway_postgres() as server:
+        migrate(server.url)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def outage_env(postgres, tmp_path_factory, tiny_model_dir, tiny_dataset_file):
+    """Like conftest's service_env, on the throwaway server; the broker is a SQLite file, so the outage
+    takes nothing down but the database."""
+    root = tmp_path_factory.mktemp("service")
+    env = {
+        "DATABASE_URL": postgres.url,
+        "ARTIFACT_DIR": str(root / "artifacts"),
+        "MODEL_DIRS": str(tiny_model_dir.parent),
+        "DATA_DIRS": str(tiny_dataset_file.parent),
+        "QUEUE_NAME": f"training-test-{uuid.uuid4().hex[:8]}",
+        "BROKER_URL": f"sqla+sqlite:///{root / 'broker.sqlite'}",
+        "METRICS_FLUSH_STEPS": "5",
+        "METRICS_FLUSH_SECONDS": "1",
+        "CANCEL_POLL_SECONDS": "0.2",
+    }
+    with service_environment(env):
+        yield env
+
+
+@pytest.fixture
+def running_job(outage_env) -> str:
+    """A job row claimed by 'this test' (attempt 1), as run_job leaves it before training."""
+    with session_scope() as session:
+        tenant = Tenant(name=f"outage-{uuid.uuid4().hex[:8]}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, spec=tiny_job_spec())
+        session.add(job)
+    with session_scope() as session:
+        assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
+    return job.id
+
+
+@pytest.fixture
+def connection_attempts(outage_env) -> list[float]:
+    """The time of every new connection the engine tries to open (during an outage: every retry)."""
+    attempts: list[float] = []
+    engine = get_engine()
+    listener = lambda *_args: attempts.append(time.monotonic())  # noqa: E731
+    event.listen(engine, "do_connect", listener)
+    yield attempts
+    event.remove(engine, "do_connect", listener)
+
+
+def train(reporter: ProgressReporter, steps: range, slowest: list[float]) -> None:
+    """What the loop does per step, timing the callbacks the hot path calls."""
+    for step in steps:
+        started = time.monotonic()
+        reporter.on_metrics(step, {"loss": 1.0 / step, "budget": 8.0})
+        if step % 10 == 0:
+            reporter.on_allocation(step, 8, {"a": 4, "b": 4}, False)
+        assert not reporter.should_stop()
+        slowest[0] = max(slowest[0], time.monotonic() - started)
+        time.sleep(0.02)
+
+
+def metric_steps(job_id: str) -> list[int]:
+    with session_scope() as session:
+        return session.scalars(select(Metric.step).where(Metric.job_id == job_id).order_by(Metric.step)).all()
+
+
+def outage_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "worker.reporting" and r.levelno == logging.WARNING]
+
+
+def test_progress_reported_during_an_outage_is_kept_and_written_once_when_postgres_is_back(
+        postgres, running_job, connection_attempts, caplog):
+    job_id, slowest = running_job, [0.0]
+    caplog.set_level(logging.WARNING, logger="worker.reporting")
+    checkpoint = artifacts.job_dir(job_id) / "checkpoints" / "step-60.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a real checkpoint")
+    reporter = ProgressReporter(job_id, flush_steps=5, flush_seconds=0.5, poll_seconds=0.1, attempt=1,
+                                link=DatabaseLink(job_id, limit_seconds=120))
+    with reporter:
+        reporter.start(100, (8, {"a": 4, "b": 4}))
+        train(reporter, range(1, 31), slowest)
+        wait_for(lambda: len(metric_steps(job_id)) == 30, 10, what="steps 1-30 to be written")
+
+        postgres.stop()
+        outage_started = time.monotonic()
+        train(reporter, range(31, 61), slowest)  # ~1 s of steps while every write fails
+        reporter.on_checkpoint(60, str(checkpoint))
+        train(reporter, range(61, 101), slowest)
+        time.sleep(max(0.0, outage_started + 6 - time.monotonic()))  # a 6 s outage in all
+        retries = [t for t in connection_attempts if t > outage_started]
+        postgres.start()
+        wait_for(lambda: len(metric_steps(job_id)) == 100, 20, what="the buffered steps to be written")
+        reporter.event("info", "done")
+    reporter.flush()
+
+    # The training thread never waited on the database; the retries backed off (0.5, 1, 2, 4 s ... apart)
+    # instead of one every poll (0.1 s), and said so once.
+    assert slowest[0] < 0.5, slowest[0]
+    assert 2 <= len(retries) <= 8, len(retries)
+    warnings = outage_warnings(caplog)
+    assert len([w for w in warnings if "database is unreachable" in w]) == 1, warnings
+    assert len([w for w in warnings if "database is back after" in w]) == 1, warnings
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        snapshots = session.scalars(select(RankSnapshot.step).where(RankSnapshot.job_id == job_id)
+                                    .order_by(RankSnapshot.step)).all()
+        checkpoints = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)).all()
+        messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    assert metric_steps(job_id) == list(range(1, 101))  # nothing lost, nothing twice
+    assert snapshots == [0, *range(10, 101, 10)]
+    assert checkpoints == [60]
+    assert (job.status, job.step, job.total_steps) == ("running", 100, 100)
+    [outage] = [m for m in messages if m.startswith("the database was unreachable")]
+    went_from, went_to = map(int, re.search(r"from step (\d+) to step (\d+)", outage).groups())
+    assert 30 <= went_from < 100 and went_to == 100, outage  # the run kept training through it
+    assert messages.count("done") == 1
+
+
+def test_an_outage_longer_than_the_limit_stops_the_run_with_a_readable_message(postgres, running_job):
+    job_id, slowest = running_job, [0.0]
+    reporter = ProgressReporter(job_id, flush_steps=5, flush_seconds=0.5, poll_seconds=0.1, attempt=1,
+                                link=DatabaseLink(job_id, limit_seconds=2))
+    try:
+        with pytest.raises(DatabaseUnavailable) as failure:
+            with reporter:
+                reporter.start(1000, (8, {"a": 4, "b": 4}))
+                train(reporter, range(1, 11), slowest)
+                postgres.stop()
+                train(reporter, range(11, 1001), slowest)  # ~20 s: long past the limit
+    finally:
+        postgres.start()
+    assert re.fullmatch(r"the database was unreachable for \d+ s, longer than this worker waits "
+                        r"\(DATABASE_OUTAGE_LIMIT_SECONDS=2\); last error: .+", str(failure.value)), failure.value
+    stopped_at = reporter.step
+    assert 10 < stopped_at < 1000
+    reporter.flush()  # the buffers were kept: with the database back, nothing reported is lost
+    assert metric_steps(job_id) == list(range(1, stopped_at + 1))
+
+
+STEPS, OUTAGE_SECONDS = 150, 5
+
+
+def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_env, tmp_path):
+    worker = start_worker(outage_env, tmp_path, extra_env={"CHECKPOINT_EVERY": "100", "HEARTBEAT_SECONDS": "1"})
+    try:
+        job_id = submit(tiny_job_spec(max_steps=STEPS))
+        wait_for(lambda: job_row(job_id).step >= 20, 90, what="the job to train 20 steps")
+        postgres.stop()  # fast: every session is cut off, as in a restart
+        time.sleep(OUTAGE_SECONDS)
+        postgres.start()
+        job = wait_until_finished(job_id, worker)
+    finally:
+        stop_process(worker.process)
+    assert (job.status, job.error, job.attempts, job.step) == ("succeeded", None, 1, STEPS), worker.log_tail()
+    with session_scope() as session:
+        snapshots = session.scalars(select(RankSnapshot).where(RankSnapshot.job_id == job_id)
+                                    .order_by(RankSnapshot.step)).all()
+        kinds = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
+        messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    assert metric_steps(job_id) == list(range(1, STEPS + 1))  # no gap, no step twice
+    assert snapshots[0].step == 0 and snapshots[-1].final
+    assert set(kinds) == {"adapter", "merged"}
+    assert all(artifacts.inside_root(a.path).stat().st_size == a.size for a in kinds.values())
+    [outage] = [m for m in messages if m.startswith("the database was unreachable")]
+    went_from, went_to = map(int, re.search(r"from step (\d+) to step (\d+)", outage).groups())
+    assert went_to > went_from >= 20, outage  # it trained while Postgres was down
+    print(f"{outage!r}; {STEPS} metric rows checked")
