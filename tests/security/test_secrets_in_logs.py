@@ -11,7 +11,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -90,7 +89,7 @@ def test_keys_and_the_database_password_never_reach_the_logs(secret_env, tmp_pat
     logs = {"api": api_log.read_text(errors="replace"), "worker": worker.log_path.read_text(errors="replace")}
     assert "GET /v1/jobs HTTP/1.1\" 401" in logs["api"] and "POST /v1/jobs HTTP/1.1\" 201" in logs["api"]
     assert f"ada_{prefix}_***" in logs["api"]  # the URL's key, redacted in the access log
-    assert f"adalora.run_job[" in logs["worker"] and "succeeded" in logs["worker"]  # real, full logs
+    assert "adalora.run_job[" in logs["worker"] and "succeeded" in logs["worker"]  # real, full logs
     for name, text in logs.items():
         for label, secret_text in (("the API key", key), ("the key's secret", secret), ("a wrong key", wrong),
                                    ("an unknown key", stranger), ("the database password", password)):
