@@ -25,6 +25,7 @@ from tests.conftest import REPO, stop_process, tiny_job_spec, wait_for
 from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row
 
 STEPS = 120
+FINISH_TIMEOUT = 240  # seconds; generous for a loaded CI machine, reached only when something is wrong
 
 
 def free_port() -> int:
@@ -76,7 +77,7 @@ def test_killing_the_api_mid_job_loses_nothing(service_env, celery_worker, api_k
 
         api = start_api(service_env, port, log_path)  # the same address, as after a restart
         job = wait_for(lambda: (j := http.get(f"/v1/jobs/{job_id}").json())["status"] in
-                       ("succeeded", "failed", "cancelled") and j, JOB_TIMEOUT, what="the job to finish")
+                       ("succeeded", "failed", "cancelled") and j, FINISH_TIMEOUT, what="the job to finish")
         assert (job["status"], job["error"], job["step"]) == ("succeeded", None, STEPS)
 
         metrics = http.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 5000}).json()

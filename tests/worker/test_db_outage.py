@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from service import artifacts
 from service.db import get_engine, session_scope
@@ -169,7 +169,21 @@ def test_an_outage_longer_than_the_limit_stops_the_run_with_a_readable_message(p
     assert metric_steps(job_id) == list(range(1, stopped_at + 1))
 
 
-STEPS, OUTAGE_SECONDS = 150, 5
+def test_a_run_whose_job_was_requeued_meanwhile_stops_and_says_it_lost_the_job(running_job):
+    """After an outage longer than STALE_JOB_SECONDS a reconciler may have requeued the job (no heartbeat came
+    through): the run must stop rather than race the worker that takes it over."""
+    job_id, slowest = running_job, [0.0]
+    reporter = ProgressReporter(job_id, flush_steps=5, flush_seconds=0.5, poll_seconds=0.1, attempt=1)
+    with reporter:
+        train(reporter, range(1, 11), slowest)
+        with session_scope() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(status="queued", worker=None))
+        wait_for(reporter.should_stop, 10, what="the run to notice")
+    assert reporter.lost and not reporter.shutdown
+
+
+STEPS, OUTAGE_SECONDS = 80, 5
+FINISH_TIMEOUT = 240  # seconds; generous for a loaded CI machine, reached only when something is wrong
 
 
 def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_env, tmp_path):
@@ -180,7 +194,7 @@ def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_en
         postgres.stop()  # fast: every session is cut off, as in a restart
         time.sleep(OUTAGE_SECONDS)
         postgres.start()
-        job = wait_until_finished(job_id, worker)
+        job = wait_until_finished(job_id, worker, timeout=FINISH_TIMEOUT)
     finally:
         stop_process(worker.process)
     assert (job.status, job.error, job.attempts, job.step) == ("succeeded", None, 1, STEPS), worker.log_tail()
