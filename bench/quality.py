@@ -256,6 +256,13 @@ def arm_name(method: str, opts) -> str:
     return ",".join(diff) or "default"
 
 
+def loss_curve(losses: list[float], parts: int = 10) -> list[float]:
+    """Mean train loss over each tenth of the run (where AdaLoRA falls behind: the start, or after pruning)."""
+    n = len(losses)
+    return [round(statistics.mean(losses[i * n // parts:max(i * n // parts + 1, (i + 1) * n // parts)]), 4)
+            for i in range(parts)] if n else []
+
+
 def run_one(task, method, lr, seed, data, opts) -> dict:
     train_data, heldout, dev, collate = data
     torch.manual_seed(seed)  # the classifier head is initialised when the model is built: same for all methods
@@ -277,7 +284,8 @@ def run_one(task, method, lr, seed, data, opts) -> dict:
             "lr": lr, "seed": seed, "steps": opts.steps,
             "batch_size": opts.batch_size, "train_rows": len(train_data), "heldout_rows": len(heldout),
             "dev_rows": len(dev), "heldout_acc": h["acc"], "dev_acc": d["acc"], "dev_f1": d["f1"],
-            "final_train_loss": sum(tail) / len(tail), "wall_s": wall, "device": opts.device,
+            "final_train_loss": sum(tail) / len(tail), "loss_curve": loss_curve(out["losses"]),
+            "wall_s": wall, "device": opts.device,
             **{k: v for k, v in out.items() if k not in ("model", "losses")}}
 
 
