@@ -351,11 +351,11 @@ def table(rows: list[dict], default_lr: float) -> str:
         g_search = mean(best[key][0]) - mean(best[other][0])
         g_default = mean(best[key][1]) - mean(best[other][1])
         pa, pl = PAPER[task]
-        gaps.append(f"| {task} | {method} | {arm} | {g_search:+.2f} | "
+        gaps.append(f"| {task} | {method} | {arm} | {steps} | {g_search:+.2f} | "
                     f"{'–' if math.isnan(g_default) else f'{g_default:+.2f}'} | {pa:.2f} vs {pl:.2f} ({pa - pl:+.2f}) |")
     if gaps:
-        out += ["", "| task | method | arm | gap vs LoRA (default arm), LR searched | gap at default LR | paper "
-                "(DeBERTaV3-base): AdaLoRA vs LoRA |", "|---|---|---|---|---|---|"] + gaps
+        out += ["", "| task | method | arm | steps | gap vs LoRA (default arm, same steps), LR searched | gap at default LR | paper "
+                "(DeBERTaV3-base): AdaLoRA vs LoRA |", "|---|---|---|---|---|---|---|"] + gaps
     return "\n".join(out)
 
 
