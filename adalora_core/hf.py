@@ -11,6 +11,23 @@ AUTO_CLASSES = {
     "causal_lm": AutoModelForCausalLM,
     "seq2seq": AutoModelForSeq2SeqLM,
 }
+# What to use instead, when a model's architecture has no class for the task.
+TASK_MODELS = {"sequence_classification": "a model with a sequence classification head (BERT, RoBERTa, ...)",
+               "causal_lm": "a decoder model (GPT-2, Llama, Qwen, ...)",
+               "seq2seq": "an encoder-decoder model (T5, BART, ...)"}
+
+
+class UnsupportedTask(ValueError):
+    """The model's architecture has no transformers class for the task (a BERT for seq2seq)."""
+
+    def __init__(self, name: str, model_type: str, task: str) -> None:
+        self.model_type, self.task = model_type, task
+        super().__init__(self.describe(name))
+
+    def describe(self, name: str) -> str:
+        """The message, naming the model as the user knows it (not a server path it was resolved to)."""
+        return (f"{name!r} is a {self.model_type} model, which has no {self.task} form in transformers; "
+                f"use {TASK_MODELS[self.task]}")
 
 
 def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, empty: bool = False,
@@ -30,6 +47,8 @@ def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, 
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     auto = AUTO_CLASSES[task]
+    if type(config) not in auto._model_mapping:  # checked here so the error names the fix, not a class list
+        raise UnsupportedTask(name_or_path, config.model_type, task)
     if empty:
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=False)

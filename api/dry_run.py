@@ -5,9 +5,10 @@ Imported lazily by the jobs router: it pulls in torch and transformers, which th
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
+from adalora_core.hf import UnsupportedTask
 
 from api.errors import SpecError
 from api.schemas import DryRunPublic
@@ -75,22 +76,11 @@ def _training_examples(spec: JobSpec) -> tuple[int, str]:
     return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
 
 
-# What to pick instead, when the model's architecture has no class for the task.
-TASK_MODELS = {"sequence_classification": "a model with a sequence classification head (BERT, RoBERTa, ...)",
-               "causal_lm": "a decoder model (GPT-2, Llama, Qwen, ...)",
-               "seq2seq": "an encoder-decoder model (T5, BART, ...)"}
-
-
 def _model_problem(spec: JobSpec, exc: BaseException) -> str:
-    """Either the configuration cannot be read, or it can and transformers has no class of that
-    architecture for the task (a BERT for seq2seq)."""
-    try:
-        model_type = AutoConfig.from_pretrained(spec.model_source(), trust_remote_code=False).model_type
-    except (OSError, ValueError, KeyError):
-        return (f"cannot read the configuration of {spec.model!r} ({_first_line(exc)}); name a model this "
-                "server has cached or a folder inside MODEL_DIRS")
-    return (f"{spec.model!r} is a {model_type} model, which has no {spec.task} form in transformers "
-            f"({_first_line(exc)}); use {TASK_MODELS[spec.task]}")
+    if isinstance(exc, UnsupportedTask):
+        return exc.describe(spec.model)
+    return (f"cannot read the configuration of {spec.model!r} ({_first_line(exc)}); name a model this "
+            "server has cached or a folder inside MODEL_DIRS")
 
 
 def _field_of(message: str) -> str:

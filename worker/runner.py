@@ -275,6 +275,10 @@ def _summary(error: ValidationError) -> str:
 
 
 def unknown_model_message(model: str, error: BaseException) -> str:
+    from adalora_core.hf import UnsupportedTask
+
+    if isinstance(error, UnsupportedTask):
+        return f"model {error.describe(model)}"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (f"model {model!r} could not be loaded ({first}). Check the hub id, or that this server can reach "
             "the hub or has the model cached, or name a folder inside MODEL_DIRS")

@@ -91,6 +91,18 @@ def test_a_schedule_that_does_not_fit_the_run_fails_before_loading_weights(engin
     assert error.startswith("configuration: tinit + tfinal (4 + 6)") and "train longer" in error
 
 
+def test_a_model_without_a_form_for_the_task_fails_naming_what_to_use(engine):
+    spec = tiny_job_spec()
+    spec["task"] = "seq2seq"  # the tiny BERT has no encoder-decoder form
+    spec["dataset"].update(source_column="sentence", target_column="label")
+    job_id = queued_job(spec)
+    assert run_job(job_id) == "failed"
+    with session_scope() as session:
+        error = session.get(Job, job_id).error
+    assert error == ("model 'tiny-bert' is a bert model, which has no seq2seq form in transformers; "
+                     "use an encoder-decoder model (T5, BART, ...)"), error
+
+
 def test_failures_we_can_name_get_a_fix_in_the_message():
     import torch
 
