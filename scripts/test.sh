@@ -28,6 +28,9 @@ if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One torch thread per process: the tests run workers beside the test process on a couple of cores, and
+# OpenMP threads that spin-wait for a busy core made a 14 s tiny job take over 100 s under load.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 if [ "${TEST_ALL:-}" = 1 ]; then marker=""; else marker="not slow or ci"; fi
 "$PY" -m pytest ${marker:+-m "$marker"} "$@"
