@@ -45,6 +45,28 @@ def revoke_key(prefix: str) -> bool:
         return revoke_api_key(session, prefix)
 
 
+def revoke_tenant(tenant: str) -> int | None:
+    from service.db import session_scope
+    from service.keys import revoke_tenant_keys
+
+    with session_scope() as session:
+        return revoke_tenant_keys(session, tenant)
+
+
+def list_keys(tenant: str | None) -> list[str]:
+    """A line per key: tenant, prefix (what revoke-key takes), state, name and dates."""
+    from service.db import session_scope
+    from service.keys import list_api_keys
+
+    def day(moment) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+    with session_scope() as session:
+        return [f"{key.tenant.name}\t{key.prefix}\t{'revoked ' + day(key.revoked_at) if key.revoked_at else 'active'}"
+                f"\tcreated {day(key.created_at)}\tlast used {day(key.last_used_at)}\t{key.name or ''}".rstrip()
+                for key in list_api_keys(session, tenant)]
+
+
 def reconcile_now() -> list[str]:
     """One reconciler pass (what each worker runs every RECONCILE_SECONDS); returns a line per kind of action."""
     from service.db import session_scope
@@ -168,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
     key.add_argument("--name", help="a note on what the key is for")
     revoke = commands.add_parser("revoke-key", help="revoke an API key by its prefix (the part after `ada_`)")
     revoke.add_argument("prefix")
+    revoke_all = commands.add_parser("revoke-tenant", help="revoke every key of a tenant; its jobs and files stay")
+    revoke_all.add_argument("tenant")
+    listing = commands.add_parser("list-keys", help="list keys (prefix, state, dates); never the secrets")
+    listing.add_argument("--tenant")
     commands.add_parser("reconcile", help="one reconciler pass now: re-send lost messages, requeue or fail jobs "
                                           "whose worker died, delete expired Idempotency-Key answers")
     for name, help_text in (("serve", "run the API"), ("dev", "migrate, then run the API and a worker")):
@@ -189,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         if not revoke_key(args.prefix):
             print(f"no active key with prefix {args.prefix!r}", file=sys.stderr)
             return 1
+    elif args.command == "revoke-tenant":
+        revoked = revoke_tenant(args.tenant)
+        if revoked is None:
+            print(f"no tenant named {args.tenant!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {revoked} key(s) of {args.tenant!r}")
+    elif args.command == "list-keys":
+        print("\n".join(list_keys(args.tenant)))
     elif args.command == "reconcile":
         print("\n".join(reconcile_now()))
     elif args.command == "serve":

@@ -60,3 +60,23 @@ def revoke_api_key(session: Session, prefix: str) -> bool:
         return False
     key.revoked_at = utcnow()
     return True
+
+
+def revoke_tenant_keys(session: Session, tenant_name: str) -> int | None:
+    """Revoke every active key of a tenant (None: no such tenant). Its jobs and files stay; a new key from
+    create-key gives it access again."""
+    tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
+    if tenant is None:
+        return None
+    active = [key for key in tenant.api_keys if key.revoked_at is None]
+    for key in active:
+        key.revoked_at = utcnow()
+    return len(active)
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
+    """Keys by tenant and age (never a secret: only the prefix and hash are stored)."""
+    query = select(ApiKey).join(Tenant).order_by(Tenant.name, ApiKey.created_at)
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return list(session.scalars(query))

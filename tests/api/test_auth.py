@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.keys import revoke_api_key
+from service.keys import create_api_key, revoke_api_key, revoke_tenant_keys, tenant_for_key
 
 PROTECTED = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"),
              ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"), ("GET", "/v1/jobs/x/checkpoints"),
@@ -54,6 +54,18 @@ def test_revoked_key_is_401(client, sessions, alice):
         assert revoke_api_key(session, prefix)
         session.commit()
     assert client.get("/v1/jobs", headers=alice).status_code == 401
+
+
+def test_revoking_a_tenant_locks_out_all_its_keys_and_no_other_tenant(client, sessions, alice, bob):
+    with sessions() as session:
+        tenant = tenant_for_key(session, alice["Authorization"].removeprefix("Bearer ")).name
+        second = {"Authorization": f"Bearer {create_api_key(session, tenant, 'second')}"}
+        session.commit()
+    assert client.get("/v1/jobs", headers=second).status_code == 200
+    with sessions() as session:
+        assert revoke_tenant_keys(session, tenant) == 2
+        session.commit()
+    assert [client.get("/v1/jobs", headers=h).status_code for h in (alice, second, bob)] == [401, 401, 200]
 
 
 def test_health_endpoints_need_no_key(client):

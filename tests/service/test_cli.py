@@ -46,6 +46,28 @@ def test_migrate_then_create_and_revoke_a_key(tmp_path, sqlite_env):
     assert again.returncode == 1 and "no active key" in again.stderr
 
 
+def test_list_keys_then_revoke_a_whole_tenant(tmp_path, sqlite_env):
+    assert cli("migrate", cwd=tmp_path, env=sqlite_env).returncode == 0
+    acme = [cli("create-key", "--tenant", "acme", "--name", f"ci {i}", cwd=tmp_path, env=sqlite_env).stdout.strip()
+            for i in range(2)]
+    other = cli("create-key", "--tenant", "other", cwd=tmp_path, env=sqlite_env).stdout.strip()
+
+    listed = cli("list-keys", cwd=tmp_path, env=sqlite_env).stdout.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [
+        ["acme", acme[0].split("_")[1], "active"], ["acme", acme[1].split("_")[1], "active"],
+        ["other", other.split("_")[1], "active"]]
+    assert not any(key.split("_")[2] in "\n".join(listed) for key in [*acme, other])  # never a secret
+
+    revoked = cli("revoke-tenant", "acme", cwd=tmp_path, env=sqlite_env)
+    assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked 2 key(s) of 'acme'"
+    states = [line.split("\t")[2] for line in cli("list-keys", "--tenant", "acme", cwd=tmp_path,
+                                                   env=sqlite_env).stdout.splitlines()]
+    assert len(states) == 2 and all(state.startswith("revoked ") for state in states)
+    assert cli("list-keys", "--tenant", "other", cwd=tmp_path, env=sqlite_env).stdout.split("\t")[2] == "active"
+    unknown = cli("revoke-tenant", "nobody", cwd=tmp_path, env=sqlite_env)
+    assert unknown.returncode == 1 and "no tenant named 'nobody'" in unknown.stderr
+
+
 def test_reconcile_runs_one_pass_and_says_what_it_did(tmp_path, sqlite_env):
     env = {**sqlite_env, "BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
            "QUEUED_GRACE_SECONDS": "60", "STALE_JOB_SECONDS": "60", "MAX_ATTEMPTS": "2",
