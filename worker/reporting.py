@@ -312,12 +312,14 @@ class ProgressReporter:
         """Everything buffered, plus the job's progress and heartbeat, in one commit; waits through an
         outage, and raises DatabaseUnavailable when it outlasts the limit (the buffers are kept)."""
         with self._write_lock:
-            batch = self._take()
+            batch, outages_before = self._take(), len(self.link.outages)
             try:
                 self.link.write(lambda session: batch.write(session, self.job_id), "writing progress")
             except BaseException:
                 self._put_back(batch)
                 raise
+            if len(self.link.outages) > outages_before and self._outage_step is None:
+                self._outage_step = batch.step  # this write, not the writer thread, met the outage
         self._after_outage()
 
     def _request_flush(self) -> None:
