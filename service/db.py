@@ -15,6 +15,11 @@ from service.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 10
+# libpq options for a connection whose peer vanished without a reset (a network cut, a host gone): TCP
+# keepalives notice an idle one within ~60 s, tcp_user_timeout a write left unacknowledged for 60 s. Without
+# them such a write hangs until the kernel gives up (many minutes) and the worker's outage retries never start.
+POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "keepalives": 1, "keepalives_idle": 30,
+                         "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60_000}
 
 
 def make_engine(url: str) -> Engine:
@@ -22,7 +27,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         # A host that does not answer fails a connection attempt in seconds, not after minutes of TCP retries
         # (a worker retrying through a database outage must not hang on one attempt).
-        args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        args = {key: value for key, value in POSTGRES_CONNECT_ARGS.items() if key not in parsed.query}  # the URL wins
         return create_engine(url, pool_pre_ping=True, connect_args=args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
