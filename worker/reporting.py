@@ -253,9 +253,7 @@ class ProgressReporter:
             def work(session: Session):
                 if batch is not None:
                     batch.write(session, self.job_id)
-                if poll:
-                    return session.execute(select(Job.status, Job.attempts).where(Job.id == self.job_id)).one_or_none()
-                return None
+                return self._job_state(session) if poll else None
 
             done, row = self.link.try_once(work, "writing progress", commit=batch is not None)
             if not done:
@@ -267,6 +265,10 @@ class ProgressReporter:
         if poll:
             self.last_poll_time = now
             self._read_status(row)
+
+    def _job_state(self, session: Session):
+        """(status, attempts) of the job row, or None when it is gone: what _read_status judges."""
+        return session.execute(select(Job.status, Job.attempts).where(Job.id == self.job_id)).one_or_none()
 
     def _read_status(self, row) -> None:
         status, attempts = row or (None, None)
@@ -372,10 +374,7 @@ class ProgressReporter:
             now = time.monotonic()
             if not self.stop and now - self.last_poll_time >= self.poll_seconds:
                 self.last_poll_time = now
-                done, row = self.link.try_once(
-                    lambda session: session.execute(select(Job.status, Job.attempts)
-                                                    .where(Job.id == self.job_id)).one_or_none(),
-                    "polling the status", commit=False)
+                done, row = self.link.try_once(self._job_state, "polling the status", commit=False)
                 if done:
                     self._read_status(row)
         return self.stop
