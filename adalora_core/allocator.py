@@ -1,4 +1,8 @@
-"""RankAllocator: sensitivity-scored triplets, the cubic budget schedule, one global threshold.
+"""RankAllocator: sensitivity-scored triplets, the cubic budget schedule, one global ranking.
+
+The budget counts adapter parameters (each triplet of a module costs in + out + 1: a row of A, a column of
+B, one singular value) or, as in the paper, triplets (`AdaLoraConfig.budget_unit`). Either way one global
+ranking of all triplets of all modules decides what is kept.
 
 Call `update(step)` after `optimizer.step()` and before `zero_grad()`, with `step` the 0-based index of
 the optimizer step just taken (gradient accumulation therefore never skews the schedule); it consumes
@@ -18,12 +22,14 @@ from .layer import SVDLinear
 
 @dataclass(frozen=True)
 class Allocation:
-    """What one allocation step decided: the budget (total rank) and the kept rank of each module."""
+    """What one allocation step decided: the budget (in the allocator's unit), the kept rank of each module
+    and the adapter parameters those ranks hold."""
 
     step: int
     budget: int
     ranks: dict[str, int]
     final: bool  # True at the step after which the mask is frozen
+    params: int  # adapter parameters kept: sum over modules of rank x (in + out + 1)
     warning: str | None = None  # set when the allocation looks broken (see RankAllocator._guard)
 
 
@@ -67,8 +73,15 @@ class RankAllocator:
         self.beta1, self.beta2 = config.beta1, config.beta2
         tinit, tfinal = config.schedule_steps(total_step)
         n = len(self.modules)
-        self.schedule = BudgetSchedule(self.r * n, round(target_rank(config, self.modules) * n),
-                                       total_step, tinit, tfinal, config.delta_t)
+        self.unit = config.budget_unit
+        # (n, 1) parameters per triplet of each module; integers so that budgets are met exactly.
+        device = modules[self.names[0]].lora_E.device
+        self.cost = torch.tensor([[m.in_features + m.out_features + 1] for m in self.modules], device=device)
+        if self.unit == "params":
+            init_budget, target_budget = int(self.cost.sum()) * self.r, target_params(config, self.modules)
+        else:
+            init_budget, target_budget = self.r * n, round(target_rank(config, self.modules) * n)
+        self.schedule = BudgetSchedule(init_budget, target_budget, total_step, tinit, tfinal, config.delta_t)
         # Parameters in a fixed order: A of every module, then E, then B.
         self.params = ([m.lora_A for m in self.modules] + [m.lora_E for m in self.modules]
                        + [m.lora_B for m in self.modules])
@@ -107,7 +120,7 @@ class RankAllocator:
             self.ema_ipt, self.ema_unc = [], []  # no longer needed; free the memory
         else:
             self.allocations += 1
-        return Allocation(step, budget, self.ranks(), final, warning)
+        return Allocation(step, budget, self.ranks(), final, self.kept_params(), warning)
 
     def _guard(self, scores: torch.Tensor) -> str | None:
         """The classic AdaLoRA failure: the allocator never ran while budgeting, or saw no gradient at all."""
@@ -145,12 +158,15 @@ class RankAllocator:
 
     def _prune_to(self, budget: int) -> torch.Tensor:
         scores = self.triplet_scores()
-        k = self.mask.numel() - budget
-        if k <= 0:
-            self.mask.fill_(True)
+        if self.unit == "params":
+            self.mask = keep_within(scores, self.cost.expand_as(scores), budget)
         else:
-            threshold = torch.kthvalue(scores.view(-1), k).values
-            self.mask = scores > threshold
+            k = self.mask.numel() - budget
+            if k <= 0:
+                self.mask.fill_(True)
+            else:
+                threshold = torch.kthvalue(scores.view(-1), k).values
+                self.mask = scores > threshold
         self._apply_mask()
         return scores
 
@@ -162,6 +178,9 @@ class RankAllocator:
 
     def ranks(self) -> dict[str, int]:
         return dict(zip(self.names, self.mask.sum(dim=1).tolist()))
+
+    def kept_params(self) -> int:
+        return int((self.mask * self.cost).sum())
 
     def rank_pattern(self) -> dict[str, list[bool]]:
         return dict(zip(self.names, self.mask.tolist()))
@@ -182,15 +201,46 @@ class RankAllocator:
         self.ema_unc = [t.to(device) for t in state["ema_unc"]]
 
 
+def keep_within(scores: torch.Tensor, cost: torch.Tensor, budget: int) -> torch.Tensor:
+    """The mask of the highest-scoring triplets whose costs fit in `budget`: walk the triplets from the best
+    score down and keep each one that still fits (greedy by score, skipping the ones too big for what is
+    left). Batched: each pass keeps the longest run of fitting candidates with one cumsum, and the next
+    pass only looks at cheaper triplets, so there are at most as many passes as distinct costs."""
+    order = torch.argsort(scores.view(-1), descending=True, stable=True)
+    cost = cost.reshape(-1)[order]
+    keep = torch.zeros_like(cost, dtype=torch.bool)
+    left = torch.tensor(budget, device=cost.device)
+    while True:
+        candidate = ~keep & (cost <= left)
+        if not bool(candidate.any()):
+            break
+        take = candidate & (torch.cumsum(cost * candidate, 0) <= left)
+        keep |= take
+        left = left - (cost * take).sum()
+    mask = torch.empty_like(keep)
+    mask[order] = keep
+    return mask.view(scores.shape)
+
+
+def rank_cost(modules: list[SVDLinear]) -> int:
+    """Adapter parameters of one rank in every module: a row of A, a column of B and one E each."""
+    return sum(m.in_features + m.out_features + 1 for m in modules)
+
+
+def target_params(config: AdaLoraConfig, modules: list[SVDLinear]) -> int:
+    """The final budget in parameters: target_params, or what rank target_r in every module costs."""
+    per_rank = rank_cost(modules)
+    if config.target_params is None:
+        return round(config.target_r * per_rank)
+    if config.target_params > per_rank * config.init_r:
+        raise ConfigError(f"target_params={config.target_params} exceeds the adapters' size at init_r="
+                          f"{config.init_r} ({per_rank * config.init_r}): lower target_params or raise init_r")
+    return config.target_params
+
+
 def target_rank(config: AdaLoraConfig, modules: list[SVDLinear]) -> float:
     """Average final rank: target_r, or the rank whose A, E and B sizes add up to target_params."""
     if config.target_r is not None:
         return config.target_r
-    # Each kept rank of a module costs in + out + 1 parameters (a row of A, a column of B, one E).
-    per_rank = sum(m.in_features + m.out_features + 1 for m in modules)
-    rank = config.target_params / per_rank
-    if rank > config.init_r:
-        raise ConfigError(f"target_params={config.target_params} exceeds the adapters' size at init_r="
-                          f"{config.init_r} ({per_rank * config.init_r}): lower target_params or raise init_r")
-    return rank
+    return target_params(config, modules) / rank_cost(modules)
 

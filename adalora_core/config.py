@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Init = Literal["gaussian", "orthogonal", "svd"]
+Init = Literal["lora", "svd", "orthogonal", "gaussian"]
+BudgetUnit = Literal["params", "ranks"]
 
 # Attention and MLP linears of each architecture family, as module-name suffixes.
 DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
@@ -40,7 +41,12 @@ class ConfigError(ValueError):
 class AdaLoraConfig:
     init_r: int = 12                      # rank every adapted module starts with
     target_r: float | None = 8.0          # average rank per module at the end of budgeting
-    target_params: int | None = None      # or: total adapter parameters at the end (sets target_r)
+    target_params: int | None = None      # or: total adapter parameters at the end of budgeting
+    # What the budget counts. "params": adapter parameters, a triplet of a module costing in + out + 1, so
+    # target_r=2 keeps exactly what rank 2 everywhere would cost (LoRA r=2 plus the singular values);
+    # "ranks": triplets, whatever their size (the paper's and PEFT's; an MLP rank then costs 2.5x an
+    # attention rank and the kept parameters drift above the target).
+    budget_unit: BudgetUnit = "params"
     lora_alpha: float = 32.0              # dW is scaled by lora_alpha / init_r
     lora_dropout: float = 0.0             # dropout on the adapter's input
     target_modules: list[str] | str | None = None  # name suffixes, or a regex on full names; None: per family
@@ -68,6 +74,11 @@ class AdaLoraConfig:
                               "lower target_r or raise init_r")
         if self.target_params is not None and self.target_params < 0:
             raise ConfigError("target_params must be >= 0")
+        if self.budget_unit not in ("params", "ranks"):
+            raise ConfigError(f"budget_unit must be params or ranks, got {self.budget_unit!r}")
+        if self.budget_unit == "ranks" and self.target_params is not None:
+            raise ConfigError("target_params is a parameter budget: use budget_unit='params', "
+                              "or give target_r (an average rank) for a budget in ranks")
         for name in ("beta1", "beta2"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be strictly between 0 and 1, got {getattr(self, name)}")
@@ -81,8 +92,8 @@ class AdaLoraConfig:
             raise ConfigError(f"delta_t must be >= 1 step, got {self.delta_t}")
         if self.tinit < 0 or self.tfinal < 0:
             raise ConfigError("tinit and tfinal must be >= 0")
-        if self.init not in ("gaussian", "orthogonal", "svd"):
-            raise ConfigError(f"init must be gaussian, orthogonal or svd, got {self.init!r}")
+        if self.init not in ("lora", "svd", "orthogonal", "gaussian"):
+            raise ConfigError(f"init must be lora, svd, orthogonal or gaussian, got {self.init!r}")
         if self.e_lr_multiplier <= 0:
             raise ConfigError(f"e_lr_multiplier must be > 0, got {self.e_lr_multiplier}")
         if self.total_step is not None:

@@ -14,7 +14,8 @@ def is_conv1d(module: nn.Module) -> bool:
 class SVDLinear(nn.Module):
     """Wraps `base` (nn.Linear or Conv1D). A: (r, in), E: (r, 1), B: (out, r), all fp32 and trainable.
 
-    E starts at zero, so the wrapped layer equals the base layer at step 0 whatever A and B are.
+    dW is zero at step 0, so the wrapped layer equals the base layer: E = 0 for the SVD-style inits (the
+    paper's), or B = 0 with E = 1 for init="lora" (LoRA's own start, where B learns from the first step).
     Pruning a rank zeroes its E entry; the mask lives in the allocator, not here.
     """
 
@@ -38,7 +39,11 @@ class SVDLinear(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, init: str) -> None:
         self.lora_E.zero_()
-        if init == "gaussian":  # the paper's and PEFT's choice
+        if init == "lora":  # LoRA's start: A as nn.Linear initialises a weight, B = 0, every E = 1
+            nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+            self.lora_B.zero_()
+            self.lora_E.fill_(1.0)
+        elif init == "gaussian":  # the paper's and PEFT's choice
             nn.init.normal_(self.lora_A, std=0.02)
             nn.init.normal_(self.lora_B, std=0.02)
         elif init == "orthogonal":

@@ -76,7 +76,9 @@ class TrainCallbacks:
     """Hooks the loop calls; override what you need. `step` counts optimizer steps completed (1-based)."""
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
-    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None: ...
+    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool, params: int) -> None:
+        """After an allocation: the budget (in AdaLoraConfig.budget_unit), each module's kept rank, and
+        the adapter parameters kept."""
     def on_event(self, level: str, message: str) -> None: ...
     def on_checkpoint(self, step: int, path: str) -> None: ...
     def should_stop(self) -> bool:
@@ -163,7 +165,8 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             _report_allocation(allocation, callbacks)
         task_loss, orth_loss, grad_norm = torch.cat([losses, grad_norm.view(1).float()]).tolist()
         metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
-                   "grad_norm": grad_norm, "budget": float(allocator.current_budget)}
+                   "grad_norm": grad_norm, "budget": float(allocator.current_budget),
+                   "adapter_params": float(allocator.kept_params())}
         if eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
             metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
         callbacks.on_metrics(done, metrics)
@@ -196,7 +199,8 @@ def _report_allocation(allocation: Allocation, callbacks: TrainCallbacks) -> Non
     if allocation.warning:
         warnings.warn(allocation.warning, RuntimeWarning, stacklevel=3)
         callbacks.on_event("warning", allocation.warning)
-    callbacks.on_allocation(allocation.step + 1, allocation.budget, allocation.ranks, allocation.final)
+    callbacks.on_allocation(allocation.step + 1, allocation.budget, allocation.ranks, allocation.final,
+                            allocation.params)
 
 
 def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:

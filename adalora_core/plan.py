@@ -6,22 +6,26 @@ from dataclasses import replace
 
 from torch import nn
 
-from .allocator import RankAllocator, target_rank
+from .allocator import RankAllocator, rank_cost, target_rank
 from .config import AdaLoraConfig
 from .inject import inject_adalora
 
 
 def plan_run(model: nn.Module, config: AdaLoraConfig, total_step: int) -> dict:
-    """Injects into `model` (pass a throwaway one, e.g. build_model(..., empty=True)) and reports the plan."""
+    """Injects into `model` (pass a throwaway one, e.g. build_model(..., empty=True)) and reports the plan.
+
+    Budgets are in `budget_unit`. With a parameter budget `adapter_params_final` is the most the run keeps
+    (it ends within one triplet of it); with a rank budget it is what target_r in every module would cost,
+    and the run keeps more or less depending on where the allocator puts the ranks.
+    """
     config = replace(config, init="gaussian", total_step=total_step)  # no SVD on meta tensors
     adapted = inject_adalora(model, config)
     modules = list(adapted.modules.values())
     allocator = RankAllocator(adapted.modules, config, total_step)
-    per_rank = sum(m.in_features + m.out_features + 1 for m in modules)
-    final_rank = target_rank(config, modules)
-    counts = adapted.parameter_counts()
-    final_adapter = round(per_rank * final_rank)
     schedule = allocator.schedule
+    counts = adapted.parameter_counts()
+    final_rank = target_rank(config, modules)
+    final_adapter = schedule.target_budget if config.budget_unit == "params" else round(rank_cost(modules) * final_rank)
     return {
         "adapted_modules": len(modules),
         "adapter_params_init": counts["adapter"],
@@ -30,10 +34,12 @@ def plan_run(model: nn.Module, config: AdaLoraConfig, total_step: int) -> dict:
         "trainable_params_init": counts["trainable"],
         "trainable_params_final": final_adapter + counts["heads"],
         "target_r": final_rank,
+        "budget_unit": config.budget_unit,
         "budget_init": schedule.init_budget,
         "budget_final": schedule.target_budget,
         "total_step": total_step,
         "tinit": schedule.tinit,
         "tfinal": schedule.tfinal,
         "schedule": [[step + 1, budget] for step, budget in schedule.points()],
+        "ranks_init": allocator.ranks(),
     }

@@ -43,7 +43,8 @@ def reference_triplet_scores(history, beta1, beta2):
 
 def test_triplet_scores_and_pruning_match_a_hand_written_reference():
     modules = two_modules()
-    config = AdaLoraConfig(init_r=3, target_r=1, tinit=0, tfinal=1, delta_t=1, beta1=0.8, beta2=0.7)
+    config = AdaLoraConfig(init_r=3, target_r=1, tinit=0, tfinal=1, delta_t=1, beta1=0.8, beta2=0.7,
+                           budget_unit="ranks")
     allocator = RankAllocator(modules, config, total_step=4)
     history = []
     for step in range(2):
@@ -78,11 +79,12 @@ def test_cubic_schedule_shape_and_allocation_steps():
     assert budgets == sorted(budgets, reverse=True)
 
 
+@pytest.mark.parametrize("unit", ["ranks", "params"])
 @pytest.mark.parametrize("tinit,tfinal,delta_t,total", [(0, 0, 1, 10), (0, 3, 4, 10), (2, 0, 3, 10), (0, 0, 1, 2),
                                                        (1, 0, 1, 2)])
-def test_schedule_edges_reach_the_target_and_freeze(tinit, tfinal, delta_t, total):
+def test_schedule_edges_reach_the_target_and_freeze(tinit, tfinal, delta_t, total, unit):
     modules = two_modules()
-    config = AdaLoraConfig(init_r=3, target_r=1, tinit=tinit, tfinal=tfinal, delta_t=delta_t)
+    config = AdaLoraConfig(init_r=3, target_r=1, tinit=tinit, tfinal=tfinal, delta_t=delta_t, budget_unit=unit)
     allocator = RankAllocator(modules, config, total_step=total)
     finals = []
     for step in range(total):
@@ -91,8 +93,11 @@ def test_schedule_edges_reach_the_target_and_freeze(tinit, tfinal, delta_t, tota
         if allocation:
             assert allocation.step > tinit or allocation.final
             finals.append(allocation.final)
-    assert finals and finals[-1] and finals.count(True) == 1
-    assert sum(allocator.ranks().values()) == 2 and allocator.frozen
+    assert finals and finals[-1] and finals.count(True) == 1 and allocator.frozen
+    if unit == "ranks":
+        assert sum(allocator.ranks().values()) == 2
+    else:  # rank 1 everywhere costs 10 + 9 = 19; the kept triplets fit and leave less than the smallest one
+        assert 19 - 9 < allocator.kept_params() <= 19
 
 
 def test_mask_stays_frozen_after_the_final_allocation():
@@ -136,10 +141,16 @@ def test_state_dict_round_trip_preserves_scores_and_mask():
     assert restored.rank_pattern() == allocator.rank_pattern() and restored.current_budget == allocator.current_budget
 
 
-def test_target_params_sets_the_average_rank():
+def test_budgets_count_parameters_or_ranks():
     modules = two_modules(r=4)
     per_rank = (4 + 5 + 1) + (6 + 2 + 1)
-    allocator = RankAllocator(modules, AdaLoraConfig(init_r=4, target_r=None, target_params=2 * per_rank), 10)
-    assert allocator.schedule.target_budget == 4  # rank 2 per module on average
+    by_params = RankAllocator(modules, AdaLoraConfig(init_r=4, target_r=None, target_params=2 * per_rank - 3), 10)
+    assert (by_params.schedule.init_budget, by_params.schedule.target_budget) == (4 * per_rank, 2 * per_rank - 3)
+    by_rank = RankAllocator(modules, AdaLoraConfig(init_r=4, target_r=1.5), 10)  # what rank 1.5 everywhere costs
+    assert by_rank.schedule.target_budget == round(1.5 * per_rank)
+    paper = RankAllocator(modules, AdaLoraConfig(init_r=4, target_r=1.5, budget_unit="ranks"), 10)
+    assert (paper.schedule.init_budget, paper.schedule.target_budget) == (8, 3)
     with pytest.raises(ConfigError, match="lower target_params or raise init_r"):
         RankAllocator(modules, AdaLoraConfig(init_r=4, target_r=None, target_params=5 * per_rank), 10)
+    with pytest.raises(ConfigError, match="target_params is a parameter budget"):
+        AdaLoraConfig(target_r=None, target_params=100, budget_unit="ranks")

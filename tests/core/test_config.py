@@ -12,7 +12,9 @@ from adalora_core import AdaLoraConfig, ConfigError, TrainArgs
     (dict(delta_t=0), "delta_t must be >= 1"),
     (dict(init_r=0, target_r=0), "raise init_r"),
     (dict(orth_reg_weight=-1), "orth_reg_weight must be >= 0"),
-    (dict(init="kaiming"), "init must be gaussian, orthogonal or svd"),
+    (dict(init="kaiming"), "init must be lora, svd, orthogonal or gaussian"),
+    (dict(target_r=None, target_params=10, budget_unit="ranks"), "target_params is a parameter budget"),
+    (dict(budget_unit="triplets"), "budget_unit must be params or ranks"),
     (dict(tinit=2.5), "neither a fraction"),
 ])
 def test_invalid_config_names_the_fix(kwargs, fix):

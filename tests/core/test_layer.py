@@ -7,14 +7,26 @@ from adalora_core import AdaLoraConfig, SVDLinear, inject_adalora, unload
 from tests.core.tiny import tiny_bert, tiny_gpt2
 
 
-@pytest.mark.parametrize("init", ["gaussian", "orthogonal", "svd"])
+@pytest.mark.parametrize("init", ["lora", "gaussian", "orthogonal", "svd"])
 def test_wrapped_model_equals_base_model_at_init(init):
     x = torch.randint(0, 100, (3, 8))
     model = tiny_bert()
     before = model(input_ids=x).logits
     inject_adalora(model, AdaLoraConfig(init_r=4, target_r=2, init=init))
-    # E starts at exactly zero, so the adapter adds exactly zero: equality, not closeness.
+    # E = 0 (or B = 0 for the lora init), so the adapter adds exactly zero: equality, not closeness.
     assert torch.equal(model(input_ids=x).logits, before)
+
+
+def test_lora_init_starts_like_lora_and_b_learns_first():
+    torch.manual_seed(0)
+    layer = SVDLinear(nn.Linear(16, 24), r=4, lora_alpha=8, init="lora")
+    assert torch.equal(layer.lora_B, torch.zeros(24, 4)) and torch.equal(layer.lora_E, torch.ones(4, 1))
+    bound = 1 / 16 ** 0.5  # kaiming-uniform with a = sqrt(5), as nn.Linear initialises its weight
+    assert layer.lora_A.abs().max() <= bound and layer.lora_A.std() > bound / 4
+    layer(torch.randn(5, 16)).pow(2).sum().backward()
+    # B = 0: only B has a gradient at the first step (the paper's E = 0 start gives E alone one instead).
+    assert layer.lora_B.grad.abs().sum() > 0
+    assert not layer.lora_A.grad.any() and not layer.lora_E.grad.any()
 
 
 def test_gpt2_conv1d_layers_are_wrapped_with_fan_in_fan_out():

@@ -13,7 +13,7 @@ class Recorder(TrainCallbacks):
     def on_metrics(self, step, metrics):
         self.metrics.append((step, metrics))
 
-    def on_allocation(self, step, budget, ranks, final):
+    def on_allocation(self, step, budget, ranks, final, params):
         self.allocations.append((step, budget, sum(ranks.values()), final))
 
     def on_event(self, level, message):
@@ -26,7 +26,7 @@ class Recorder(TrainCallbacks):
         return self.stop_at is not None and len(self.metrics) >= self.stop_at
 
 
-CONFIG = AdaLoraConfig(init_r=4, target_r=2, tinit=2, tfinal=3, delta_t=2, lora_dropout=0.1)
+CONFIG = AdaLoraConfig(init_r=4, target_r=2, tinit=2, tfinal=3, delta_t=2, lora_dropout=0.1, budget_unit="ranks")
 
 
 def run(bert_dir, callbacks=None, resume_from=None, clock=None, **overrides):
