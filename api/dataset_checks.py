@@ -1,8 +1,8 @@
 """Checks on a job's uploaded files before it is queued, from what the upload recorded (columns, their
 types, NaN and missing counts, distinct values, row count): no file is read, no torch is imported.
 
-What only the data can tell (a missing column, a single class, labels seen only in validation, NaN scores,
-fewer rows than a batch) is refused here with a 422 instead of failing the job later.
+What only the data can tell (a missing column, a single class, labels seen only in validation, NaN or
+infinite scores, fewer rows than a batch) is refused here with a 422 instead of failing the job later.
 """
 
 from __future__ import annotations
@@ -85,14 +85,12 @@ def _column(file: File, name: str) -> dict:
 
 def _labels_usable(ds: FileDataset, train: File, validation: File | None) -> None:
     name = label_column(ds, train)
+    if validation is not None and name not in _names(validation):
+        raise SpecError("dataset.validation_file_id", _missing(name, validation))
+    _every_row_labelled(train, name, "dataset.label_column")
+    if validation is not None:
+        _every_row_labelled(validation, name, "dataset.validation_file_id")
     stats = _column(train, name)
-    field = "dataset.label_column"
-    if stats["nulls"]:
-        raise SpecError(field, f"{stats['nulls']} rows of {train.filename} have no value in {name!r}; "
-                               "remove those rows or fill in their labels")
-    if stats["nans"]:
-        raise SpecError(field, f"{stats['nans']} rows of {train.filename} have NaN in {name!r}; every row "
-                               "needs a finite score or a label: remove or fix those rows")
     if _is_regression(ds.label_type, stats["type"]):
         if stats["type"] not in ("int", "float"):
             raise SpecError("dataset.label_type", f"regression needs numbers, but {name!r} holds "
@@ -100,10 +98,8 @@ def _labels_usable(ds: FileDataset, train: File, validation: File | None) -> Non
         return
     classes = stats["values"]
     if classes is not None and len(classes) < 2:
-        raise SpecError(field, f"{name!r} has a single class ({classes[0]!r}) in {train.filename}; "
-                               "classification needs at least two: add rows of other classes")
-    if validation is not None and name not in _names(validation):
-        raise SpecError("dataset.validation_file_id", _missing(name, validation))
+        raise SpecError("dataset.label_column", f"{name!r} has a single class ({classes[0]!r}) in {train.filename}; "
+                                                "classification needs at least two: add rows of other classes")
     if validation is not None and classes is not None:
         val_stats = _column(validation, name)
         unseen = sorted(set(val_stats["values"] or []) - set(classes))
@@ -112,6 +108,17 @@ def _labels_usable(ds: FileDataset, train: File, validation: File | None) -> Non
                             f"labels {unseen[:5]} occur in {validation.filename} but never in training "
                             f"({train.filename} has {', '.join(classes)}); the model cannot predict them: fix the "
                             "labels or add training rows of those classes")
+
+
+def _every_row_labelled(file: File, name: str, field: str) -> None:
+    """No missing, NaN or infinite label: the worker refuses each of them (infinities were not counted in
+    files uploaded before, hence the default)."""
+    stats = _column(file, name)
+    for count, what in ((stats["nulls"], "no value"), (stats["nans"], "NaN"),
+                        (stats.get("infs", 0), "Infinity or -Infinity")):
+        if count:
+            raise SpecError(field, f"{count} rows of {file.filename} have {what} in {name!r}; every row needs "
+                                   "a finite score or a label: remove those rows or fix their labels")
 
 
 def _is_regression(label_type: str, column_type: str) -> bool:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
-from adalora_core.hf import UnsupportedTask
 
 from api.errors import SpecError
 from api.schemas import DryRunPublic
 from service.datafiles import DataError, count_training_rows, n_rows, read_splits
 from service.jobspec import HubDataset, JobSpec
+from service.model_problems import load_problem
+from service.redaction import hide_server_paths
 from worker.data.causal_lm import packed_blocks
 from worker.data.columns import map_columns
 from worker.data.encoding import require_vocabulary, texts_of
@@ -28,7 +29,7 @@ def plan_job(spec: JobSpec) -> DryRunPublic:
     try:
         model = build_model(spec.model_source(), spec.task, empty=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise SpecError("model", _model_problem(spec, exc)) from exc
+        raise SpecError("model", load_problem(spec.model, exc)) from exc
     try:
         plan = plan_run(model, config, total_step=total_steps)
     except ConfigError as exc:
@@ -76,13 +77,6 @@ def _training_examples(spec: JobSpec) -> tuple[int, str]:
     return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
 
 
-def _model_problem(spec: JobSpec, exc: BaseException) -> str:
-    if isinstance(exc, UnsupportedTask):
-        return exc.describe(spec.model)
-    return (f"cannot read the configuration of {spec.model!r} ({_first_line(exc)}); name a model this "
-            "server has cached or a folder inside MODEL_DIRS")
-
-
 def _field_of(message: str) -> str:
     if "target_modules" in message:
         return "budget.target_modules"
@@ -92,4 +86,4 @@ def _field_of(message: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return hide_server_paths((str(exc).strip().splitlines() or [type(exc).__name__])[0])

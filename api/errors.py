@@ -7,11 +7,15 @@ import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.redaction import hide_server_paths
 
 log = logging.getLogger(__name__)
 REQUEST_PARTS = ("body", "query", "path", "header")
@@ -43,7 +47,7 @@ def field_errors(errors: list[dict[str, Any]], body: Any) -> list[FieldError]:
 
 
 def _field_error(error: dict[str, Any], body: Any) -> FieldError:
-    field, message = _field_name(error["loc"], body), _message(error)
+    field, message = _field_name(error["loc"], body), hide_server_paths(_message(error))
     if error.get("type") == "json_invalid":
         field = "body"  # pydantic's loc ends with the character offset, not a field
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
@@ -83,14 +87,36 @@ def _drop_union_tags(parts: list, body: Any) -> list:
 
 
 def _message(error: dict[str, Any]) -> str:
-    kind, msg = error.get("type", ""), str(error.get("msg", ""))
+    kind, msg, ctx = error.get("type", ""), str(error.get("msg", "")), error.get("ctx") or {}
     if kind == "extra_forbidden":
         return "unknown field: remove it or check its spelling (see the schema at /docs)"
     if kind == "missing":
         return "required field is missing"
     if kind == "json_invalid":
-        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', msg)} at character {error['loc'][-1]})"
+        return f"the body is not valid JSON ({ctx.get('error', msg)} at character {error['loc'][-1]})"
+    if kind == "finite_number":
+        return "must be a finite number, not NaN or Infinity"
+    if kind == "union_tag_invalid":
+        return f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}: use one of {ctx['expected_tags']}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return _not_an_object(error)
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _not_an_object(error: dict[str, Any]) -> str:
+    value = error.get("input")
+    if error["loc"][1:]:
+        return f"must be an object {{...}} of named fields, not {_json_kind(value)}"
+    if isinstance(value, bytes):  # FastAPI reads the body as JSON only when the request says it is JSON
+        return ("the body is not marked as JSON: send the job spec with the header Content-Type: application/json "
+                "(curl -H 'Content-Type: application/json')")
+    return f"the body must be a JSON object {{...}} holding the job spec, not {_json_kind(value)}"
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "true or false", type(None): "null", int: "a number",
+             float: "a number"}
+    return kinds.get(type(value), "a value of another kind")
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,8 +125,23 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _spec_error(request: Request, exc: SpecError) -> JSONResponse:
-    body = ValidationErrorBody(detail=[FieldError(field=exc.field, message=exc.message)])
+    body = ValidationErrorBody(detail=[FieldError(field=exc.field, message=hide_server_paths(exc.message))])
     return JSONResponse(body.model_dump(), status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI answers a JSON body it could not read with a bare "There was an error parsing the body";
+    the cause says which of the two it is."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        detail = (f"the body is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}); "
+                  "send the job spec as UTF-8 JSON")
+    elif exc.status_code == 400 and isinstance(cause, RecursionError):
+        detail = ("the body nests arrays or objects too deeply to read (hundreds of levels; a job spec needs "
+                  "four): send the job spec as the schema at /docs describes")
+    else:
+        return await http_exception_handler(request, exc)
+    return JSONResponse({"detail": detail}, status_code=400)
 
 
 # How long a client should wait while the database is unreachable: a Postgres restart or failover takes seconds.
@@ -122,6 +163,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.monitoring import RequestMetrics, make_registry
 from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, ranks
@@ -27,12 +28,12 @@ async def lifespan(app: FastAPI):
 
 def create_app() -> FastAPI:
     app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan,
-                  max_body_size=get_settings().max_body_bytes,  # JSON bodies; an upload route sets its own
                   description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
     for router in V1_ROUTERS:
         app.include_router(router)
     app.include_router(health.router)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes, exempt=[("POST", files.UPLOAD_PATH)])
     app.state.metrics_registry = make_registry()
     app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)
     return app

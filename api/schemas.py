@@ -143,6 +143,7 @@ class FileColumn(BaseModel):
     type: str = Field(description="int, float, str, bool, list, dict (or null when every value is missing)")
     nulls: int = Field(description="rows without a value")
     nans: int = Field(description="rows whose value is NaN")
+    infs: int = Field(default=0, description="rows whose value is Infinity or -Infinity")
     distinct: int | None = Field(description="distinct values, when there are at most 100 short ones")
     values: list[str] | None = Field(description="those distinct values (labels, say), as text")
 

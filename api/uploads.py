@@ -55,6 +55,7 @@ class _Receiver:
         self.part: str | None = None    # name of the part being received
         self.text = bytearray()
         self.seen_file = False
+        self.complete = False  # the closing boundary arrived: nothing of the body is missing
 
     def on_part_begin(self) -> None:
         self.headers, self.part, self.text = {}, None, bytearray()
@@ -98,9 +99,12 @@ class _Receiver:
         if self.part in TEXT_FIELDS:
             self.upload.fields[self.part] = self.text.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        self.complete = True
+
     def callbacks(self) -> dict:
         names = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
-                 "on_part_data", "on_part_end")
+                 "on_part_data", "on_part_end", "on_end")
         return {name: getattr(self, name) for name in names}
 
 
@@ -128,6 +132,10 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> ReceivedUp
         except MultipartParseError as e:
             raise bad_request(f"malformed multipart body ({e}); send the file with a multipart/form-data "
                               "client (curl -F, requests files=...)") from None
+    if not receiver.complete:  # python-multipart's finalize() does not check this itself
+        raise bad_request(f"the upload was cut short: the body ended before its closing multipart boundary "
+                          f"({receiver.upload.size} bytes of the file had arrived); nothing was stored: send the "
+                          "file again")
     if not receiver.seen_file:
         raise bad_request(f"no file: send the dataset in the multipart field `{FILE_FIELD}`")
     receiver.upload.sha256 = receiver.digest.hexdigest()

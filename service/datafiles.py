@@ -44,6 +44,9 @@ def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Co
             rows = loaded if isinstance(loaded, list) else _rows_from_columns(loaded, path)
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
         raise DataError(f"dataset file {path.name} is not valid {fmt}: {e}") from e
+    except RecursionError:  # a value nested thousands deep; uploads refuse these when they arrive
+        raise DataError(f"dataset file {path.name}: values are nested too deeply to read (lists or objects "
+                        "inside each other, thousands of levels); flatten them") from None
     if not rows:
         raise DataError(f"dataset file {path.name} has no rows")
     if not all(isinstance(row, dict) for row in rows):

@@ -29,6 +29,10 @@ CLIP_CHARS = 200      # longer preview strings are cut
 DISTINCT_CAP = 100    # distinct values kept per column (enough for any label set)
 DISTINCT_MAX_CHARS = 100  # a longer value is text, not a label: stop collecting that column's values
 INTEGER = re.compile(r"^[+-]?\d+$")
+MAX_JSON_DEPTH = 32   # lists and objects inside each other; a chat with tool calls needs about 6
+# Byte-order marks of the text encodings we do not read, longest first (UTF-32-LE's starts with UTF-16-LE's).
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+             (codecs.BOM_UTF16_BE, "UTF-16"))
 
 # Text fields may be long; MAX_LINE_BYTES bounds them instead of csv's 128 KiB default.
 csv.field_size_limit(2**31 - 1)
@@ -47,6 +51,9 @@ def detect_format(path: Path, filename: str) -> str:
     if suffix == ".parquet":
         raise DataError("not a Parquet file: it does not start with the PAR1 magic bytes; upload the file "
                         "as written by pandas/pyarrow, or name it after its real format")
+    if (encoding := wide_encoding(head)) is not None:
+        raise DataError(f"the file is {encoding} text; this server reads UTF-8: save it as UTF-8 (e.g. "
+                        f"`iconv -f {encoding.lower()} -t utf-8`, or \"CSV UTF-8\" in Excel)")
     if not head.removeprefix(codecs.BOM_UTF8).strip():
         raise DataError("empty file: it holds no data; upload a file with a header and rows, or JSON records")
     if b"\0" in head:
@@ -67,17 +74,30 @@ def detect_format(path: Path, filename: str) -> str:
     return "tsv" if b"\t" in first_line else "csv"
 
 
+def wide_encoding(head: bytes) -> str | None:
+    """UTF-16 or UTF-32 when `head` starts with their byte-order mark, or is UTF-16 without one (ASCII
+    text then has a NUL in every other byte); otherwise None."""
+    for bom, encoding in WIDE_BOMS:
+        if head.startswith(bom):
+            return encoding
+    for zeros, chars in ((head[1::2], head[0::2]), (head[0::2], head[1::2])):  # little-, then big-endian
+        if len(head) >= 4 and zeros.count(0) >= len(zeros) / 2 and chars.count(0) == 0:
+            return "UTF-16"
+    return None
+
+
 # -- column summary --------------------------------------------------------------------------------
 
 @dataclass
 class ColumnStats:
-    """What one column holds, gathered row by row: its type, missing and NaN values, and (while there
-    are few and short ones) its distinct values, so labels can be checked without reading the file."""
+    """What one column holds, gathered row by row: its type, missing, NaN and infinite values, and (while
+    there are few and short ones) its distinct values, so labels can be checked without reading the file."""
 
     name: str
     kinds: dict[str, str] = field(default_factory=dict)  # kind -> place it was first seen
     nulls: int = 0
     nans: int = 0
+    infs: int = 0
     values: set[str] | None = field(default_factory=set)
 
     def add(self, value: Any, place: str, typed: bool) -> None:
@@ -85,8 +105,11 @@ class ColumnStats:
         if kind is None:
             self.nulls += 1
             return
-        if kind == "float" and math.isnan(float(value)):
-            self.nans += 1
+        if kind == "float" and not math.isfinite(number := float(value)):
+            if math.isnan(number):
+                self.nans += 1
+            else:
+                self.infs += 1
         if kind not in self.kinds:
             self.kinds[kind] = place
             if typed and not self._one_type():
@@ -123,7 +146,7 @@ class ColumnStats:
     def public(self) -> dict[str, Any]:
         values = sorted(self.values) if self.values is not None else None
         return {"name": self.name, "type": self.type, "nulls": self.nulls, "nans": self.nans,
-                "distinct": len(values) if values is not None else None, "values": values}
+                "infs": self.infs, "distinct": len(values) if values is not None else None, "values": values}
 
 
 def value_kind(value: Any) -> str | None:
@@ -249,10 +272,30 @@ def jsonl_rows(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[str, dict]]:
         except json.JSONDecodeError as e:
             raise DataError(f"line {number}: invalid JSON ({e.msg} at column {e.colno}); fix or remove that "
                             "line") from None
+        except RecursionError:  # nested far deeper than the limit: the parser ran out of stack
+            raise DataError(f"line {number}: {TOO_DEEP}") from None
+        if too_deep(row):
+            raise DataError(f"line {number}: {TOO_DEEP}")
         if not isinstance(row, dict):
             raise DataError(f"line {number}: expected a JSON object per line, got {json_kind(row)}; "
                             "a JSON array file should be named .json")
         yield f"line {number}", row
+
+
+TOO_DEEP = (f"values are nested more than {MAX_JSON_DEPTH} levels deep (lists or objects inside each other; "
+            "the limit); flatten them")
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether lists and objects nest more than `limit` levels in a parsed value (walked without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def json_kind(value: Any) -> str:
@@ -324,6 +367,8 @@ def json_array_rows(f: BinaryIO, max_item_bytes: int) -> Iterator[tuple[str, dic
             raise DataError(f"{text.place()}, {place}: expected an object {{...}}, found {text.peek()!r}; "
                             "every item of the array must be an object with named fields")
         row = text.decode(decoder, place, max_item_bytes)
+        if too_deep(row):
+            raise DataError(f"{text.place()}, {place}: {TOO_DEEP}")
         yield place, row  # a line number would cost a count per item; errors below compute one
         text.skip_space()
         separator = text.peek()
@@ -388,6 +433,8 @@ class ChunkedText:
         while True:
             try:
                 value, end = decoder.raw_decode(self.buf, self.pos)
+            except RecursionError:  # nested far deeper than the limit: the parser ran out of stack
+                raise DataError(f"{self.place()}, {place}: {TOO_DEEP}") from None
             except json.JSONDecodeError as e:
                 # Cut off by the window (an open string, or within a few characters of its end): read more,
                 # doubling, so a long item costs linear time. Anything else is a real error.
@@ -420,6 +467,9 @@ def inspect_parquet(path: Path) -> FileSummary:
         schema = parquet.schema_arrow
         if len(set(schema.names)) != len(schema.names):
             raise DataError("the Parquet file has two columns of the same name; give each column its own name")
+        # The row is the first level, as a JSON record is.
+        if deep := [name for name in schema.names if 1 + arrow_depth(schema.field(name).type) > MAX_JSON_DEPTH]:
+            raise DataError(f"column {deep[0]!r}: {TOO_DEEP}")
         stats = {name: ColumnStats(name) for name in schema.names}
         rows, preview = 0, []
         for batch in parquet.iter_batches(batch_size=65_536):
@@ -442,6 +492,7 @@ def add_arrow_column(stats: ColumnStats, column, pa, pc) -> None:
     stats.nulls += column.null_count
     if pa.types.is_floating(column.type):
         stats.nans += int(pc.sum(pc.is_nan(column)).as_py() or 0)
+        stats.infs += int(pc.sum(pc.is_inf(column)).as_py() or 0)
     scalar = pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_boolean(column.type)
     if stats.values is None or not scalar:
         stats.values = None
@@ -450,6 +501,13 @@ def add_arrow_column(stats: ColumnStats, column, pa, pc) -> None:
         stats.add(value, "", typed=True)
         if stats.values is None:
             return
+
+
+def arrow_depth(arrow_type) -> int:
+    """How many lists and structs nest in a column's type (Parquet itself allows about 100)."""
+    if not arrow_type.num_fields:
+        return 0
+    return 1 + max(arrow_depth(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
 
 
 def arrow_kind(arrow_type, pa) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
 from service.settings import get_settings
 
 Task = Literal["sequence_classification", "causal_lm", "seq2seq"]
@@ -24,7 +25,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity (which JSON parsers accept) are no setting: refused as "should be a finite number".
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _reject_parent_steps(path: str, field: str) -> None:
@@ -47,14 +49,25 @@ def _leads_outside(entry: Path, root: Path) -> bool:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+def _require_model_folder(value: str, folder: Path, roots: list[Path]) -> None:
+    """A folder a job may name holds a saved model (its config.json) inside MODEL_DIRS, not a root itself."""
+    if folder in roots:
+        raise ValueError(f"model: {value!r} names MODEL_DIRS itself, not a model folder inside it; "
+                         f"{some_model_folders()}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model: the folder {value!r} in MODEL_DIRS has no config.json, so it holds no saved "
+                         f"model; name a model folder ({some_model_folders()}) or save one there with save_pretrained")
+    _reject_pickle_only_weights(folder)
+
+
 def _reject_pickle_only_weights(folder: Path) -> None:
     """Weights load only from safetensors (adalora_core.build_model): say so at submission rather than fail
-    in the worker with a loader's message."""
-    if not any(folder.glob("*.safetensors")) and (pickles := sorted(
+    in the worker with a loader's message. Another *.safetensors file beside a pickle is no weights file."""
+    if not has_weights(folder) and (pickles := sorted(
             p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)):
         raise ValueError(f"model: {folder.name!r} has only pickle weights ({', '.join(pickles)}), which can run "
-                         "code when loaded; this server loads safetensors only: convert them, e.g. "
-                         "model.save_pretrained(folder, safe_serialization=True)")
+                         f"code when loaded; this server loads safetensors only ({' or '.join(WEIGHT_FILES)}): "
+                         "convert them, e.g. model.save_pretrained(folder, safe_serialization=True)")
 
 
 def find_under(path: str, roots: list[Path], *, want_dir: bool) -> Path | None:
@@ -274,10 +287,12 @@ class JobSpec(Strict):
     @field_validator("model")
     @classmethod
     def _hub_id_or_allowed_folder(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"model: empty; name a model folder ({some_model_folders()}) or a hub id (`org/name`)")
         _reject_parent_steps(value, "model")
         roots = get_settings().resolved_model_dirs()
         if (folder := find_under(value, roots, want_dir=True)) is not None:
-            _reject_pickle_only_weights(folder)
+            _require_model_folder(value, folder, roots)
             return value
         if not Path(value).is_absolute() and any(_leads_outside(root / value, root) for root in roots):
             # A symbolic link inside MODEL_DIRS that leads out of it: never read it, nor take it for a hub id.

@@ -20,7 +20,9 @@ from service import artifacts
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
+from service.model_problems import load_problem
 from service.models import Checkpoint, Job, JobEvent
+from service.redaction import hide_server_paths
 from service.settings import get_settings
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
 
@@ -78,6 +80,8 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         log.exception("job %s failed", job_id)
     finally:
         release_gpu_memory()
+    if error is not None:
+        error = hide_server_paths(error)  # a loader's message may carry a folder of this server
     if reporter.lost:
         log.warning("job %s: stopped at step %s: the job was requeued or ended while this worker could not "
                     "reach the database; this run records nothing more", job_id, reporter.step)
@@ -271,17 +275,17 @@ def release_gpu_memory() -> None:
 
 
 def _summary(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    """Each problem as the API would word it: our validators' messages already start with their field."""
+    problems = []
+    for e in error.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(message if message.startswith(str(e["loc"][0])) else
+                        f"{'.'.join(map(str, e['loc']))}: {message}")
+    return "; ".join(problems)
 
 
 def unknown_model_message(model: str, error: BaseException) -> str:
-    from adalora_core.hf import UnsupportedTask
-
-    if isinstance(error, UnsupportedTask):
-        return f"model {error.describe(model)}"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return (f"model {model!r} could not be loaded ({first}). Check the hub id, or that this server can reach "
-            "the hub or has the model cached, or name a folder inside MODEL_DIRS")
+    return f"model {load_problem(model, error)}"
 
 
 def describe_failure(error: BaseException, step: int) -> str:

@@ -107,11 +107,16 @@ def test_hub_dataset_of_unknown_size_asks_for_max_steps(client, alice):
     assert "set training.max_steps instead of epochs" in problems(client, alice, spec)["dataset"]
 
 
-@pytest.mark.parametrize("model", ["nobody/no-such-model", "not-a-model-folder"])
-def test_unreadable_model_names_the_problem(client, alice, tiny_model_dir, model):
-    (tiny_model_dir.parent / "not-a-model-folder").mkdir(exist_ok=True)  # a folder without config.json
-    message = problems(client, alice, tiny_spec(model=model))["model"]
-    assert message.startswith(f"cannot read the configuration of '{model}'") and "MODEL_DIRS" in message
+def test_a_model_neither_in_model_dirs_nor_reachable_on_the_hub_says_both(client, alice):
+    message = problems(client, alice, tiny_spec(model="nobody/no-such-model"))["model"]  # HF_HUB_OFFLINE=1
+    assert message.startswith("'nobody/no-such-model' is not a folder in MODEL_DIRS (MODEL_DIRS holds tiny-bert")
+    assert "as a hub id it needs the Hugging Face hub, which this server cannot reach" in message
+
+
+def test_a_folder_without_a_saved_model_is_refused_before_the_dry_run(client, alice, tiny_model_dir):
+    (tiny_model_dir.parent / "not-a-model-folder").mkdir(exist_ok=True)
+    message = problems(client, alice, tiny_spec(model="not-a-model-folder"))["model"]
+    assert message.startswith("the folder 'not-a-model-folder' in MODEL_DIRS has no config.json"), message
 
 
 def test_a_model_without_a_form_for_the_task_says_so_rather_than_unreadable(client, alice):

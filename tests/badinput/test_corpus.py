@@ -50,6 +50,18 @@ def empty_parquet() -> bytes:
     return out.getvalue()
 
 
+def nested(depth: int) -> bytes:
+    """A JSON value of `depth` arrays inside each other."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def deep_parquet(depth: int) -> bytes:
+    value = "deep"
+    for _ in range(depth):
+        value = [value]
+    return parquet([{"sentence": value, "label": 1}])
+
+
 def invalid_line_50() -> bytes:
     lines = [json.dumps(row) for row in GOOD_ROWS * 3]
     lines[49] = '{"sentence": "broken", "label": }'
@@ -109,6 +121,27 @@ BAD_UPLOADS = {
                                          "column 2 has no name", "name every column"),
     "an unclosed quote": BadUpload("train.csv", lambda: csv_text("sentence,label", '"never closed,1'),
                                    "not valid CSV", "must close it"),
+    "UTF-16 with a byte-order mark": BadUpload("train.csv", lambda: "sentence,label\nfine,1\n".encode("utf-16"),
+                                               "the file is UTF-16 text", "save it as UTF-8"),
+    "UTF-16 without a byte-order mark": BadUpload("train.jsonl",
+                                                  lambda: jsonl(GOOD_ROWS).decode().encode("utf-16-be"),
+                                                  "the file is UTF-16 text", "iconv -f utf-16 -t utf-8"),
+    "UTF-32 with a byte-order mark": BadUpload("train.tsv", lambda: "sentence\tlabel\nfine\t1\n".encode("utf-32"),
+                                               "the file is UTF-32 text", "save it as UTF-8"),
+    "a JSON Lines value nested 10,000 deep": BadUpload(
+        "train.jsonl", lambda: jsonl(GOOD_ROWS[:2]) + b'{"sentence": ' + nested(10_000) + b', "label": 1}\n',
+        "line 3: values are nested more than 32 levels deep", "flatten them"),
+    "a JSON Lines value nested 40 deep": BadUpload(
+        "train.jsonl", lambda: b'{"sentence": ' + nested(40) + b', "label": 1}\n',
+        "line 1: values are nested more than 32 levels deep", "flatten them"),
+    "a JSON array item nested 10,000 deep": BadUpload(
+        "train.json", lambda: b'[{"sentence": "a", "label": 1},\n{"sentence": ' + nested(10_000) + b', "label": 0}]',
+        "line 2, item 2: values are nested more than 32 levels deep", "flatten them"),
+    "a JSON array item nested 40 deep": BadUpload(
+        "train.json", lambda: b'[{"sentence": ' + nested(40) + b', "label": 0}]',
+        "item 1: values are nested more than 32 levels deep", "flatten them"),
+    "a Parquet column nested 40 deep": BadUpload("train.parquet", lambda: deep_parquet(40),
+                                                 "column 'sentence': values are nested more than 32 levels deep"),
 }
 
 
@@ -152,10 +185,27 @@ BAD_SPECS = {
     "a single class": BadSpec(labelled(["pos"]), "dataset.label_column", "has a single class ('pos')",
                               "add rows of other classes"),
     "NaN scores for regression": BadSpec(labelled([0.5, float("nan"), 3.2]), "dataset.label_column",
-                                         "rows of train.jsonl have NaN in 'label'", "remove or fix those rows",
+                                         "rows of train.jsonl have NaN in 'label'", "remove those rows or fix",
                                          dataset={"label_type": "regression"}),
+    "Infinity scores for regression": BadSpec(labelled([0.5, float("inf"), 3.2]), "dataset.label_column",
+                                              "13 rows of train.jsonl have Infinity or -Infinity in 'label'",
+                                              "every row needs a finite score", dataset={"label_type": "regression"}),
+    "-inf scores in a CSV": BadSpec(lambda: csv_text("sentence,label", *[f"film {i},{(0.5, '-inf')[i % 2]}"
+                                                                         for i in range(40)]),
+                                    "dataset.label_column", "rows of train.csv have Infinity or -Infinity in 'label'",
+                                    train_name="train.csv"),
+    "Infinity scores in Parquet": BadSpec(lambda: parquet([{"sentence": f"film {i}", "label": (0.5, float("inf"))[i % 2]}
+                                                           for i in range(40)]),
+                                          "dataset.label_column", "have Infinity or -Infinity in 'label'",
+                                          train_name="train.parquet"),
+    "NaN scores in the validation file": BadSpec(labelled([0.5, 3.2]), "dataset.validation_file_id",
+                                                 "rows of valid.jsonl have NaN in 'label'",
+                                                 validation=labelled([0.5, float("nan")], 8)),
+    "regression validation without the label column": BadSpec(labelled([0.5, 3.2]), "dataset.validation_file_id",
+                                                              "column 'label' missing from valid.jsonl",
+                                                              validation=lambda: jsonl([{"sentence": "x"}] * 8)),
     "rows without a label": BadSpec(labelled([1, 0, None]), "dataset.label_column",
-                                    "rows of train.jsonl have no value in 'label'", "fill in their labels"),
+                                    "rows of train.jsonl have no value in 'label'", "fix their labels"),
     "text labels for regression": BadSpec(labelled(["pos", "neg"]), "dataset.label_type",
                                           "regression needs numbers", "label_type classes",
                                           dataset={"label_type": "regression"}),
@@ -284,4 +334,87 @@ def test_a_malformed_upload_request_is_refused_and_stores_nothing(client, alice,
     response = client.post("/v1/files", headers=alice, **request_kwargs)
     assert response.status_code == status, response.text
     assert says in json.dumps(response.json())
+    store_unchanged()
+
+
+def cut_multipart() -> bytes:
+    """A multipart body cut inside the file part: 3 of 6 rows arrived, the closing boundary never did."""
+    rows = jsonl(GOOD_ROWS[:6]).splitlines(keepends=True)
+    return (b"--cut\r\nContent-Disposition: form-data; name=\"file\"; filename=\"train.jsonl\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + b"".join(rows[:3]))
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
+def test_an_upload_cut_short_is_refused_and_stores_nothing(client, alice, store_unchanged, framing):
+    store_unchanged.take()
+    body = cut_multipart()
+    content = body if framing == "Content-Length" else iter([body[:100], body[100:]])
+    response = client.post("/v1/files", content=content,
+                           headers={**alice, "Content-Type": "multipart/form-data; boundary=cut"})
+    assert response.status_code == 400, response.text
+    assert "the upload was cut short" in response.json()["detail"]
+    assert "send the file again" in response.json()["detail"]
+    store_unchanged()
+
+
+# -- job spec bodies that cannot be read as a spec --------------------------------------------------
+
+@dataclass(frozen=True)
+class BadBody:
+    content: Callable[[], bytes]
+    status: int
+    says: str
+    field: str | None = None   # the field a 422 names
+    content_type: str | None = "application/json"
+    chunked: bool = False
+
+
+def spec_with_raw(section: str, key: str, raw: str) -> bytes:
+    """The tiny spec as JSON text with one value written as raw JSON (NaN and Infinity, which json accepts)."""
+    spec = tiny_spec()
+    spec[section] = {**spec[section], key: "@raw@"}
+    return json.dumps(spec).replace('"@raw@"', raw).encode()
+
+
+BAD_BODIES = {
+    "NaN learning rate": BadBody(lambda: spec_with_raw("training", "learning_rate", "NaN"), 422,
+                                 "must be a finite number, not NaN or Infinity", "training.learning_rate"),
+    "Infinity weight decay": BadBody(lambda: spec_with_raw("training", "weight_decay", "Infinity"), 422,
+                                     "must be a finite number", "training.weight_decay"),
+    "-Infinity budget target": BadBody(lambda: spec_with_raw("budget", "target_r", "-Infinity"), 422,
+                                       "must be a finite number", "budget.target_r"),
+    "not UTF-8": BadBody(lambda: json.dumps(tiny_spec()).replace("tiny-bert", "tiny-b\udcffrt")
+                         .encode("utf-8", "surrogateescape"), 400, "the body is not UTF-8 (byte 0xff at offset"),
+    "nested 100,000 deep": BadBody(lambda: nested(100_000), 400, "nests arrays or objects too deeply to read"),
+    "an array, not an object": BadBody(lambda: json.dumps([tiny_spec()]).encode(), 422,
+                                       "the body must be a JSON object {...} holding the job spec, not an array",
+                                       "body"),
+    "no Content-Type": BadBody(lambda: json.dumps(tiny_spec()).encode(), 422,
+                               "send the job spec with the header Content-Type: application/json", "body",
+                               content_type=None),
+    "a section that is not an object": BadBody(lambda: json.dumps({**tiny_spec(), "budget": 5}).encode(), 422,
+                                               "must be an object {...} of named fields, not a number", "budget"),
+    "an unknown dataset source": BadBody(
+        lambda: json.dumps({**tiny_spec(), "dataset": {"source": "ftp", "path": "x"}}).encode(), 422,
+        "unknown source 'ftp': use one of 'hub', 'server', 'file'", "dataset.source"),
+    "5 MB": BadBody(lambda: json.dumps({**tiny_spec(), "name": "x" * (5 << 20)}).encode(), 413,
+                    "larger than this server's limit of 1048576 bytes (MAX_BODY_BYTES, 1 MiB)"),
+    "5 MB, chunked": BadBody(lambda: json.dumps({**tiny_spec(), "name": "x" * (5 << 20)}).encode(), 413,
+                             "ask the operator to raise MAX_BODY_BYTES", chunked=True),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
+def test_a_spec_body_that_cannot_be_read_is_refused_saying_why(client, alice, store_unchanged, case):
+    store_unchanged.take()
+    body = case.content()
+    content = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if case.chunked else body
+    headers = {**alice, **({"Content-Type": case.content_type} if case.content_type else {})}
+    response = client.post("/v1/jobs", content=content, headers=headers)
+    assert response.status_code == case.status, response.text
+    detail = response.json()["detail"]
+    if case.field is None:
+        assert case.says in detail, detail
+    else:
+        assert [(e["field"], case.says in e["message"]) for e in detail] == [(case.field, True)], detail
     store_unchanged()

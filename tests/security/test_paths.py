@@ -1,8 +1,10 @@
 """Model ids and dataset paths never reach a file outside MODEL_DIRS / DATA_DIRS: parent steps in any spelling,
-absolute paths, and symbolic links that lead out are refused with the field named."""
+absolute paths, and symbolic links that lead out are refused with the field named. What a user is told about
+a model that cannot be used names it as they gave it, never a folder of the server."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -104,3 +106,124 @@ def test_a_traversal_over_the_api_is_422_naming_the_field_and_queues_nothing(cli
         assert response.status_code == 422, response.text
         assert [e["field"] for e in response.json()["detail"]] == ["model"]
     assert client.get("/v1/jobs", headers=alice).json()["count"] == 0
+
+
+# -- what a user is told about a model names it as given, never the server's folders -----------------
+
+def assert_no_server_folder(text: str, roots: dict[str, Path]) -> None:
+    base = roots["models"].parent  # the test's folder: MODEL_DIRS, DATA_DIRS and `outside` are inside it
+    assert str(base) not in text and str(base.resolve()) not in text, text
+
+
+@pytest.mark.parametrize("model", ["", " ", ".", "./", ".//."])
+def test_names_of_the_model_dirs_root_itself_are_refused_naming_the_folders_there(roots, model):
+    [(loc, message)] = refusal(with_model(model))
+    assert loc == ("model",)
+    assert "tiny-bert" in message, message  # the folders a user may name instead
+    assert_no_server_folder(message, roots)
+
+
+def test_a_folder_without_a_saved_model_is_refused_at_submission(roots):
+    (roots["models"] / "notes").mkdir()
+    [(loc, message)] = refusal(with_model("notes"))
+    assert loc == ("model",) and "the folder 'notes' in MODEL_DIRS has no config.json" in message
+
+
+@pytest.fixture
+def odd_models(roots) -> dict[str, Path]:
+    """Beside tiny-bert: a model that needs custom code, one whose only weights are a pickle next to an odd
+    .safetensors file, and one whose safetensors weights have a name transformers does not load."""
+    models = roots["models"]
+    custom = shutil.copytree(models / "tiny-bert", models / "automap-custom")
+    config = json.loads((custom / "config.json").read_text())
+    config |= {"model_type": "my-bert", "auto_map": {"AutoConfig": "code.MyConfig",
+                                                      "AutoModelForSequenceClassification": "code.MyModel"}}
+    (custom / "config.json").write_text(json.dumps(config))
+    decoy = shutil.copytree(models / "tiny-bert", models / "decoy")
+    (decoy / "model.safetensors").rename(decoy / "notes.safetensors")
+    (decoy / "pytorch_model.bin").write_bytes(b"not loaded")
+    renamed = shutil.copytree(models / "tiny-bert", models / "renamed-weights")
+    (renamed / "model.safetensors").rename(renamed / "weights.safetensors")
+    return {"custom": custom, "decoy": decoy, "renamed": renamed}
+
+
+def dry_run_problem(client, headers, model: str) -> str:
+    response = client.post("/v1/jobs", json={**with_model(model), "dry_run": True}, headers=headers)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["field"] == "model"
+    return error["message"]
+
+
+def failed_job(client, headers, model: str) -> tuple[str, list[str]]:
+    """Submits a job on `model`, runs it in this process as a worker would; its error and event messages."""
+    from tests.api.conftest import drain_queue
+    from worker.runner import run_job
+
+    drain_queue()
+    response = client.post("/v1/jobs", json=with_model(model), headers=headers)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert drain_queue() == [job_id]
+    assert run_job(job_id) == "failed"
+    job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+    events = client.get(f"/v1/jobs/{job_id}/events", headers=headers).json()["data"]
+    return job["error"], [event["message"] for event in events]
+
+
+def test_a_model_that_needs_custom_code_is_refused_saying_so(client, alice, roots, odd_models):
+    message = dry_run_problem(client, alice, "automap-custom")
+    assert message.startswith("'automap-custom' needs custom code (an auto_map in its config.json)"), message
+    assert "never runs code that comes with a model" in message
+    assert_no_server_folder(message, roots)
+    error, events = failed_job(client, alice, "automap-custom")
+    assert error.startswith("model 'automap-custom' needs custom code"), error
+    assert error in events
+    assert_no_server_folder(" ".join([error, *events]), roots)
+
+
+def test_a_pickle_beside_an_odd_safetensors_file_is_refused_at_submission(client, alice, roots, odd_models):
+    response = client.post("/v1/jobs", json=with_model("decoy"), headers=alice)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["field"] == "model" and "'decoy' has only pickle weights (pytorch_model.bin)" in error["message"]
+    assert "model.safetensors or model.safetensors.index.json" in error["message"]
+    assert_no_server_folder(error["message"], roots)
+
+
+def test_weights_under_another_name_fail_the_job_naming_the_missing_file(client, alice, roots, odd_models):
+    error, events = failed_job(client, alice, "renamed-weights")
+    assert error.startswith("model 'renamed-weights' has no model.safetensors (nor a sharded "
+                            "model.safetensors.index.json) in its folder"), error
+    assert "safe_serialization=True" in error and error in events
+    assert_no_server_folder(" ".join([error, *events]), roots)
+
+
+def test_a_model_in_no_folder_and_no_reachable_hub_names_the_folders_there_are(client, alice, roots, odd_models):
+    # HF_HUB_OFFLINE=1 (scripts/test.sh): the hub cannot be reached.
+    message = dry_run_problem(client, alice, "nobody/no-such-model")
+    assert message.startswith("'nobody/no-such-model' is not a folder in MODEL_DIRS (MODEL_DIRS holds "
+                              "automap-custom, decoy, renamed-weights, tiny-bert)"), message
+    assert "needs the Hugging Face hub, which this server cannot reach" in message
+    assert "couldn't connect" not in message.lower()
+
+
+def test_an_empty_model_name_is_refused_at_submission_not_in_the_worker(client, alice, roots):
+    for model in ("", "."):
+        response = client.post("/v1/jobs", json=with_model(model), headers=alice)
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["field"] == "model" and "tiny-bert" in error["message"]
+        assert_no_server_folder(error["message"], roots)
+    assert client.get("/v1/jobs", headers=alice).json()["count"] == 0
+
+
+def test_server_folders_are_taken_out_of_error_texts(roots):
+    from service.redaction import hide_server_paths
+
+    text = (f"no file named model.safetensors found in directory {roots['models']}/decoy; "
+            f"cannot open {roots['data'].resolve()}/sentiment.csv; {Path.home()}/.cache/x; "
+            f"{roots['models']}-other stays")
+    assert hide_server_paths(text) == ("no file named model.safetensors found in directory MODEL_DIRS/decoy; "
+                                       "cannot open DATA_DIRS/sentiment.csv; …/.cache/x; "
+                                       f"{roots['models']}-other stays")

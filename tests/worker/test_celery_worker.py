@@ -90,8 +90,8 @@ def test_unknown_model_fails_with_a_readable_message(celery_worker):
     spec["model"] = "no-such-org/no-such-model"
     job = wait_until_finished(submit(spec), celery_worker)
     assert job.status == "failed"
-    assert job.error.startswith("model 'no-such-org/no-such-model' could not be loaded"), job.error
-    assert "MODEL_DIRS" in job.error
+    assert job.error.startswith("model 'no-such-org/no-such-model' is not a folder in MODEL_DIRS"), job.error
+    assert "which this server cannot reach" in job.error
 
 
 def test_cancelling_a_running_job_stops_it_and_the_worker_takes_the_next(celery_worker):
