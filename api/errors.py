@@ -90,6 +90,8 @@ def _message(error: dict[str, Any]) -> str:
     kind, msg, ctx = error.get("type", ""), str(error.get("msg", "")), error.get("ctx") or {}
     if kind == "extra_forbidden":
         return "unknown field: remove it or check its spelling (see the schema at /docs)"
+    if kind == "missing" and error["loc"] == ("body",):
+        return "the body is empty: send the job spec as a JSON object"
     if kind == "missing":
         return "required field is missing"
     if kind == "json_invalid":

@@ -20,6 +20,7 @@ from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPub
 from service.lifecycle import request_cancel
 from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
 from service.queue import enqueue_job
+from service.redaction import hide_server_paths
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,8 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
              responses={200: {"model": DryRunPublic, "description": "dry run: the plan, nothing queued"},
-                        400: error_response("the body could not be read as text (not UTF-8)"),
-                        413: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "the body is larger than MAX_BODY_BYTES (refused before it is read)"},
+                        400: error_response("the body could not be read: not UTF-8, or nested too deeply"),
+                        413: error_response("the body is larger than MAX_BODY_BYTES (refused before it is read)"),
                         429: error_response("more than JOBS_PER_MINUTE jobs in the last minute; see Retry-After"),
                         503: error_response("the database or the broker is unavailable; retry later")})
 def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
@@ -83,7 +83,8 @@ def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response
         job.celery_task_id = enqueue_job(job.id)
     except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
         log.exception("could not enqueue job %s", job.id)
-        job.status, job.finished_at, job.error = "failed", utcnow(), f"could not queue the job: {exc}"
+        job.status, job.finished_at, job.error = "failed", utcnow(), hide_server_paths(
+            f"could not queue the job: {exc}")
         if record:
             session.delete(record)  # the client is told to retry; its retry must create a job, not replay this
         session.commit()

@@ -386,6 +386,9 @@ BAD_BODIES = {
     "not UTF-8": BadBody(lambda: json.dumps(tiny_spec()).replace("tiny-bert", "tiny-b\udcffrt")
                          .encode("utf-8", "surrogateescape"), 400, "the body is not UTF-8 (byte 0xff at offset"),
     "nested 100,000 deep": BadBody(lambda: nested(100_000), 400, "nests arrays or objects too deeply to read"),
+    "a value nested 500 deep": BadBody(lambda: json.dumps(tiny_spec()).replace('"tiny-bert"', nested(500).decode())
+                                       .encode(), 422, "Input should be a valid string", "model"),
+    "empty": BadBody(lambda: b"", 422, "the body is empty: send the job spec as a JSON object", "body"),
     "an array, not an object": BadBody(lambda: json.dumps([tiny_spec()]).encode(), 422,
                                        "the body must be a JSON object {...} holding the job spec, not an array",
                                        "body"),
