@@ -78,7 +78,7 @@ class RankAllocator:
         device = modules[self.names[0]].lora_E.device
         self.cost = torch.tensor([[m.in_features + m.out_features + 1] for m in self.modules], device=device)
         if self.unit == "params":
-            init_budget, target_budget = int(self.cost.sum()) * self.r, target_params(config, self.modules)
+            init_budget, target_budget = rank_cost(self.modules) * self.r, target_params(config, self.modules)
         else:
             init_budget, target_budget = self.r * n, round(target_rank(config, self.modules) * n)
         self.schedule = BudgetSchedule(init_budget, target_budget, total_step, tinit, tfinal, config.delta_t)

@@ -41,5 +41,5 @@ def plan_run(model: nn.Module, config: AdaLoraConfig, total_step: int) -> dict:
         "tinit": schedule.tinit,
         "tfinal": schedule.tfinal,
         "schedule": [[step + 1, budget] for step, budget in schedule.points()],
-        "ranks_init": allocator.ranks(),
+        "ranks_init": {name: config.init_r for name in adapted.modules},
     }

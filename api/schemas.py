@@ -39,7 +39,10 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     step: int
     total_steps: int | None
-    current_budget: float | None = Field(description="total rank kept across all adapted modules right now")
+    current_budget: float | None = Field(description="the budget right now, in budget_unit")
+    budget_unit: str | None = Field(description="what the budget counts: params (adapter parameters) or ranks")
+    budget_target: float | None = Field(description="the budget at the end of budgeting, in budget_unit")
+    adapter_params: int | None = Field(description="adapter parameters the kept ranks hold right now")
     error: str | None
     attempts: int
     eta_seconds: float | None = Field(description="estimated time to finish, from the step rate so far")
@@ -64,11 +67,13 @@ class DryRunPublic(BaseModel):
     trainable_params_init: int = Field(description="adapter and task-head parameters at the initial budget")
     trainable_params_final: int = Field(description="... and once the budget reached its target")
     adapter_params_init: int
-    adapter_params_final: int
+    adapter_params_final: int = Field(description="with a params budget, the most the run keeps (it ends within "
+                                      "one rank of it); with a ranks budget, what target_r everywhere costs")
     head_params: int
     target_r: float = Field(description="average final rank per module")
-    budget_init: float = Field(description="total rank across modules at the start")
-    budget_final: float
+    budget_unit: str = Field(description="what the budget counts: params (adapter parameters) or ranks")
+    budget_init: float = Field(description="the budget at the start, in budget_unit")
+    budget_final: float = Field(description="the budget at the end of budgeting, in budget_unit")
     total_steps: int
     total_steps_from: str = Field(description="how total_steps was found: max_steps, or the counted examples")
     tinit: int
@@ -108,6 +113,7 @@ class RankSnapshotPublic(BaseModel):
     step: int
     budget: float
     ranks: dict[str, int] = Field(description="rank kept by each adapted module")
+    adapter_params: int | None = Field(description="adapter parameters the kept ranks hold")
     final: bool
 
 

@@ -111,7 +111,7 @@ class Recorder(TrainCallbacks):
         if level != "info":
             self.warnings.append(message)
 
-    def on_allocation(self, step, budget, ranks, final):
+    def on_allocation(self, step, budget, ranks, final, params):
         if final:
             self.final_ranks = ranks
 

@@ -195,10 +195,14 @@ class Budget(Strict):
     init_r: int = Field(default=12, ge=1, le=256, description="rank every adapted module starts with")
     target_r: float | None = Field(default=None, ge=0, description="average rank per module at the end")
     target_params: int | None = Field(default=None, ge=0, description="or: total adapter parameters at the end")
+    unit: Literal["params", "ranks"] = Field(
+        default="params", description="what the budget counts: adapter parameters, met exactly (a rank of a "
+        "module costs in + out + 1; target_r then means what that rank everywhere would cost), or ranks "
+        "whatever their size (the AdaLoRA paper's)")
     lora_alpha: float = Field(default=32.0, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
-    init: Literal["gaussian", "orthogonal", "svd"] = "svd"
+    init: Literal["lora", "svd", "orthogonal", "gaussian"] = "svd"
     e_lr_multiplier: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
@@ -206,6 +210,8 @@ class Budget(Strict):
         if (self.target_r is None) == (self.target_params is None):
             raise ValueError("budget: give exactly one of target_r (average final rank, e.g. 8) "
                              "or target_params (total adapter parameters at the end)")
+        if self.unit == "ranks" and self.target_params is not None:
+            raise ValueError("budget: target_params counts parameters; drop unit: ranks, or give target_r")
         if self.target_r is not None and self.target_r > self.init_r:
             raise ValueError(f"budget.target_r ({self.target_r}) must not exceed budget.init_r ({self.init_r}): "
                              "lower target_r or raise init_r")
@@ -340,7 +346,9 @@ class JobSpec(Strict):
 
     def to_adalora_kwargs(self) -> dict:
         """Keyword arguments for adalora_core.AdaLoraConfig."""
-        return {**self.budget.model_dump(), **self.schedule.model_dump()}
+        budget = self.budget.model_dump()
+        budget["budget_unit"] = budget.pop("unit")
+        return {**budget, **self.schedule.model_dump()}
 
     def to_train_kwargs(self) -> dict:
         """Keyword arguments for adalora_core.TrainArgs (max_seq_len is applied by the tokenizer instead)."""

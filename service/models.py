@@ -128,7 +128,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
-    current_budget: Mapped[float | None] = mapped_column(Float)
+    current_budget: Mapped[float | None] = mapped_column(Float)   # in budget_unit
+    budget_unit: Mapped[str | None] = mapped_column(String(8))     # "params" or "ranks"
+    budget_target: Mapped[float | None] = mapped_column(Float)    # the final budget, in budget_unit
+    adapter_params: Mapped[int | None] = mapped_column(BigInteger)  # adapter parameters kept now
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -175,6 +178,7 @@ class RankSnapshot(Base):
     budget: Mapped[float] = mapped_column(Float)
     ranks: Mapped[dict[str, int]] = mapped_column(JSON)
     final: Mapped[bool] = mapped_column(Boolean, default=False)
+    adapter_params: Mapped[int | None] = mapped_column(BigInteger)  # what the kept ranks hold
 
 
 class Checkpoint(Base):

@@ -4,8 +4,9 @@ resumed run overwrites its earlier rows instead of duplicating them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,6 +16,25 @@ from service.lifecycle import ACTIVE_STATUSES
 from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class Snapshot(NamedTuple):
+    """One allocation: the budget (in the job's budget unit), each module's rank, and the parameters kept."""
+
+    budget: float
+    ranks: dict[str, int]
+    final: bool
+    adapter_params: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where the job's budget stands: now, in its unit ("params" or "ranks"), against the target."""
+
+    current: float | None = None
+    adapter_params: int | None = None
+    unit: str | None = None
+    target: float | None = None
 
 
 def _upsert(session: Session, model: type, rows: list[dict[str, Any]], update_columns: list[str]) -> None:
@@ -34,11 +54,10 @@ def upsert_metrics(session: Session, job_id: str, by_step: Mapping[int, dict[str
     _upsert(session, Metric, rows, ["values"])
 
 
-def upsert_rank_snapshots(session: Session, job_id: str,
-                          by_step: Mapping[int, tuple[float, dict[str, int], bool]]) -> None:
-    rows = [{"job_id": job_id, "step": step, "budget": budget, "ranks": ranks, "final": final}
-            for step, (budget, ranks, final) in sorted(by_step.items())]
-    _upsert(session, RankSnapshot, rows, ["budget", "ranks", "final"])
+def upsert_rank_snapshots(session: Session, job_id: str, by_step: Mapping[int, Snapshot]) -> None:
+    rows = [{"job_id": job_id, "step": step, **Snapshot(*snapshot)._asdict()}
+            for step, snapshot in sorted(by_step.items())]
+    _upsert(session, RankSnapshot, rows, ["budget", "ranks", "final", "adapter_params"])
 
 
 def upsert_checkpoints(session: Session, job_id: str, by_step: Mapping[int, str]) -> None:
@@ -52,12 +71,11 @@ def add_events(session: Session, job_id: str, events: list[tuple[datetime, str, 
 
 
 def record_progress(session: Session, job_id: str, step: int, total_steps: int | None,
-                    budget: float | None) -> None:
+                    budget: Budget = Budget()) -> None:
     """The job row's progress fields and heartbeat; only while the run is active."""
     values: dict[str, Any] = {"step": step, "heartbeat_at": utcnow()}
-    if total_steps is not None:
-        values["total_steps"] = total_steps
-    if budget is not None:
-        values["current_budget"] = budget
+    fields = {"total_steps": total_steps, "current_budget": budget.current, "adapter_params": budget.adapter_params,
+              "budget_unit": budget.unit, "budget_target": budget.target}
+    values.update({column: value for column, value in fields.items() if value is not None})
     session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES)).values(**values)
                     .execution_options(synchronize_session=False))

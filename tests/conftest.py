@@ -200,6 +200,20 @@ def tiny_dataset_file(tmp_path_factory) -> Path:
     return path
 
 
+def tiny_bert_rank_cost(module: str) -> int:
+    """Parameters one rank of a tiny-bert module holds (in + out + 1): 32 -> 32 attention linears, and the
+    MLP's 32 -> 64 and 64 -> 32. Rank 1 in all 12 modules costs 908."""
+    mlp = module.endswith("intermediate.dense") or (module.endswith("output.dense") and "attention" not in module)
+    return 97 if mlp else 65
+
+
+def assert_kept_params(snapshot_ranks: dict[str, int], adapter_params: int, budget: float) -> None:
+    """A snapshot of a parameter budget: its count is what its ranks hold, and it fits the budget with less
+    than the largest triplet (97) left over."""
+    assert adapter_params == sum(r * tiny_bert_rank_cost(m) for m, r in snapshot_ranks.items())
+    assert budget - 97 < adapter_params <= budget
+
+
 def tiny_job_spec(**training) -> dict:
     """A job on the tiny model and dataset, small enough for a few seconds on a CPU."""
     return {

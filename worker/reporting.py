@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +28,8 @@ from service.db import get_sessionmaker, session_scope
 from service.lifecycle import ACTIVE_STATUSES, beat
 from service.models import Job, utcnow
 from service.periodic import Periodic
-from service.progress import add_events, record_progress, upsert_checkpoints, upsert_metrics, upsert_rank_snapshots
+from service.progress import (Budget, Snapshot, add_events, record_progress, upsert_checkpoints, upsert_metrics,
+                              upsert_rank_snapshots)
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -159,12 +160,12 @@ class Batch:
     """What one flush writes: the buffers taken at once, and the progress they bring the job row to."""
 
     metrics: dict[int, dict[str, float]]
-    snapshots: dict[int, tuple[float, dict[str, int], bool]]
+    snapshots: dict[int, Snapshot]
     checkpoints: dict[int, str]
     events: list[tuple[datetime, str, str]]
     step: int
     total_steps: int | None
-    budget: float | None
+    budget: Budget
 
     def write(self, session: Session, job_id: str) -> None:
         upsert_metrics(session, job_id, self.metrics)
@@ -189,9 +190,9 @@ class ProgressReporter:
     link: DatabaseLink | None = None
     step: int = 0
     total_steps: int | None = None
-    budget: float | None = None
+    budget: Budget = field(default_factory=Budget)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
-    snapshots: dict[int, tuple[float, dict[str, int], bool]] = field(default_factory=dict)
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)
     checkpoints: dict[int, str] = field(default_factory=dict)
     events: list[tuple[datetime, str, str]] = field(default_factory=list)
     last_flush_step: int = 0
@@ -337,25 +338,33 @@ class ProgressReporter:
 
     # -- TrainCallbacks --------------------------------------------------------------------------------
 
-    def start(self, total_steps: int, initial: tuple[int, dict[str, int]]) -> None:
-        self.total_steps, self.budget = total_steps, float(initial[0])
+    def start(self, total_steps: int, plan: dict) -> None:
+        """`plan`: adalora_core.plan_run's answer for this run (budgets, unit, parameters, initial ranks)."""
+        ranks, unit = plan["ranks_init"], plan["budget_unit"]
+        self.total_steps = total_steps
+        self.budget = Budget(float(plan["budget_init"]), plan["adapter_params_init"], unit,
+                             float(plan["budget_final"]))
         with self._buffer_lock:
-            self.snapshots[0] = (float(initial[0]), initial[1], False)
-        self.event("info", f"training {total_steps} steps, {len(initial[1])} adapted modules, "
-                           f"initial budget {initial[0]}")
+            self.snapshots[0] = Snapshot(float(plan["budget_init"]), ranks, False, plan["adapter_params_init"])
+        self.event("info", f"training {total_steps} steps, {len(ranks)} adapted modules, budget "
+                           f"{plan['budget_init']:,} -> {plan['budget_final']:,} {unit} "
+                           f"({plan['adapter_params_init']:,} adapter parameters at the start)")
         self.flush()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self._raise_failure()
         with self._buffer_lock:
-            self.step, self.budget = step, metrics.get("budget", self.budget)
+            self.step = step
+            if "budget" in metrics:
+                self.budget = replace(self.budget, current=metrics["budget"],
+                                      adapter_params=int(metrics.get("adapter_params", 0)) or None)
             self.metrics[step] = metrics
         if self.step - self.last_flush_step >= self.flush_steps and not self._flush_wanted:
             self._request_flush()
 
-    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool) -> None:
+    def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool, params: int) -> None:
         with self._buffer_lock:
-            self.snapshots[step] = (float(budget), dict(ranks), final)
+            self.snapshots[step] = Snapshot(float(budget), dict(ranks), final, params)
 
     def on_event(self, level: str, message: str) -> None:
         self.event(level, message)

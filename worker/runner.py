@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -133,7 +132,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
                           checkpoint_dir=str(checkpoint_dir(job_id)))
     total = args.total_steps(len(data.train))
     config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
-    reporter.start(total, initial_ranks(spec, source, data.num_labels, config, total))
+    reporter.start(total, initial_plan(spec, source, data.num_labels, config, total))
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
     model = load_model(spec, source, data)
     collate = make_collate(tokenizer.pad_token_id)
@@ -233,17 +232,15 @@ def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
                                   "from within max_seq_len (a prompt that fills it, a chat without assistant text)")
 
 
-def initial_ranks(spec: JobSpec, source: str, num_labels: int | None, config, total: int) -> tuple[int, dict[str, int]]:
-    """(budget, ranks) before any pruning, from the architecture alone (no weights are read)."""
-    from adalora_core import build_model, inject_adalora
+def initial_plan(spec: JobSpec, source: str, num_labels: int | None, config, total: int) -> dict:
+    """adalora_core.plan_run on the architecture alone (no weights are read): budgets and initial ranks."""
+    from adalora_core import build_model, plan_run
 
     try:
         skeleton = build_model(source, spec.task, num_labels=num_labels, empty=True)
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
-    # Gaussian init: the skeleton has no weights to take singular vectors from; the names are the same.
-    names = inject_adalora(skeleton, replace(config, init="gaussian", total_step=total)).modules.keys()
-    return config.init_r * len(names), {name: config.init_r for name in names}
+    return plan_run(skeleton, config, total)
 
 
 def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) -> None:

@@ -42,7 +42,8 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
     return model(
         id=job.id, name=job.spec.get("name"), status=job.status, model=job.spec["model"], task=job.spec["task"],
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, step=job.step,
-        total_steps=job.total_steps, current_budget=job.current_budget, error=job.error, attempts=job.attempts,
+        total_steps=job.total_steps, current_budget=job.current_budget, budget_unit=job.budget_unit,
+        budget_target=job.budget_target, adapter_params=job.adapter_params, error=job.error, attempts=job.attempts,
         eta_seconds=eta_seconds(job), spec=job.spec, **extra)
 
 

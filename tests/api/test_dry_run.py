@@ -29,26 +29,39 @@ def test_parameter_counts_at_initial_and_final_budget(client, alice):
     assert plan["head_params"] == CLASSIFIER
     assert plan["trainable_params_init"] == 4 * PER_RANK + CLASSIFIER
     assert plan["trainable_params_final"] == 2 * PER_RANK + CLASSIFIER
-    assert (plan["budget_init"], plan["budget_final"]) == (48, 24)
+    # By default the budget counts parameters: target_r 2 is what rank 2 in every module costs.
+    assert plan["budget_unit"] == "params"
+    assert (plan["budget_init"], plan["budget_final"]) == (4 * PER_RANK, 2 * PER_RANK)
     assert (plan["total_steps"], plan["tinit"], plan["tfinal"]) == (24, 4, 6)
     assert plan["total_steps_from"] == "training.max_steps"
 
 
-def test_budget_schedule_falls_cubically_from_init_to_target(client, alice):
-    plan = dry_run(client, alice, tiny_spec())  # T = 24, tinit = 4, tfinal = 6, delta_t = 2, b0 = 48, bT = 24
+@pytest.mark.parametrize("unit,b0,bT", [("params", 4 * PER_RANK, 2 * PER_RANK), ("ranks", 48, 24)])
+def test_budget_schedule_falls_cubically_from_init_to_target(client, alice, unit, b0, bT):
+    spec = tiny_spec()
+    spec["budget"]["unit"] = unit
+    plan = dry_run(client, alice, spec)  # T = 24, tinit = 4, tfinal = 6, delta_t = 2
+    assert (plan["budget_unit"], plan["budget_init"], plan["budget_final"]) == (unit, b0, bT)
     steps, budgets = zip(*plan["schedule"])
     # Points are 1-based (optimizer steps completed); allocation t = step - 1 happens every delta_t steps
     # after tinit, and at T - tfinal = 18 the mask freezes at the target.
     assert [s - 1 for s in steps] == [6, 8, 10, 12, 14, 16, 18]
-    cubic = [int(24 + (48 - 24) * (1 - (s - 1 - 4) / (24 - 4 - 6)) ** 3) if s - 1 < 18 else 24 for s in steps]
+    cubic = [int(bT + (b0 - bT) * (1 - (s - 1 - 4) / (24 - 4 - 6)) ** 3) if s - 1 < 18 else bT for s in steps]
     assert list(budgets) == cubic
-    assert budgets[0] < 48 and budgets[-1] == 24
+    assert budgets[0] < b0 and budgets[-1] == bT
 
 
-def test_target_params_sets_the_final_budget(client, alice):
-    spec = tiny_spec(budget={"init_r": 4, "target_params": 3 * PER_RANK})
+def test_target_params_sets_the_final_budget_in_parameters(client, alice):
+    spec = tiny_spec(budget={"init_r": 4, "target_params": 3 * PER_RANK - 50})
     plan = dry_run(client, alice, spec)
-    assert plan["target_r"] == 3 and plan["adapter_params_final"] == 3 * PER_RANK
+    assert plan["budget_unit"] == "params" and plan["budget_final"] == plan["adapter_params_final"] == 3 * PER_RANK - 50
+    assert plan["target_r"] == pytest.approx(3 - 50 / PER_RANK)
+
+
+def test_target_params_with_a_rank_budget_is_refused_naming_the_fix(client, alice):
+    spec = tiny_spec(budget={"init_r": 4, "target_params": 1000, "unit": "ranks"}, dry_run=True)
+    response = client.post("/v1/jobs", json=spec, headers=alice)
+    assert response.status_code == 422 and "drop unit: ranks, or give target_r" in response.text
 
 
 def test_epochs_count_the_training_rows_of_a_server_dataset(client, alice):

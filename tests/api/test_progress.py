@@ -112,7 +112,8 @@ def test_ranks_lists_snapshots_and_the_final_pattern(client, alice, ranked_job):
 
 def test_ranks_at_one_step(client, alice, ranked_job):
     body = client.get(f"/v1/jobs/{ranked_job}/ranks", params={"step": 10}, headers=alice).json()
-    assert body["data"] == [{"step": 10, "budget": 11.0, "ranks": {"a": 4, "b": 3, "c": 2, "d": 2}, "final": False}]
+    assert body["data"] == [{"step": 10, "budget": 11.0, "ranks": {"a": 4, "b": 3, "c": 2, "d": 2},
+                             "adapter_params": None, "final": False}]
     missing = client.get(f"/v1/jobs/{ranked_job}/ranks", params={"step": 11}, headers=alice)
     assert missing.status_code == 404 and "step 11" in missing.json()["detail"]
 

@@ -20,7 +20,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from api.main import create_app
-from tests.conftest import REPO, tiny_job_spec, wait_for
+from tests.conftest import REPO, assert_kept_params, tiny_job_spec, wait_for
 
 JOB_TIMEOUT = 120  # seconds; the worker's first job also imports torch and transformers
 # Adapter (base + B(A*E) at runtime) and merged weights (the same sum folded into W) differ only by
@@ -77,7 +77,9 @@ def finished_job(client, headers, celery_worker) -> dict:
 
 def test_job_reports_completed_progress(finished_job):
     job = finished_job
-    assert (job["step"], job["total_steps"], job["current_budget"]) == (24, 24, 24)
+    assert (job["step"], job["total_steps"], job["current_budget"]) == (24, 24, 2 * 908)  # target_r 2, in params
+    assert (job["budget_unit"], job["budget_target"]) == ("params", 2 * 908)
+    assert 2 * 908 - 97 < job["adapter_params"] <= 2 * 908
     assert job["eta_seconds"] is None and job["latest_metrics"]["step"] == 24
 
 
@@ -91,10 +93,12 @@ def test_metrics_steps_increase(client, headers, finished_job):
 def test_rank_snapshots_fall_from_init_to_target(client, headers, finished_job):
     ranks = client.get(f"/v1/jobs/{finished_job['id']}/ranks", headers=headers).json()
     budgets = [s["budget"] for s in ranks["data"]]
-    assert budgets[0] == 12 * 4 and budgets[-1] == 12 * 2  # 12 adapted modules, init_r 4 -> target_r 2
+    # 12 adapted modules, init_r 4 -> target_r 2, counted in parameters (908 per rank in every module)
+    assert budgets[0] == 4 * 908 and budgets[-1] == 2 * 908
     assert budgets == sorted(budgets, reverse=True)
     assert ranks["final_rank_pattern"] == ranks["data"][-1]["ranks"]
-    assert sum(ranks["final_rank_pattern"].values()) == 24
+    for snapshot in ranks["data"][1:]:
+        assert_kept_params(snapshot["ranks"], snapshot["adapter_params"], snapshot["budget"])
 
 
 def test_event_stream_replays_and_ends_with_success(client, headers, finished_job):

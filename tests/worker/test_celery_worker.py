@@ -13,7 +13,7 @@ from service.db import session_scope
 from service.lifecycle import request_cancel
 from service.models import Artifact, Job, Metric, RankSnapshot, Tenant
 from service.queue import enqueue_job
-from tests.conftest import tiny_job_spec, wait_for
+from tests.conftest import assert_kept_params, tiny_job_spec, wait_for
 
 JOB_TIMEOUT = 90  # seconds; the first job also pays for the worker importing torch and transformers
 
@@ -66,13 +66,16 @@ def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
     assert {"loss", "lr", "budget", "orth_loss"} <= metrics[0].values.keys()
     assert "eval_accuracy" in metrics[-1].values
 
-    # 2 layers x 6 adapted linears; init_r 4 -> target_r 2.
-    init_budget, target_budget = 12 * 4, 12 * 2
+    # 2 layers x 6 adapted linears; init_r 4 -> target_r 2, a budget in parameters (908 per rank everywhere).
+    init_budget, target_budget = 4 * 908, 2 * 908
     budgets = [s.budget for s in snapshots]
-    assert snapshots[0].step == 0 and budgets[0] == init_budget
+    assert snapshots[0].step == 0 and budgets[0] == init_budget == snapshots[0].adapter_params
     assert budgets == sorted(budgets, reverse=True) and budgets[-1] == target_budget
     assert snapshots[-1].final and not any(s.final for s in snapshots[:-1])
-    assert sum(snapshots[-1].ranks.values()) == target_budget
+    for snapshot in snapshots[1:]:
+        assert_kept_params(snapshot.ranks, snapshot.adapter_params, snapshot.budget)
+    assert (job.budget_unit, job.budget_target, job.current_budget) == ("params", target_budget, target_budget)
+    assert job.adapter_params == snapshots[-1].adapter_params
 
     assert set(artifacts) == {"adapter", "merged"}
     for kind, artifact in artifacts.items():

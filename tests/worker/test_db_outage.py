@@ -83,7 +83,7 @@ def train(reporter: ProgressReporter, steps: range, slowest: list[float]) -> Non
         started = time.monotonic()
         reporter.on_metrics(step, {"loss": 1.0 / step, "budget": 8.0})
         if step % 10 == 0:
-            reporter.on_allocation(step, 8, {"a": 4, "b": 4}, False)
+            reporter.on_allocation(step, 8, {"a": 4, "b": 4}, False, 80)
         assert not reporter.should_stop()
         slowest[0] = max(slowest[0], time.monotonic() - started)
         time.sleep(0.02)
