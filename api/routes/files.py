@@ -67,8 +67,8 @@ async def upload_file(request: Request, session: SessionDep, tenant: TenantDep,
     try:
         upload = await receive_upload(request, incoming, get_settings().max_upload_bytes)
         purpose = upload.fields.get("purpose", "fine-tune").strip()
-        if not purpose or len(purpose) > 64:
-            raise SpecError("purpose", "give a short label of at most 64 characters, or leave it out")
+        if not purpose or len(purpose) > 64 or not purpose.isprintable():  # a NUL cannot be stored in Postgres
+            raise SpecError("purpose", "give a short label of at most 64 printable characters, or leave it out")
         filename = safe_filename(upload.filename)
         hash_ = request_hash({"filename": filename, "purpose": purpose, "sha256": upload.sha256})
         if idempotency_key and (earlier := await run_in_threadpool(replay, session, tenant.id, idempotency_key,

@@ -325,9 +325,10 @@ def test_an_oversized_upload_is_refused_with_the_limit_before_it_is_read(client,
     ({"files": {"purpose": (None, "fine-tune")}}, 400, "no file: send the dataset in the multipart field `file`"),
     ({"files": [("file", ("a.jsonl", b'{"a": 1}\n')), ("file", ("b.jsonl", b'{"a": 1}\n'))]}, 400,
      "send exactly one file"),
-    ({"files": {"file": ("a.jsonl", b'{"a": 1}\n'), "purpose": (None, "x" * 65)}}, 422, "at most 64 characters"),
+    ({"files": {"file": ("a.jsonl", b'{"a": 1}\n'), "purpose": (None, "x" * 65)}}, 422, "at most 64 printable"),
+    ({"files": {"file": ("a.jsonl", b'{"a": 1}\n'), "purpose": (None, "a\x00b")}}, 422, "at most 64 printable"),
     ({"files": {"fiel": ("a.jsonl", b'{"a": 1}\n')}}, 400, "unknown multipart field 'fiel'"),
-], ids=["not multipart", "no file part", "two files", "purpose too long", "misspelt field"])
+], ids=["not multipart", "no file part", "two files", "purpose too long", "a NUL in the purpose", "misspelt field"])
 def test_a_malformed_upload_request_is_refused_and_stores_nothing(client, alice, store_unchanged, request_kwargs,
                                                                   status, says):
     store_unchanged.take()
