@@ -1,26 +1,30 @@
-"""Request dependencies: a database session, the caller's tenant, and a job the caller owns."""
+"""Request dependencies: an async database session, the caller's tenant, and a job the caller owns.
+
+The caller's key is checked in the query that reads what the request is about (key → tenant, or key → tenant
+→ job): one round trip, where looking up the key, then its tenant, then the job took three.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import get_sessionmaker
-from service.keys import tenant_for_key
-from service.models import Job, Tenant
+from service.db import async_session
+from service.keys import ACTIVE_KEY, TENANT_FOR_KEY, key_matches, key_prefix
+from service.models import ApiKey, Job, Tenant
 
 
-def get_session() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
+async def get_session() -> AsyncIterator[AsyncSession]:
+    async with async_session() as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
@@ -28,17 +32,30 @@ def _unauthorized(detail: str, error: str | None = None) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
-def current_tenant(request: Request, session: SessionDep) -> Tenant:
+INVALID_KEY = "unknown or revoked API key"
+
+
+def presented_key(request: Request) -> tuple[str, str]:
+    """(raw key, its prefix) from the Authorization header; 401 when there is none or it is malformed."""
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("missing Authorization header: send `Authorization: Bearer <api key>`")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("malformed Authorization header: expected `Bearer <api key>`", "invalid_request")
-    tenant = tenant_for_key(session, key.strip())
-    if tenant is None:
-        raise _unauthorized("unknown or revoked API key", "invalid_token")
-    return tenant
+    raw = key.strip()
+    prefix = key_prefix(raw)
+    if prefix is None:
+        raise _unauthorized(INVALID_KEY, "invalid_token")
+    return raw, prefix
+
+
+async def current_tenant(request: Request, session: SessionDep) -> Tenant:
+    raw, prefix = presented_key(request)
+    row = (await session.execute(TENANT_FOR_KEY, {"prefix": prefix})).first()
+    if row is None or not key_matches(row.key_hash, raw):
+        raise _unauthorized(INVALID_KEY, "invalid_token")
+    return row.Tenant
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
@@ -46,14 +63,36 @@ TenantDep = Annotated[Tenant, Depends(current_tenant)]
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # service.models.new_job_id
 
 
-def owned_job(job_id: str, session: SessionDep, tenant: TenantDep) -> Job:
-    """The job if it belongs to the caller; anyone else's id is indistinguishable from a missing one."""
-    job = None
-    if JOB_ID.fullmatch(job_id):  # anything else cannot exist, and a NUL byte in it would make Postgres raise
-        job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id))
-    if job is None:
+def job_for_key(*columns: Any, joins: tuple = ()) -> Select:
+    """(key_hash, Job, *columns) for the active key :prefix and the job :job_id if that key's tenant owns it
+    (else a null Job); `joins` are (target, onclause) pairs outer-joined for `columns`. Build it once, at import."""
+    same_tenant = (Job.tenant_id == ApiKey.tenant_id) & (Job.id == bindparam("job_id"))
+    query = select(ApiKey.key_hash, Job, *columns).select_from(ApiKey).outerjoin(Job, same_tenant)
+    for target, onclause in joins:
+        query = query.outerjoin(target, onclause)
+    return query.where(ACTIVE_KEY)
+
+
+JOB_FOR_KEY = job_for_key()
+
+
+async def authorized_job(request: Request, session: AsyncSession, job_id: str, query: Select = JOB_FOR_KEY) -> Row:
+    """The row of `query` (see job_for_key) for the caller's key and job: 401 for a bad key, 404 for a job of
+    another tenant (indistinguishable from a missing one)."""
+    raw, prefix = presented_key(request)
+    # Anything but our id format cannot exist, and a NUL byte in it would make Postgres raise.
+    params = {"prefix": prefix, "job_id": job_id if JOB_ID.fullmatch(job_id) else ""}
+    row = (await session.execute(query, params)).first()
+    if row is None or not key_matches(row.key_hash, raw):
+        raise _unauthorized(INVALID_KEY, "invalid_token")
+    if row.Job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
-    return job
+    return row
+
+
+async def owned_job(job_id: str, request: Request, session: SessionDep) -> Job:
+    """The job if it belongs to the caller."""
+    return (await authorized_job(request, session, job_id)).Job
 
 
 JobDep = Annotated[Job, Depends(owned_job)]

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
-from api.monitoring import RequestMetrics, make_registry
+from api.monitoring import JobsByStatus, RequestMetrics, make_registry
 from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, ranks
-from service.db import reset as reset_database
+from service.db import dispose_async_engine
 from service.settings import get_settings
 
 V1_ROUTERS = (files.router, jobs.router, events.router, metrics.router, ranks.router, checkpoints.router,
@@ -23,7 +23,7 @@ V1_ROUTERS = (files.router, jobs.router, events.router, metrics.router, ranks.ro
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     yield
-    reset_database()  # close pooled connections on shutdown
+    await dispose_async_engine()  # close pooled connections on shutdown
 
 
 def create_app() -> FastAPI:
@@ -34,7 +34,8 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes, exempt=[("POST", files.UPLOAD_PATH)])
-    app.state.metrics_registry = make_registry()
+    app.state.jobs_by_status = JobsByStatus()
+    app.state.metrics_registry = make_registry(app.state.jobs_by_status)
     app.add_middleware(RequestMetrics, registry=app.state.metrics_registry)
     return app
 

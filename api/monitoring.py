@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import get_sessionmaker
+from service.db import async_session
 from service.models import JOB_STATUSES, Job
 
 
@@ -51,21 +51,30 @@ def _route(scope: Scope) -> str:
 
 
 class JobsByStatus:
-    """Counts jobs per status at scrape time (all tenants): one small GROUP BY."""
+    """Jobs per status (all tenants), counted by one small GROUP BY when /metrics is scraped: the route awaits
+    `count()`, then the registry's (blocking) collect reports what it found."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] | None = None
+
+    async def count(self) -> None:
+        try:
+            async with async_session() as session:
+                rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+                self.counts = dict(rows.all())
+        except Exception:
+            self.counts = None  # the database is down: /readyz says so; the scrape still serves request metrics
 
     def collect(self):
+        if self.counts is None:
+            return
         gauge = GaugeMetricFamily("adalora_jobs", "Jobs by status", labels=["status"])
-        try:
-            with get_sessionmaker()() as session:
-                counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-        except Exception:
-            return  # the database is down: /readyz says so; the scrape still serves request metrics
         for status in JOB_STATUSES:
-            gauge.add_metric([status], counts.get(status, 0))
+            gauge.add_metric([status], self.counts.get(status, 0))
         yield gauge
 
 
-def make_registry() -> CollectorRegistry:
+def make_registry(jobs_by_status: JobsByStatus) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(JobsByStatus())
+    registry.register(jobs_by_status)
     return registry

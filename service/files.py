@@ -53,22 +53,16 @@ def safe_filename(name: str | None) -> str:
     return base[:200] or "upload"
 
 
-def store_upload(session: Session, tenant_id: int, incoming: Path, *, filename: str, purpose: str,
-                 size: int, sha256: str) -> File:
-    """Validates the uploaded bytes at `incoming` and keeps them as a File; raises DataError (nothing kept)."""
+def accept_upload(tenant_id: int, incoming: Path, *, filename: str, purpose: str, size: int, sha256: str) -> File:
+    """Validates the uploaded bytes at `incoming` (every row: slow for a big file, so no database session is
+    held meanwhile) and moves them to their place; raises DataError, keeping nothing. Returns the File row for
+    the caller to add and commit; if that fails, the caller deletes stored_path(file)."""
     summary = inspect_file(incoming, filename, get_settings().max_line_bytes)
     file = File(id=new_file_id(), tenant_id=tenant_id, filename=filename, purpose=purpose,
                 format=summary.format, size=size, sha256=sha256, row_count=summary.row_count,
                 columns=summary.columns, preview=summary.preview)
     file.path = f"files/{file.id}.{summary.format}"
-    final = inside_root(file.path)
-    os.replace(incoming, final)
-    session.add(file)
-    try:
-        session.commit()
-    except BaseException:
-        final.unlink(missing_ok=True)
-        raise
+    os.replace(incoming, inside_root(file.path))
     return file
 
 

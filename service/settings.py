@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     data_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
+    database_pool_size: int = 10             # connections each API process keeps to the database; more
+                                             # concurrent requests wait their turn (asynchronously)
+
     # Limits.
     max_body_bytes: int = 1 << 20            # a JSON request body
     max_upload_bytes: int = 2 << 30          # an uploaded dataset file

@@ -32,11 +32,11 @@ ArtifactKind = Literal["adapter", "merged"]
     409: error_response("the job has not finished yet"),
     416: {"description": "the range starts beyond the end of the file"},
 })
-def download_artifact(kind: ArtifactKind, job: JobDep, session: SessionDep) -> FileResponse:
+async def download_artifact(kind: ArtifactKind, job: JobDep, session: SessionDep) -> FileResponse:
     if job.status not in FINISHED_STATUSES:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"job is {job.status}; the {kind} is available once it has succeeded")
-    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == kind))
+    artifact = await session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == kind))
     if artifact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job.status} and left no {kind} archive")
     path = inside_root(artifact.path)

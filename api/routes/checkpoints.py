@@ -15,6 +15,6 @@ router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/checkpoints", tags=["checkpoint
 
 
 @router.get("", response_model=CheckpointsPublic)
-def list_checkpoints(job: JobDep, session: SessionDep) -> CheckpointsPublic:
-    rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step))
+async def list_checkpoints(job: JobDep, session: SessionDep) -> CheckpointsPublic:
+    rows = await session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step))
     return CheckpointsPublic(data=[CheckpointPublic.model_validate(r) for r in rows])

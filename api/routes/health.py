@@ -6,37 +6,40 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from api.schemas import Health
-from service.db import get_sessionmaker
+from service.db import async_session
 from service.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
     """The process is up and serving; says nothing about its dependencies."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "names what is down"}})
-def readyz() -> Response:
-    checks = {"database": _check_database(), "broker": "ok" if broker_reachable() else "unreachable"}
+async def readyz() -> Response:
+    broker = await run_in_threadpool(broker_reachable)  # a blocking client
+    checks = {"database": await _check_database(), "broker": "ok" if broker else "unreachable"}
     ready = all(result == "ok" for result in checks.values())
     body = Health(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-def _check_database() -> str:
+async def _check_database() -> str:
     try:
-        with get_sessionmaker()() as session:
-            session.execute(text("SELECT 1"))
+        async with async_session() as session:
+            await session.execute(text("SELECT 1"))
         return "ok"
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def prometheus_metrics(request: Request) -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    await request.app.state.jobs_by_status.count()
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

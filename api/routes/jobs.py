@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+from starlette.concurrency import run_in_threadpool
 
 from api.dataset_checks import check_file_dataset
-from api.deps import JobDep, SessionDep, TenantDep
+from api.deps import JobDep, SessionDep, TenantDep, authorized_job, job_for_key
 from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
+from api.etags import NOT_MODIFIED_RESPONSE, if_none_match, weak_etag
 from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.rate_limit import check_job_rate
 from api.routes import MAX_BIGINT, V1
@@ -53,73 +56,97 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
                         413: error_response("the body is larger than MAX_BODY_BYTES (refused before it is read)"),
                         429: error_response("more than JOBS_PER_MINUTE jobs in the last minute; see Retry-After"),
                         503: error_response("the database or the broker is unavailable; retry later")})
-def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
-               idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
-    check_file_dataset(session, tenant.id, body)  # uploaded files: the caller's, with the columns named
+async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
+                     idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
+    tenant_id = tenant.id  # a rollback below expires the loaded tenant, and an async session cannot reload it
+    # The shared checks below are plain functions on a blocking Session: run_sync hands them this one.
+    await session.run_sync(check_file_dataset, tenant_id, body)  # uploaded files: the caller's, columns named
     if body.dry_run:  # creates nothing, so there is nothing to make idempotent
-        from api.dry_run import plan_job  # imports torch; only dry runs pay for it
-
         response.status_code = status.HTTP_200_OK
-        return plan_job(body)
+        return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
     spec = body.model_dump(mode="json", exclude={"dry_run"})
     hash_ = request_hash(spec)
-    if idempotency_key and (earlier := replay(session, tenant.id, idempotency_key, hash_)):
+    if idempotency_key and (earlier := await session.run_sync(replay, tenant_id, idempotency_key, hash_)):
         return earlier
-    check_job_rate(session, tenant.id, get_settings().jobs_per_minute)  # after the replay: a retry is no new job
-    job = Job(tenant_id=tenant.id, spec=spec, status="queued")
+    # After the replay: a retry is no new job.
+    await session.run_sync(check_job_rate, tenant_id, get_settings().jobs_per_minute)
+    job = Job(tenant_id=tenant_id, spec=spec, status="queued")
     session.add(job)
-    session.flush()
+    await session.flush()
     session.add(JobEvent(job_id=job.id, level="info", message="job queued"))
     public = job_public(job)
-    record = idempotency_key and remember(session, tenant.id, idempotency_key, hash_, status.HTTP_201_CREATED,
-                                          public.model_dump(mode="json"))
+    record = idempotency_key and await session.run_sync(remember, tenant_id, idempotency_key, hash_,
+                                                        status.HTTP_201_CREATED, public.model_dump(mode="json"))
     try:
-        session.commit()  # the worker re-reads the row, so it must be committed before the id is sent
+        await session.commit()  # the worker re-reads the row, so it must be committed before the id is sent
     except IntegrityError:
-        session.rollback()  # a concurrent twin with the same key committed first: answer with its job
-        if idempotency_key and (earlier := replay(session, tenant.id, idempotency_key, hash_)):
+        await session.rollback()  # a concurrent twin with the same key committed first: answer with its job
+        if idempotency_key and (earlier := await session.run_sync(replay, tenant_id, idempotency_key, hash_)):
             return earlier
         raise
     try:
-        job.celery_task_id = enqueue_job(job.id)
+        job.celery_task_id = await run_in_threadpool(enqueue_job, job.id)  # a blocking broker client
     except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
         log.exception("could not enqueue job %s", job.id)
         job.status, job.finished_at, job.error = "failed", utcnow(), hide_server_paths(
             f"could not queue the job: {exc}")
         if record:
-            session.delete(record)  # the client is told to retry; its retry must create a job, not replay this
-        session.commit()
+            await session.delete(record)  # the client is told to retry; its retry must create a job, not replay
+        await session.commit()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail=f"job {job.id} could not be queued (broker unreachable); retry later") from exc
-    session.commit()
+    await session.commit()
     return public
 
 
+def _plan(body: JobCreate) -> DryRunPublic:
+    from api.dry_run import plan_job  # imports torch; only dry runs pay for it
+
+    return plan_job(body)
+
+
 @router.get("", response_model=JobsPublic)
-def list_jobs(session: SessionDep, tenant: TenantDep, status_filter: StatusFilter = None,
-              limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0) -> JobsPublic:
+async def list_jobs(session: SessionDep, tenant: TenantDep, status_filter: StatusFilter = None,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0) -> JobsPublic:
     where = [Job.tenant_id == tenant.id] + ([Job.status == status_filter] if status_filter else [])
-    count = session.scalar(select(func.count()).select_from(Job).where(*where))
-    jobs = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
-                           .limit(limit).offset(offset))
+    count = await session.scalar(select(func.count()).select_from(Job).where(*where))
+    jobs = await session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
+                                 .limit(limit).offset(offset))
     return JobsPublic(data=[job_public(job) for job in jobs], count=count)
 
 
-@router.get("/{job_id}", response_model=JobDetail, responses=JOB_RESPONSES)
-def get_job(job: JobDep, session: SessionDep) -> JobDetail:
-    latest = session.scalar(select(Metric).where(Metric.job_id == job.id).order_by(Metric.step.desc()).limit(1))
-    return job_public(job, JobDetail, latest_metrics=MetricPublic.model_validate(latest) if latest else None)
+_newer = aliased(Metric)
+# The key, the job and the job's metric row with the highest step (the (job_id, step) unique index finds it),
+# in one row.
+JOB_DETAIL_FOR_KEY = job_for_key(Metric, joins=((Metric, Metric.id == select(_newer.id).where(
+    _newer.job_id == Job.id).order_by(_newer.step.desc()).limit(1).scalar_subquery()),))
+
+
+@router.get("/{job_id}", response_model=JobDetail,
+            responses={**JOB_RESPONSES, **NOT_MODIFIED_RESPONSE})
+async def get_job(job_id: str, request: Request, session: SessionDep) -> Response:
+    """The job's status, progress and latest metrics, with an ETag: a poller that sends it back in If-None-Match
+    gets a bodiless 304 until something changed (eta_seconds aside, which moves with the clock)."""
+    row = await authorized_job(request, session, job_id, JOB_DETAIL_FOR_KEY)
+    await session.close()  # the connection goes back to the pool before the answer is built
+    latest = MetricPublic.model_validate(row.Metric) if row.Metric is not None else None
+    detail = job_public(row.Job, JobDetail, latest_metrics=latest)
+    etag = weak_etag(detail.model_dump_json(exclude={"eta_seconds"}).encode())
+    if if_none_match(request, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    # Serialised here, once: returned as a model, FastAPI would validate it again against response_model.
+    return Response(detail.model_dump_json(), media_type="application/json", headers={"ETag": etag})
 
 
 @router.post("/{job_id}/cancel", response_model=CancelPublic,
              responses={**JOB_RESPONSES, 409: error_response("the job already finished")})
-def cancel_job(job: JobDep, session: SessionDep) -> CancelPublic:
+async def cancel_job(job: JobDep, session: SessionDep) -> CancelPublic:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`) and the worker finishes it."""
-    new_status = request_cancel(session, job.id)  # conditional updates: never races a worker's claim
-    session.commit()
+    new_status = await session.run_sync(request_cancel, job.id)  # conditional updates: never race a worker's claim
+    await session.commit()
     if new_status is None:
-        session.refresh(job)
+        await session.refresh(job)
         if job.status != "cancelling":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job already {job.status}; nothing to cancel")
     return CancelPublic(id=job.id, status=new_status or job.status)

@@ -18,16 +18,16 @@ router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"], respons
 
 @router.get("", response_model=RanksPublic, responses={
     404: error_response("no such job, or no rank snapshot at the requested step")})
-def list_ranks(job: JobDep, session: SessionDep,
-               step: Annotated[int | None, Query(ge=0, le=MAX_INT,
-                                                 description="only the snapshot taken at this step")] = None,
-               ) -> RanksPublic:
+async def list_ranks(job: JobDep, session: SessionDep,
+                     step: Annotated[int | None, Query(ge=0, le=MAX_INT,
+                                                       description="only the snapshot taken at this step")] = None,
+                     ) -> RanksPublic:
     query = select(RankSnapshot).where(RankSnapshot.job_id == job.id).order_by(RankSnapshot.step)
     if step is not None:
         query = query.where(RankSnapshot.step == step)
-    snapshots = list(session.scalars(query))
+    snapshots = (await session.scalars(query)).all()
     if step is not None and not snapshots:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rank snapshot at step {step}")
-    final = session.scalar(select(RankSnapshot.ranks).where(RankSnapshot.job_id == job.id, RankSnapshot.final)
+    final = await session.scalar(select(RankSnapshot.ranks).where(RankSnapshot.job_id == job.id, RankSnapshot.final)
                            .order_by(RankSnapshot.step.desc()).limit(1))
     return RanksPublic(data=[RankSnapshotPublic.model_validate(s) for s in snapshots], final_rank_pattern=final)
