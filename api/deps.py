@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import Row, Select, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db import async_session
 from service.keys import ACTIVE_KEY, TENANT_FOR_KEY, key_matches, key_prefix
@@ -63,29 +63,35 @@ TenantDep = Annotated[Tenant, Depends(current_tenant)]
 JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # service.models.new_job_id
 
 
+_keys, _jobs = ApiKey.__table__, Job.__table__
+
+
 def job_for_key(*columns: Any, joins: tuple = ()) -> Select:
-    """(key_hash, Job, *columns) for the active key :prefix and the job :job_id if that key's tenant owns it
-    (else a null Job); `joins` are (target, onclause) pairs outer-joined for `columns`. Build it once, at import."""
-    same_tenant = (Job.tenant_id == ApiKey.tenant_id) & (Job.id == bindparam("job_id"))
-    query = select(ApiKey.key_hash, Job, *columns).select_from(ApiKey).outerjoin(Job, same_tenant)
+    """Reads `columns` (e.g. the Job entity) with the active key :prefix and the job :job_id, if that key's tenant
+    owns it; `joins` are (target, onclause) pairs outer-joined for them. The row's key_hash and job_found are
+    for authorized_job. Build it once, at import."""
+    same_tenant = (_jobs.c.tenant_id == _keys.c.tenant_id) & (_jobs.c.id == bindparam("job_id"))
+    query = (select(_keys.c.key_hash, _jobs.c.id.label("job_found"), *columns).select_from(_keys)
+             .outerjoin(_jobs, same_tenant))
     for target, onclause in joins:
         query = query.outerjoin(target, onclause)
     return query.where(ACTIVE_KEY)
 
 
-JOB_FOR_KEY = job_for_key()
+JOB_FOR_KEY = job_for_key(Job)
 
 
-async def authorized_job(request: Request, session: AsyncSession, job_id: str, query: Select = JOB_FOR_KEY) -> Row:
+async def authorized_job(request: Request, db: AsyncSession | AsyncConnection, job_id: str,
+                         query: Select = JOB_FOR_KEY) -> Row:
     """The row of `query` (see job_for_key) for the caller's key and job: 401 for a bad key, 404 for a job of
-    another tenant (indistinguishable from a missing one)."""
+    another tenant (indistinguishable from a missing one). One query, on a session or a plain connection."""
     raw, prefix = presented_key(request)
     # Anything but our id format cannot exist, and a NUL byte in it would make Postgres raise.
     params = {"prefix": prefix, "job_id": job_id if JOB_ID.fullmatch(job_id) else ""}
-    row = (await session.execute(query, params)).first()
+    row = (await db.execute(query, params)).first()
     if row is None or not key_matches(row.key_hash, raw):
         raise _unauthorized(INVALID_KEY, "invalid_token")
-    if row.Job is None:
+    if row.job_found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
     return row
 

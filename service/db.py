@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import get_settings
@@ -102,9 +102,11 @@ def make_async_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "checkin", _note_checkin)
         event.listen(engine.sync_engine, "checkout", _ping_if_idle)
     else:
-        if parsed.database and parsed.database != ":memory:":
+        pool = {}
+        if parsed.database and parsed.database != ":memory:":  # one in-memory database is one connection
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            pool = {"pool_size": pool_size, "max_overflow": 0}
+        engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)  # a file: no server whose restart to notice
     return engine
 
@@ -147,6 +149,15 @@ def get_async_engine() -> AsyncEngine:
 
 def async_session() -> AsyncSession:
     return AsyncSession(get_async_engine(), expire_on_commit=False)
+
+
+@asynccontextmanager
+async def read_connection() -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit, for a read that is one statement: without the BEGIN and ROLLBACK that
+    a transaction adds, it takes one round trip instead of three."""
+    async with get_async_engine().connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 async def dispose_async_engine() -> None:

@@ -54,7 +54,8 @@ def key_matches(key_hash: str, raw: str) -> bool:
 
 # The active key row with a given prefix (bound as :prefix), to join what a request reads onto. Built once: an
 # SQLAlchemy statement costs more to build per request than the database takes to answer it.
-ACTIVE_KEY = (ApiKey.prefix == bindparam("prefix")) & ApiKey.revoked_at.is_(None)
+_keys = ApiKey.__table__
+ACTIVE_KEY = (_keys.c.prefix == bindparam("prefix")) & _keys.c.revoked_at.is_(None)
 TENANT_FOR_KEY = select(Tenant, ApiKey.key_hash).join(ApiKey).where(ACTIVE_KEY)
 
 

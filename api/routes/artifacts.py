@@ -39,6 +39,7 @@ async def download_artifact(kind: ArtifactKind, job: JobDep, session: SessionDep
     artifact = await session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == kind))
     if artifact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job.status} and left no {kind} archive")
+    await session.close()  # the connection goes back to the pool now, not after a download of minutes
     path = inside_root(artifact.path)
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"the {kind} archive is missing from the store")

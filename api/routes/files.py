@@ -129,7 +129,8 @@ async def get_file(file: FileDep) -> FilePublic:
 
 @router.get("/{file_id}/content", response_class=FileResponse, responses={
     200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"}, **NO_FILE})
-async def download_file(file: FileDep) -> FileResponse:
+async def download_file(file: FileDep, session: SessionDep) -> FileResponse:
+    await session.close()  # the connection goes back to the pool now, not after a download of minutes
     return FileResponse(stored_path(file), media_type="application/octet-stream", filename=file.filename,
                         headers={"ETag": f'"{file.sha256}"', "X-Checksum-SHA256": file.sha256})
 
