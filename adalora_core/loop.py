@@ -72,6 +72,10 @@ class TrainArgs:
         return max(1, math.ceil(steps_per_epoch * self.epochs))
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number: every later step would only spread NaNs through the weights."""
+
+
 class TrainCallbacks:
     """Hooks the loop calls; override what you need. `step` counts optimizer steps completed (1-based)."""
 
@@ -164,6 +168,9 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         if allocation is not None:
             _report_allocation(allocation, callbacks)
         task_loss, orth_loss, grad_norm = torch.cat([losses, grad_norm.view(1).float()]).tolist()
+        if not math.isfinite(task_loss):
+            raise TrainingDiverged(f"the training loss became {task_loss} at step {done}: the run diverged; "
+                                   "lower the learning rate, or clip gradients (max_grad_norm)")
         metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
                    "grad_norm": grad_norm, "budget": float(allocator.current_budget),
                    "adapter_params": float(allocator.kept_params())}

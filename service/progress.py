@@ -3,6 +3,7 @@ resumed run overwrites its earlier rows instead of duplicating them."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,7 +51,10 @@ def _upsert(session: Session, model: type, rows: list[dict[str, Any]], update_co
 
 
 def upsert_metrics(session: Session, job_id: str, by_step: Mapping[int, dict[str, float]]) -> None:
-    rows = [{"job_id": job_id, "step": step, "values": values} for step, values in sorted(by_step.items())]
+    """Non-finite values (an eval perplexity that overflowed) are left out: JSON has no NaN or infinity, and
+    Postgres refuses them. A diverged training loss never gets here: the loop stops the run first."""
+    rows = [{"job_id": job_id, "step": step, "values": {k: v for k, v in values.items() if math.isfinite(v)}}
+            for step, values in sorted(by_step.items())]
     _upsert(session, Metric, rows, ["values"])
 
 

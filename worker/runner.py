@@ -287,12 +287,15 @@ def unknown_model_message(model: str, error: BaseException) -> str:
 
 def describe_failure(error: BaseException, step: int) -> str:
     """A message a user can act on for the failures we can name; otherwise the error's own words."""
-    from adalora_core import ConfigError
+    from adalora_core import ConfigError, TrainingDiverged
 
     from service.datafiles import DataError
 
     if isinstance(error, ConfigError):
         return f"configuration: {error}"
+    if isinstance(error, TrainingDiverged):
+        return (f"{str(error).split(': the run diverged')[0]}: the run diverged; lower training.learning_rate or "
+                "keep training.max_grad_norm set, and check that regression labels are on a modest scale")
     if isinstance(error, DataError):
         return str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -150,3 +152,12 @@ def test_batch_order_hook_sets_the_batches_and_resumes_exactly(bert_dir, tmp_pat
         train(build_model(bert_dir, "sequence_classification"), CONFIG,
               TrainArgs(max_steps=16, batch_size=8, learning_rate=5e-2), classification_data(), collate,
               batch_order=lambda epoch: by_label(epoch)[:3])
+
+
+def test_a_diverged_loss_stops_the_run_naming_the_step(bert_dir):
+    from adalora_core import TrainingDiverged
+
+    rec = Recorder()
+    with pytest.raises(TrainingDiverged, match=r"became nan at step \d+: the run diverged; lower the learning rate"):
+        run(bert_dir, rec, learning_rate=1e9, max_grad_norm=None, warmup_ratio=0.0)
+    assert all(math.isfinite(m["loss"]) for _, m in rec.metrics), "no non-finite loss is reported"

@@ -124,3 +124,14 @@ def test_hub_ids_that_name_a_local_folder_are_refused(tmp_path, monkeypatch):
     assert "names a folder on this server" in message
     [(_, message)] = errors(with_changes(model="org/name"))
     assert "names a folder on this server" in message
+
+
+def test_a_job_that_names_only_its_target_gets_the_cores_benchmarked_defaults():
+    """The job spec's defaults are the core's (chosen by bench/quality.py): one set of defaults, not two."""
+    from adalora_core import AdaLoraConfig
+
+    spec = tiny_job_spec()
+    spec["budget"], spec["schedule"] = {"target_r": 2}, {}
+    job = AdaLoraConfig(**JobSpec.model_validate(spec).to_adalora_kwargs())
+    core = AdaLoraConfig(target_r=2)
+    assert job.to_dict() == core.to_dict()

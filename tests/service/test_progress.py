@@ -33,6 +33,15 @@ def test_metrics_upsert_is_idempotent_and_keeps_the_latest_values(engine):
     assert [(step, values["loss"]) for step, values in rows] == [(1, 1.0), (2, 12.0), (3, 13.0), (4, 14.0)]
 
 
+def test_non_finite_metric_values_are_left_out_on_every_backend(engine):
+    job_id = new_job()
+    with session_scope() as session:
+        upsert_metrics(session, job_id, {1: {"loss": 2.0, "eval_perplexity": float("inf"), "eval_x": float("nan")}})
+    with session_scope() as session:
+        values = session.scalar(select(Metric.values).where(Metric.job_id == job_id))
+    assert values == {"loss": 2.0}
+
+
 def test_rank_snapshot_upsert_is_idempotent(engine):
     job_id = new_job()
     first = {0: (8.0, {"a": 4, "b": 4}, False), 10: (6.0, {"a": 4, "b": 2}, False)}

@@ -276,6 +276,28 @@ def test_fractional_scores_train_a_regression_head(engine, data_dir, tmp_path):
     assert (config["problem_type"], len(config["id2label"])) == ("regression", 1)
 
 
+def test_whole_number_labels_too_large_for_class_ids_fail_before_the_model_loads(engine, data_dir):
+    rows = [{"sentence": f"{w} film", "label": 10 ** 12 * (i % 2)} for i, w in enumerate(POSITIVE * 8)]
+    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
+    assert run_job(job_id) == "failed"
+    job, _, last = finished(job_id)
+    assert "label 1000000000000 would be a class id" in job.error and "label_type to regression" in job.error
+    assert not last
+
+
+def test_a_run_whose_loss_overflows_fails_saying_it_diverged(engine, data_dir):
+    # Scores of 1e30 are finite, but their squared error overflows float32: the loss is inf at the first step.
+    rows = [{"sentence1": f"{w} film", "sentence2": "plot", "score": f"{1e30 * (i + 1.5):.3e}"}
+            for i, w in enumerate(POSITIVE * 8)]
+    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12,
+                             dataset={"label_type": "regression"}))
+    assert run_job(job_id) == "failed"
+    job, events, last = finished(job_id)
+    assert job.error.startswith("the training loss became inf at step 1: the run diverged"), job.error
+    assert "training.learning_rate" in job.error and "labels" in job.error
+    assert not last, "nothing of the diverged step is stored"
+
+
 def test_a_second_job_on_the_same_data_reuses_the_tokenised_cache(engine, data_dir):
     long = " and the plot was really quite"  # 6 more words: 13 tokens, over a max_seq_len of 9
     path = write_jsonl(data_dir, [{"sentence": s + (long if i % 10 == 0 else ""), "label": y}

@@ -33,6 +33,11 @@ class Labels:
         return [index[str(v)] for v in values]
 
 
+# Integer labels are class ids used as they are, so the head has max id + 1 outputs: a score column of whole
+# numbers (1e30 is one) would otherwise build a head that fills the worker's memory.
+MAX_CLASS_ID = 10_000
+
+
 def infer_labels(values: list, label_type: str = "auto") -> Labels:
     """Classes or regression from the training labels. Integers (also as digit strings) are class ids as
     they are; other strings become ids in sorted order; fractional numbers (STS-B scores) mean regression
@@ -50,6 +55,10 @@ def infer_labels(values: list, label_type: str = "auto") -> Labels:
         if min(ids) < 0:
             raise DataError(f"dataset: label {min(ids)} is negative (an unlabelled test split?); "
                             "use a labelled split or file")
+        if max(ids) >= MAX_CLASS_ID:
+            raise DataError(f"dataset: label {max(ids)} would be a class id, which needs a head of {max(ids) + 1:,} "
+                            f"outputs (at most {MAX_CLASS_ID:,}); number classes 0..N-1, or set dataset.label_type "
+                            "to regression if these are scores")
         return Labels(regression=False, num_labels=max(ids) + 1, names=None)
     names = sorted({str(v) for v in values})
     return Labels(regression=False, num_labels=len(names), names=names)
