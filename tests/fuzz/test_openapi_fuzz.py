@@ -193,7 +193,8 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
         file_ids.append(upload.json()["id"])
     # The first dry run imports torch and transformers into the API process (seconds on a loaded machine);
     # pay for it here, so that the fuzzed requests are timed on a warm server.
-    warm = httpx.post(f"{live_api.url}/v1/jobs", headers=headers, timeout=180, json={**tiny_job_spec(), "dry_run": True})
+    warm = httpx.post(f"{live_api.url}/v1/jobs", headers=headers, timeout=180,
+                      json={**tiny_job_spec(), "dry_run": True})
     assert warm.status_code == 200, warm.text
     return Seeded(headers, *job_ids, *file_ids)
 
