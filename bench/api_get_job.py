@@ -8,7 +8,8 @@ ours (`api.main:app`, a valid API key on every request) and the baseline `bench/
 that reads the job row with async SQLAlchemy + asyncpg, nothing else). For each connection count they take
 turns, --repeat times each, under the same load: wrk (--threads threads, keep-alive connections, random job
 ids) when it is installed, else the asyncio load generator below. It prints req/s, p50/p99 latency and the
-count of non-2xx answers and socket errors per run, and ours/bare per connection count (medians of the runs).
+count of non-2xx answers and socket errors per run, the server process's CPU time per request (steadier than
+req/s on a shared machine), and ours/bare per connection count (medians of the runs).
 
 The load generator shares the machine's CPUs with the servers and Postgres: read the load average it prints.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
@@ -100,7 +102,7 @@ def uvicorn_server(app: str, env: dict[str, str], port: int, probe: str, headers
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"uvicorn {app} did not start")
             time.sleep(0.2)
-        yield base
+        yield base, psutil.Process(process.pid)
     finally:
         process.terminate()
         try:
@@ -122,6 +124,7 @@ class Run:
     requests: int
     non_2xx: int
     socket_errors: int  # connect, read, write errors and timeouts
+    server_cpu_ms: float = 0.0  # the server process's CPU time per request
 
 
 WRK_SCRIPT = """
@@ -233,28 +236,34 @@ def main() -> None:
               + (f" -t {args.threads}" if generator == "wrk" else ""))
         print(f"# {args.jobs} running jobs x {args.metrics} metric rows on Postgres; one uvicorn process per server; "
               f"{args.seconds:.0f} s per run; load average before: {load_average()}")
-        print("| connections | server | run | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| connections | server | run | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | "
+              "server CPU ms/req |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         results: dict[tuple[int, str], list[Run]] = {}
         for connections in connection_counts:
             for run in range(1, args.repeat + 1):
                 for name, (app, env, headers) in servers.items():
-                    with uvicorn_server(app, env, args.port, f"/v1/jobs/{job_ids[0]}", headers) as base:
+                    with uvicorn_server(app, env, args.port, f"/v1/jobs/{job_ids[0]}", headers) as (base, server):
                         load(generator, base, job_ids, headers, connections, 2, args.threads)  # warm up
+                        before = sum(server.cpu_times()[:2])
                         r = load(generator, base, job_ids, headers, connections, args.seconds, args.threads)
+                        r.server_cpu_ms = 1000 * (sum(server.cpu_times()[:2]) - before) / max(1, r.requests)
                     results.setdefault((connections, name), []).append(r)
                     print(f"| {connections} | {name} | {run} | {r.rate:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-                          f"{r.requests} | {r.non_2xx} | {r.socket_errors} |", flush=True)
+                          f"{r.requests} | {r.non_2xx} | {r.socket_errors} | {r.server_cpu_ms:.2f} |", flush=True)
         print(f"\n# load average after: {load_average()}")
-        print("| connections | ours req/s | bare req/s | ours/bare | ours p50 ms | ours p99 ms | ours non-2xx |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("| connections | ours req/s | bare req/s | ours/bare | ours p50 ms | ours p99 ms | ours non-2xx | "
+              "CPU ms/req ours / bare |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for connections in connection_counts:
             ours, bare = results[(connections, "ours")], results[(connections, "bare")]
             rate = statistics.median(r.rate for r in ours)
             bare_rate = statistics.median(r.rate for r in bare)
             print(f"| {connections} | {rate:.0f} | {bare_rate:.0f} | {rate / bare_rate:.2f} | "
                   f"{statistics.median(r.p50_ms for r in ours):.1f} | {statistics.median(r.p99_ms for r in ours):.1f} | "
-                  f"{sum(r.non_2xx + r.socket_errors for r in ours)} |")
+                  f"{sum(r.non_2xx + r.socket_errors for r in ours)} | "
+                  f"{statistics.median(r.server_cpu_ms for r in ours):.2f} / "
+                  f"{statistics.median(r.server_cpu_ms for r in bare):.2f} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ service's default flush settings (every METRICS_FLUSH_STEPS=20 steps or 5 s, the
 "bare" arm calls core.train with no callbacks. Arms alternate (bare, reporter, reporter, bare, ...) so a noisy
 neighbour slows both alike; each arm builds the model afresh from the same seed and trains the same batches.
 Reported: steps/s (wall clock) and this process's CPU seconds per step (all threads: the writer's SQL counts),
-medians over the rounds, and reporter/bare for both.
+and reporter/bare for both: per round (the two runs of a round ran back to back) and their median. Last, the
+writer's two kinds of work timed alone (a flush, a status poll) as a share of a bare step: a bound that the
+machine's noise does not blur.
 """
 
 from __future__ import annotations
@@ -125,6 +127,28 @@ def one_run(arm: str, args, data, collate) -> tuple[float, float]:
     return args.steps / wall, cpu / args.steps
 
 
+def writer_cost(flushes: int = 30, polls: int = 100) -> tuple[float, float]:
+    """CPU seconds of the writer's two kinds of work, measured alone on the bench database: one flush of
+    METRICS_FLUSH_STEPS steps' metrics, and one status poll. A steadier bound than the A/B runs' noise."""
+    from service.settings import get_settings
+    from worker.reporting import ProgressReporter
+
+    settings = get_settings()
+    reporter = ProgressReporter(running_job(), settings.metrics_flush_steps, settings.metrics_flush_seconds,
+                                settings.cancel_poll_seconds, attempt=1)
+    metrics = {"loss": 0.5, "lr": 1e-3, "budget": 9e4, "adapter_params": 9e4, "orth_loss": 0.1, "grad_norm": 1.0}
+    reporter.flush()
+    start = time.process_time()
+    for _ in range(flushes):
+        for _ in range(settings.metrics_flush_steps):
+            reporter.on_metrics(reporter.step + 1, dict(metrics))  # no writer thread: flushes on this one
+    flush = (time.process_time() - start) / flushes
+    start = time.process_time()
+    for _ in range(polls):
+        reporter.link.try_once(reporter._job_state, "polling the status", commit=False)
+    return flush, (time.process_time() - start) / polls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
@@ -161,7 +185,8 @@ def main() -> None:
         print(f"# bench/metrics_overhead.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
               f"{os.cpu_count()} CPUs, torch threads {args.threads}, {args.database}; MiniLM-L6, batch "
               f"{args.batch}x{args.seq}, {args.steps} steps per run; load average {os.getloadavg()[0]:.2f}")
-        one_run("bare", argparse.Namespace(**{**vars(args), "steps": 5}), data, collate)  # warm up caches
+        for arm in ("bare", "reporter"):  # warm up: torch's caches, SQLAlchemy's compiled statements
+            one_run(arm, argparse.Namespace(**{**vars(args), "steps": 5}), data, collate)
         results: dict[str, list[tuple[float, float]]] = {"bare": [], "reporter": []}
         print("| round | arm | steps/s | CPU s/step |\n|---:|---|---:|---:|")
         for round_ in range(args.rounds):
@@ -169,14 +194,23 @@ def main() -> None:
                 rate, cpu = one_run(arm, args, data, collate)
                 results[arm].append((rate, cpu))
                 print(f"| {round_ + 1} | {arm} | {rate:.3f} | {cpu:.4f} |", flush=True)
-    rate = {arm: statistics.median(r for r, _ in runs) for arm, runs in results.items()}
-    cpu = {arm: statistics.median(c for _, c in runs) for arm, runs in results.items()}
-    print(f"\nsteps/s   reporter {rate['reporter']:.3f}  bare {rate['bare']:.3f}  "
-          f"reporter/bare {rate['reporter'] / rate['bare']:.4f}  (overhead {100 * (1 - rate['reporter'] / rate['bare']):+.2f} %)")
-    print(f"CPU/step  reporter {cpu['reporter']:.4f}  bare {cpu['bare']:.4f}  "
-          f"reporter/bare {cpu['reporter'] / cpu['bare']:.4f}  (overhead {100 * (cpu['reporter'] / cpu['bare'] - 1):+.2f} %)"
-          f"; load average now {os.getloadavg()[0]:.2f}")
+        flush, poll = writer_cost()
+    # The two runs of a round ran back to back, so their ratio shares most of the machine's noise.
+    rate = [r / b for (r, _), (b, _) in zip(results["reporter"], results["bare"])]
+    cpu = [r / b for (_, r), (_, b) in zip(results["reporter"], results["bare"])]
+    print("\nreporter/bare per round: steps/s " + " ".join(f"{x:.4f}" for x in rate)
+          + ";  CPU/step " + " ".join(f"{x:.4f}" for x in cpu))
+    print(f"median: steps/s reporter/bare {statistics.median(rate):.4f} (overhead "
+          f"{100 * (1 - statistics.median(rate)):+.2f} %); CPU/step reporter/bare {statistics.median(cpu):.4f} "
+          f"(overhead {100 * (statistics.median(cpu) - 1):+.2f} %); load average now {os.getloadavg()[0]:.2f}")
+    from service.settings import get_settings
 
+    settings = get_settings()
+    step = statistics.median(c for _, c in results["bare"])
+    per_step = flush / settings.metrics_flush_steps + poll * settings.cancel_poll_seconds ** -1 * step
+    print(f"the writer's work alone: {1000 * flush:.2f} ms CPU per flush of {settings.metrics_flush_steps} steps, "
+          f"{1000 * poll:.2f} ms per status poll (one a second): {100 * per_step / step:.2f} % of a "
+          f"{step:.3f} s step")
 
 if __name__ == "__main__":
     main()
