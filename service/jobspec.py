@@ -199,11 +199,13 @@ class Budget(Strict):
         default="params", description="what the budget counts: adapter parameters, met exactly (a rank of a "
         "module costs in + out + 1; target_r then means what that rank everywhere would cost), or ranks "
         "whatever their size (the AdaLoRA paper's)")
-    lora_alpha: float = Field(default=32.0, gt=0)
+    lora_alpha: float = Field(default=16.0, gt=0, description="dW is scaled by lora_alpha / init_r")
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
-    init: Literal["lora", "svd", "orthogonal", "gaussian"] = "svd"
-    e_lr_multiplier: float = Field(default=10.0, gt=0)
+    init: Literal["lora", "svd", "orthogonal", "gaussian"] = Field(
+        default="lora", description="lora: B = 0, E = 1 (LoRA's start, the default); svd; orthogonal; gaussian "
+        "(the AdaLoRA paper's, E = 0)")
+    e_lr_multiplier: float = Field(default=1.0, gt=0, description="learning-rate multiplier for the singular values")
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Budget:
