@@ -63,6 +63,7 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
     await session.run_sync(check_file_dataset, tenant_id, body)  # uploaded files: the caller's, columns named
     if body.dry_run:  # creates nothing, so there is nothing to make idempotent
         response.status_code = status.HTTP_200_OK
+        await session.close()  # no pooled connection waits on the plan
         return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
     spec = body.model_dump(mode="json", exclude={"dry_run"})
     hash_ = request_hash(spec)
