@@ -82,6 +82,7 @@ class RankAllocator:
         else:
             init_budget, target_budget = self.r * n, round(target_rank(config, self.modules) * n)
         self.schedule = BudgetSchedule(init_budget, target_budget, total_step, tinit, tfinal, config.delta_t)
+        self._kept_params = rank_cost(self.modules) * self.r  # recounted only when the mask changes
         # Parameters in a fixed order: A of every module, then E, then B.
         self.params = ([m.lora_A for m in self.modules] + [m.lora_E for m in self.modules]
                        + [m.lora_B for m in self.modules])
@@ -167,6 +168,7 @@ class RankAllocator:
             else:
                 threshold = torch.kthvalue(scores.view(-1), k).values
                 self.mask = scores > threshold
+        self._kept_params = int((self.mask * self.cost).sum())
         self._apply_mask()
         return scores
 
@@ -180,7 +182,9 @@ class RankAllocator:
         return dict(zip(self.names, self.mask.sum(dim=1).tolist()))
 
     def kept_params(self) -> int:
-        return int((self.mask * self.cost).sum())
+        """Adapter parameters the mask keeps. The loop reports it every step: a cached count, so reading it
+        costs no device sync."""
+        return self._kept_params
 
     def rank_pattern(self) -> dict[str, list[bool]]:
         return dict(zip(self.names, self.mask.tolist()))
@@ -195,6 +199,7 @@ class RankAllocator:
             raise ValueError("allocator state was saved for different modules")
         device = self.params[0].device
         self.mask = state["mask"].to(device)
+        self._kept_params = int((self.mask * self.cost).sum())
         self.frozen = state["frozen"]
         self.current_budget, self.allocations = state["current_budget"], state["allocations"]
         self.ema_ipt = [t.to(device) for t in state["ema_ipt"]]
