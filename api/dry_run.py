@@ -14,7 +14,7 @@ from api.schemas import DryRunPublic
 from service.datafiles import DataError, count_training_rows, n_rows, read_splits
 from service.jobspec import HubDataset, JobSpec
 from service.model_problems import load_problem
-from service.redaction import hide_server_paths
+from service.redaction import first_line, hide_server_paths
 from worker.data.causal_lm import packed_blocks
 from worker.data.columns import map_columns
 from worker.data.encoding import require_vocabulary, texts_of
@@ -72,7 +72,8 @@ def _training_examples(spec: JobSpec) -> tuple[int, str]:
         require_vocabulary(tokenizer, spec.model)
     except Exception as exc:  # only the exact count is lost; an unreadable model fails the model check below
         return n, (f"{n} training rows counted, an estimate: plain text is packed into blocks of {max_len} "
-                   f"tokens, but the tokenizer of {spec.model!r} could not be read here: {_first_line(exc)}")
+                   f"tokens, but the tokenizer of {spec.model!r} could not be read here: "
+                   f"{hide_server_paths(first_line(exc))}")
     blocks = len(packed_blocks(tokenizer, texts_of(train, mapping.roles["text"]), max_len).examples)
     return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
 
@@ -83,7 +84,3 @@ def _field_of(message: str) -> str:
     if "tinit" in message or "tfinal" in message:
         return "schedule"
     return "budget"
-
-
-def _first_line(exc: BaseException) -> str:
-    return hide_server_paths((str(exc).strip().splitlines() or [type(exc).__name__])[0])

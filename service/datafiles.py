@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from service.jobspec import SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
+from service.redaction import first_line
 
 Columns = dict[str, list]
 
@@ -62,7 +63,7 @@ def read_parquet(path: Path) -> Columns:
     try:
         return pq.read_table(path).to_pydict()
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"dataset file {path.name} is not readable Parquet: {_first_line(e)}") from e
+        raise DataError(f"dataset file {path.name} is not readable Parquet: {first_line(e)}") from e
 
 
 def _check_widths(rows: list[dict], path: Path) -> None:
@@ -90,7 +91,7 @@ def read_hub(spec: HubDataset, split: str) -> Columns:
         dataset = datasets.load_dataset(spec.path, spec.name, split=split, revision=spec.revision)
     except Exception as e:  # the hub raises many types; all mean "cannot get this dataset"
         raise DataError(f"hub dataset {spec.path!r} (name={spec.name!r}, split={split!r}) could not be loaded: "
-                        f"{_first_line(e)}. Check dataset.path/name/split, and that this server can reach "
+                        f"{first_line(e)}. Check dataset.path/name/split, and that this server can reach "
                         "the hub or has the dataset cached") from e
     return dataset.to_dict()
 
@@ -166,9 +167,4 @@ def _hub_split_size(spec: HubDataset) -> int:
         return info.splits[spec.split].num_examples
     except Exception as e:
         raise DataError(f"hub dataset {spec.path!r} (name={spec.name!r}): no size for split {spec.split!r} "
-                        f"({_first_line(e)}); set training.max_steps instead of epochs") from e
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+                        f"({first_line(e)}); set training.max_steps instead of epochs") from e

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from service.datafiles import DataError
+from service.redaction import first_line
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
                   ".tab": "tsv", ".parquet": "parquet"}
@@ -516,8 +517,3 @@ def arrow_kind(arrow_type, pa) -> str:
               ("list", pa.types.is_list), ("list", pa.types.is_large_list), ("list", pa.types.is_fixed_size_list),
               ("dict", pa.types.is_struct), ("dict", pa.types.is_map), ("null", pa.types.is_null))
     return next((kind for kind, check in checks if check(arrow_type)), str(arrow_type))
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.redaction import hide_server_paths
+from service.redaction import first_line, hide_server_paths
 from service.settings import get_settings
 
 SHOWN_FOLDERS = 5
@@ -51,7 +51,7 @@ def load_problem(model: str, error: BaseException) -> str:
                 "save_pretrained(folder, safe_serialization=True)")
     if (hub := _hub_problem(text.lower())) is not None:
         return f"{model!r} is not a folder in MODEL_DIRS ({some_model_folders()}), and as a hub id {hub}"
-    return f"{model!r} could not be read ({_first_line(hide_server_paths(text)) or type(error).__name__})"
+    return f"{model!r} could not be read ({hide_server_paths(first_line(error))})"
 
 
 def _hub_problem(lowered: str) -> str | None:
@@ -62,7 +62,3 @@ def _hub_problem(lowered: str) -> str | None:
     if "not a valid model identifier" in lowered or "repository not found" in lowered:
         return "the hub has no such model (or it is private and this server has no token for it): check the id"
     return None
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0]

@@ -3,7 +3,8 @@ models and files as the user knows them, never where they live on the server.
 
 Loaders (transformers, datasets, the OS) put absolute paths into their messages; a path under one of the
 configured folders is shown relative to the setting (`MODEL_DIRS/tiny-bert`), one under the home folder or
-the Python installation loses that prefix (`…/site-packages/x.py`).
+the Python installation loses that prefix (`…/site-packages/x.py`). Of a loader's error only the first line
+is shown (first_line): the rest is a traceback or hints meant for a developer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import sys
 from pathlib import Path
 
 from service.settings import get_settings
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (loaders append tracebacks and hints); its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def hide_server_paths(text: str) -> str:

@@ -30,6 +30,7 @@ from service.models import Job, utcnow
 from service.periodic import Periodic
 from service.progress import (Budget, Snapshot, add_events, record_progress, upsert_checkpoints, upsert_metrics,
                               upsert_rank_snapshots)
+from service.redaction import first_line
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class DatabaseLink:
     def _failed(self, error: Exception, what: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self.last_error = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            self.last_error = first_line(getattr(error, "orig", None) or error)
             if self.down_since is None:
                 self.down_since, self.delay = now, FIRST_RETRY_SECONDS
                 log.warning("job %s: the database is unreachable (%s failed: %s); the run goes on and keeps "
