@@ -10,13 +10,11 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.errors import SpecError
-from service.datafiles import held_out_count
+from service.dataset.columns import LABEL_NAMES, default_label_column
+from service.dataset.readers import held_out_count
 from service.files import tenant_file
 from service.jobspec import FileDataset, JobSpec
 from service.models import File
-
-# The worker's default label names (worker/data/columns.py), tried in order, case-insensitively.
-LABEL_NAMES = ("label", "labels", "score", "quality", "target", "class", "category")
 
 
 def check_file_dataset(session: Session, tenant_id: int, spec: JobSpec) -> None:
@@ -70,8 +68,7 @@ def _mapped_columns_exist(ds: FileDataset, file: File) -> None:
 def label_column(ds: FileDataset, file: File) -> str:
     if ds.label_column:
         return ds.label_column
-    by_lower = {name.lower(): name for name in reversed(_names(file))}
-    found = next((by_lower[n] for n in LABEL_NAMES if n in by_lower), None)
+    found = default_label_column(_names(file))
     if found is None:
         raise SpecError("dataset.label_column", f"no label column in {file.filename} ({file.id}): none of "
                                                 f"{', '.join(LABEL_NAMES)}; {_found(file)}; set "

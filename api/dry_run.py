@@ -11,13 +11,13 @@ from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, pla
 
 from api.errors import SpecError
 from api.schemas import DryRunPublic
-from service.datafiles import DataError, count_training_rows, n_rows, read_splits
+from service.dataset import DataError
+from service.dataset.columns import map_columns, texts_of
+from service.dataset.packing import pack_texts, require_vocabulary
+from service.dataset.readers import count_training_rows, n_rows, read_splits
 from service.jobspec import HubDataset, JobSpec
 from service.model_problems import load_problem
 from service.redaction import first_line, hide_server_paths
-from worker.data.causal_lm import packed_blocks
-from worker.data.columns import map_columns
-from worker.data.encoding import require_vocabulary, texts_of
 
 
 def plan_job(spec: JobSpec) -> DryRunPublic:
@@ -74,7 +74,7 @@ def _training_examples(spec: JobSpec) -> tuple[int, str]:
         return n, (f"{n} training rows counted, an estimate: plain text is packed into blocks of {max_len} "
                    f"tokens, but the tokenizer of {spec.model!r} could not be read here: "
                    f"{hide_server_paths(first_line(exc))}")
-    blocks = len(packed_blocks(tokenizer, texts_of(train, mapping.roles["text"]), max_len).examples)
+    blocks = len(pack_texts(tokenizer, texts_of(train, mapping.roles["text"]), max_len)[0])
     return blocks, f"{blocks} blocks of up to {max_len} tokens packed from {n} training rows"
 
 

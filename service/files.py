@@ -18,8 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.artifacts import inside_root
-from service.datafiles import DataError
-from service.fileformats import inspect_file
+from service.dataset import DataError
+from service.dataset.formats import inspect_file
+from service.db import session_scope
 from service.jobspec import FILE_ID
 from service.models import File, Job, new_file_id
 from service.settings import get_settings
@@ -94,8 +95,6 @@ def delete_file(session: Session, file: File) -> None:
 
 def stored_file(file_id: str) -> File:
     """The File row of a job's dataset, read by the worker (the API checked the tenant at submission)."""
-    from service.db import session_scope
-
     with session_scope() as session:
         file = session.get(File, file_id)
     if file is None or not inside_root(file.path).is_file():

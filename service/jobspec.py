@@ -19,7 +19,8 @@ from service.settings import get_settings
 
 Task = Literal["sequence_classification", "causal_lm", "seq2seq"]
 DataFormat = Literal["csv", "tsv", "jsonl", "json"]
-SUFFIX_FORMATS: dict[str, DataFormat] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+# The suffixes a file in DATA_DIRS may have (an upload may be more: service.dataset.formats.UPLOAD_SUFFIX_FORMATS).
+SERVER_SUFFIX_FORMATS: dict[str, DataFormat] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
 # A Hugging Face hub id: `name` or `org/name`.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -151,10 +152,10 @@ class ServerDataset(DatasetCommon):
     def _infer_format(self) -> ServerDataset:
         if self.format is None:
             suffix = PurePosixPath(self.path).suffix.lower()
-            if suffix not in SUFFIX_FORMATS:
+            if suffix not in SERVER_SUFFIX_FORMATS:
                 raise ValueError(f"dataset.format: cannot infer it from {suffix or 'no suffix'!r}; "
                                  "set format to csv, tsv, jsonl or json")
-            self.format = SUFFIX_FORMATS[suffix]
+            self.format = SERVER_SUFFIX_FORMATS[suffix]
         if self.column_names and self.format not in ("csv", "tsv"):
             raise ValueError("dataset.column_names: only csv and tsv files can lack a header row; "
                              "remove column_names")

@@ -228,7 +228,7 @@ class File(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     row_count: Mapped[int] = mapped_column(BigInteger)
-    # [{name, type, nulls, nans, infs, distinct, values}]: see service.fileformats.ColumnStats
+    # [{name, type, nulls, nans, infs, distinct, values}]: see service.dataset.formats.ColumnStats
     columns: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     preview: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # the first rows, long values clipped
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 
 from service import artifacts
+from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
@@ -288,8 +289,6 @@ def unknown_model_message(model: str, error: BaseException) -> str:
 def describe_failure(error: BaseException, step: int) -> str:
     """A message a user can act on for the failures we can name; otherwise the error's own words."""
     from adalora_core import ConfigError, TrainingDiverged
-
-    from service.datafiles import DataError
 
     if isinstance(error, ConfigError):
         return f"configuration: {error}"

@@ -18,7 +18,7 @@ from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
 from api.routes import MAX_BIGINT, V1
 from api.schemas import FilePublic, FilesPublic
 from api.uploads import FILE_FIELD, receive_upload
-from service.datafiles import DataError
+from service.dataset import DataError
 from service.files import (
     accept_upload,
     active_jobs_using,

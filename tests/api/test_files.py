@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.datafiles import read_splits
+from service.dataset.readers import read_splits
 from service.jobspec import JobSpec
 from service.settings import get_settings
 from tests.api.conftest import tiny_spec

@@ -107,7 +107,7 @@ def test_failures_we_can_name_get_a_fix_in_the_message():
     import torch
 
     from adalora_core import ConfigError
-    from service.datafiles import DataError
+    from service.dataset import DataError
     from worker.runner import describe_failure
 
     oom = describe_failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 7)

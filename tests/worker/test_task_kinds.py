@@ -17,7 +17,7 @@ import torch
 from sqlalchemy import select
 
 from service.artifacts import inside_root
-from service.datafiles import DataError
+from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.models import Artifact, Job, JobEvent, Metric

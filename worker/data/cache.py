@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.datafiles import Columns
+from service.dataset import Columns
 
 FORMAT_VERSION = 1  # bump when the examples built for the same key change
 

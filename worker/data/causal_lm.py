@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 
-from service.datafiles import Columns, DataError
-from worker.data.columns import ColumnMap
-from worker.data.encoding import IGNORE_INDEX, Encoded, end_token_id, texts_of
+from service.dataset import Columns, DataError
+from service.dataset.columns import ColumnMap, texts_of
+from service.dataset.packing import end_token_id, pack_texts
+from worker.data.encoding import IGNORE_INDEX, Encoded
 
 # The Stanford Alpaca prompt, for instruction/input/output datasets without a chat template of their own.
 ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
@@ -34,17 +35,9 @@ def causal_lm_examples(tokenizer, columns: Columns, mapping: ColumnMap, max_len:
 
 
 def packed_blocks(tokenizer, texts: list[str], block: int) -> Encoded:
-    """All non-blank texts as one token stream (each ended by eos), cut into blocks of `block` tokens:
-    no padding and no truncation, every token is trained on."""
-    kept = [t for t in texts if t.strip()]
-    end = end_token_id(tokenizer)
-    stream: list[int] = []
-    for ids in tokenizer(kept, verbose=False)["input_ids"]:
-        stream += ids if end is None or (ids and ids[-1] == end) else [*ids, end]
-    blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
-    # A block of one token has no next token to predict.
-    return Encoded([{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1],
-                   dropped=len(texts) - len(kept))
+    """The texts packed into blocks (service.dataset.packing), each trained on whole."""
+    blocks, dropped = pack_texts(tokenizer, texts, block)
+    return Encoded([{"input_ids": b, "labels": list(b)} for b in blocks], dropped=dropped)
 
 
 def alpaca_prompts(columns: Columns, mapping: ColumnMap) -> tuple[list[str], list[str]]:

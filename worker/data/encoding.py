@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.datafiles import Columns, DataError
-
 IGNORE_INDEX = -100  # label positions the loss skips: padding, prompts, non-assistant chat turns
 
 
@@ -18,15 +16,6 @@ class Encoded:
     examples: list[dict] = field(default_factory=list)
     truncated: int = 0  # rows cut to max_seq_len
     dropped: int = 0    # rows left with nothing to learn from after truncation (or empty)
-
-
-def texts_of(columns: Columns, name: str) -> list[str]:
-    values = columns[name]
-    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
-    if bad is not None:
-        raise DataError(f"dataset: column {name!r} must hold text in every row; row {bad + 1} holds "
-                        f"{type(values[bad]).__name__} {values[bad]!r}: fix the rows or choose another column")
-    return values
 
 
 def encode_truncating(tokenizer, first: list[str], second: list[str] | None, max_len: int
@@ -43,16 +32,3 @@ def encode_truncating(tokenizer, first: list[str], second: list[str] | None, max
                 full[key][i] = cut[key][j]
     keys = [k for k in ("input_ids", "token_type_ids") if k in full]
     return [{k: full[k][i] for k in keys} for i in range(len(first))], long
-
-
-def end_token_id(tokenizer) -> int | None:
-    """The token that ends a document or an answer: eos, or [SEP] for BERT-style vocabularies."""
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-
-
-def require_vocabulary(tokenizer, model: str) -> None:
-    """transformers builds an empty tokenizer, rather than failing, for a model folder without tokenizer
-    files: every text would then encode to nothing (or to one end token), and training would learn nothing."""
-    if tokenizer.vocab_size == 0:
-        raise DataError(f"model {model!r}: its tokenizer has no vocabulary (no tokenizer files beside the "
-                        "model's config); add the files of the tokenizer it was trained with")

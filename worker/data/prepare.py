@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.datafiles import Columns, DataError, n_rows, read_splits
+from service.dataset import Columns, DataError
+from service.dataset.columns import ColumnMap, map_columns
+from service.dataset.labels import Labels, infer_labels
+from service.dataset.packing import require_vocabulary
+from service.dataset.readers import n_rows, read_splits
 from service.jobspec import JobSpec
 from worker.data import cache
 from worker.data.causal_lm import causal_lm_examples
-from worker.data.classification import Labels, classification_examples, infer_labels
-from worker.data.columns import ColumnMap, map_columns
-from worker.data.encoding import Encoded, require_vocabulary
+from worker.data.classification import classification_examples
+from worker.data.encoding import Encoded
 from worker.data.seq2seq import seq2seq_examples
 
 

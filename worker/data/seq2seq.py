@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from service.datafiles import Columns
-from worker.data.columns import ColumnMap
-from worker.data.encoding import Encoded, encode_truncating, texts_of
+from service.dataset import Columns
+from service.dataset.columns import ColumnMap, texts_of
+from worker.data.encoding import Encoded, encode_truncating
 
 
 def seq2seq_examples(tokenizer, columns: Columns, mapping: ColumnMap, max_len: int) -> Encoded:

@@ -3,7 +3,7 @@ this returns, and the API's dry run counts training rows with the same rules.
 
 Server files and uploads are read with the csv/json modules (Parquet with pyarrow); hub datasets through
 `datasets.load_dataset`, imported only when a hub dataset is used. Uploads were checked row by row when they
-arrived (service.fileformats); an uploaded file's row count comes from its File row.
+arrived (service.dataset.formats); an uploaded file's row count comes from its File row.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import math
 import random
 from pathlib import Path
 
-from service.jobspec import SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
+from service.dataset import Columns, DataError
+from service.files import stored_file, stored_path
+from service.jobspec import SERVER_SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
 from service.redaction import first_line
-
-Columns = dict[str, list]
-
-
-class DataError(ValueError):
-    """The dataset cannot be used as given; the message names the fix."""
 
 
 def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Columns:
@@ -116,14 +112,12 @@ def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
 
 
 def read_upload(file_id: str) -> Columns:
-    from service.files import stored_file, stored_path  # service.files imports this module
-
     file = stored_file(file_id)
     return read_file(stored_path(file), file.format)
 
 
 def _format_of(path: Path, fallback: str) -> str:
-    return SUFFIX_FORMATS.get(path.suffix.lower(), fallback)
+    return SERVER_SUFFIX_FORMATS.get(path.suffix.lower(), fallback)
 
 
 def held_out_count(n_rows: int, fraction: float | None) -> int:
@@ -151,8 +145,6 @@ def count_training_rows(spec: JobSpec) -> int:
         total = n_rows(read_file(ds.resolved_path(), ds.format, ds.column_names))
         named_validation = ds.validation_path
     elif isinstance(ds, FileDataset):
-        from service.files import stored_file
-
         total, named_validation = stored_file(ds.file_id).row_count, ds.validation_file_id
     else:
         total, named_validation = _hub_split_size(ds), ds.validation_name

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from service.datafiles import DataError
+from service.dataset import DataError
 from service.redaction import first_line
 
-SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-                  ".tab": "tsv", ".parquet": "parquet"}
+# An upload's format by its suffix where its content does not tell (files in DATA_DIRS: SERVER_SUFFIX_FORMATS).
+UPLOAD_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+                         ".tab": "tsv", ".parquet": "parquet"}
 PARQUET_MAGIC = b"PAR1"
 SNIFF_BYTES = 8192
 CHUNK_CHARS = 1 << 16
@@ -61,8 +62,8 @@ def detect_format(path: Path, filename: str) -> str:
         raise DataError(f"binary data, not text (a NUL byte at offset {head.index(0)}); upload JSON Lines, "
                         "a JSON array, CSV, TSV or Parquet")
     first = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
-    if suffix in SUFFIX_FORMATS:
-        fmt = SUFFIX_FORMATS[suffix]
+    if suffix in UPLOAD_SUFFIX_FORMATS:
+        fmt = UPLOAD_SUFFIX_FORMATS[suffix]
         if fmt == "json" and first == b"{":
             raise DataError("the JSON file holds an object, not an array of records: wrap the records in "
                             "[ ... ], or upload one object per line as JSON Lines (.jsonl)")
