@@ -22,10 +22,9 @@ from service.dataset import DataError
 from service.dataset.formats import inspect_file
 from service.db import session_scope
 from service.jobspec import FILE_ID
-from service.models import File, Job, new_file_id
+from service.models import UNFINISHED_STATUSES, File, Job, new_file_id
 from service.settings import get_settings
 
-ACTIVE_STATUSES = ("queued", "running", "cancelling")
 ABANDONED_AFTER_SECONDS = 24 * 3600
 UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")
 
@@ -76,7 +75,7 @@ def tenant_file(session: Session, tenant_id: int, file_id: str) -> File | None:
 def active_jobs_using(session: Session, file: File) -> list[str]:
     """Ids of the tenant's unfinished jobs whose dataset names this file (few per tenant: filtered here)."""
     jobs = session.execute(select(Job.id, Job.spec).where(Job.tenant_id == file.tenant_id,
-                                                          Job.status.in_(ACTIVE_STATUSES)))
+                                                          Job.status.in_(UNFINISHED_STATUSES)))
     return [job_id for job_id, spec in jobs if file.id in dataset_file_ids(spec.get("dataset", {}))]
 
 

@@ -1,22 +1,25 @@
 """Job status transitions, each one conditional UPDATE so concurrent workers and API calls cannot race.
+Every write of a job's status is here; the API, the worker and the reconciler call these.
 
 queued → running → succeeded | failed | cancelled; running → cancelling → cancelled; queued → cancelled;
-running → queued when the worker shuts down (requeue_job) or stops responding (service/reconcile.py);
-running → failed when its worker stopped responding MAX_ATTEMPTS times (the reconciler, or claim_job when
-the broker redelivers the message first).
+queued → failed when the broker refuses its message (fail_unsent); running → queued when the worker shuts down
+(requeue_job) or stops responding (recover_dead_run); running → failed when its worker stopped responding
+MAX_ATTEMPTS times (recover_dead_run, or claim_job when the broker redelivers the message first);
+cancelling → cancelled when its worker stopped responding (recover_dead_run).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import FINISHED_STATUSES, Job, JobEvent, utcnow
+from service.models import FINISHED_STATUSES, RUNNING_STATUSES, Job, JobEvent, utcnow
 from service.settings import get_settings
 
-ACTIVE_STATUSES = ("running", "cancelling")
+# When a queued job's message was last sent: its claim overwrites heartbeat_at, the reconciler stamps a re-send.
+LAST_SENT = func.coalesce(Job.heartbeat_at, Job.created_at)
 
 
 def claim_job(session: Session, job_id: str, worker: str, task_id: str | None,
@@ -55,13 +58,50 @@ def out_of_attempts_message(attempts: int, last_seen: datetime | None) -> str:
 
 def _fail_if_out_of_attempts(session: Session, job_id: str, condition: ColumnElement[bool], now: datetime) -> None:
     row = session.execute(select(Job.attempts, Job.heartbeat_at).where(Job.id == job_id, condition)).one_or_none()
-    if row is None:
-        return
-    message = out_of_attempts_message(*row)
-    if session.execute(update(Job).where(Job.id == job_id, condition)
-                       .values(status="failed", finished_at=now, error=message)
-                       .execution_options(synchronize_session=False)).rowcount:
-        session.add(JobEvent(job_id=job_id, level="error", message=message))
+    if row is not None:
+        _fail_out_of_attempts(session, job_id, (condition,), *row, now)
+
+
+def _fail_out_of_attempts(session: Session, job_id: str, conditions: tuple, attempts: int,
+                          last_seen: datetime | None, now: datetime) -> bool:
+    message = out_of_attempts_message(attempts, last_seen)
+    if not _update(session, job_id, conditions, status="failed", finished_at=now, error=message):
+        return False
+    session.add(JobEvent(job_id=job_id, level="error", message=message))
+    return True
+
+
+def fail_unsent(session: Session, job_id: str, error: str) -> bool:
+    """Fail a job just queued whose message the broker would not take, rather than leave it queued forever.
+    The caller commits."""
+    return _update(session, job_id, (Job.status == "queued",), status="failed", finished_at=utcnow(), error=error)
+
+
+def mark_resent(session: Session, job_id: str, cutoff: datetime, now: datetime) -> bool:
+    """Stamp a queued job whose message was last sent before `cutoff` as sent again now; False when it was
+    claimed or re-sent meanwhile. The caller commits, then sends the job id."""
+    return _update(session, job_id, (Job.status == "queued", LAST_SENT < cutoff), heartbeat_at=now)
+
+
+def recover_dead_run(session: Session, job_id: str, status: str, attempts: int, last_seen: datetime,
+                     stale_cutoff: datetime, now: datetime, max_attempts: int) -> str | None:
+    """A run whose worker stopped responding (heartbeat before `stale_cutoff`): a cancelling one is cancelled,
+    one started `max_attempts` times is failed, any other is queued again. Returns the new status; None when
+    someone acted on the job meanwhile. The caller commits (a queued one before it sends the job id)."""
+    still_stale = (Job.status == status, Job.heartbeat_at < stale_cutoff)
+    seen = f"last seen at {last_seen:%Y-%m-%d %H:%M:%S} UTC"
+    if status == "cancelling":
+        if not _update(session, job_id, still_stale, status="cancelled", finished_at=now):
+            return None
+        session.add(JobEvent(job_id=job_id, level="info", message=f"cancelled: its worker stopped responding ({seen})"))
+        return "cancelled"
+    if attempts >= max_attempts:
+        return "failed" if _fail_out_of_attempts(session, job_id, still_stale, attempts, last_seen, now) else None
+    if not _update(session, job_id, still_stale, status="queued", heartbeat_at=now, worker=None):
+        return None
+    session.add(JobEvent(job_id=job_id, level="warning",
+                         message=f"its worker stopped responding ({seen}); queued again"))
+    return "queued"
 
 
 def requeue_job(session: Session, job_id: str) -> bool:
@@ -99,7 +139,7 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
     if status not in FINISHED_STATUSES:
         raise ValueError(f"not a final status: {status!r}")
     return session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+        update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES))
         .values(status=status, finished_at=utcnow(), heartbeat_at=utcnow(), error=error)
         .execution_options(synchronize_session=False)
     ).rowcount == 1
@@ -107,5 +147,10 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
 
 def beat(session: Session, job_id: str) -> None:
     """Stamp the heartbeat of a run this worker holds; the caller commits."""
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES))
                     .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+
+
+def _update(session: Session, job_id: str, conditions: tuple, **values) -> bool:
+    return session.execute(update(Job).where(Job.id == job_id, *conditions).values(**values)
+                           .execution_options(synchronize_session=False)).rowcount == 1

@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+UNFINISHED_STATUSES = ("queued", "running", "cancelling")
+RUNNING_STATUSES = ("running", "cancelling")  # a worker holds the job: it heartbeats and reports progress
 ARTIFACT_KINDS = ("adapter", "merged")
 EVENT_LEVELS = ("info", "warning", "error")
 FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")

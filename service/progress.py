@@ -13,8 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.lifecycle import ACTIVE_STATUSES
-from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -81,5 +80,5 @@ def record_progress(session: Session, job_id: str, step: int, total_steps: int |
     fields = {"total_steps": total_steps, "current_budget": budget.current, "adapter_params": budget.adapter_params,
               "budget_unit": budget.unit, "budget_target": budget.target}
     values.update({column: value for column, value in fields.items() if value is not None})
-    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES)).values(**values)
+    session.execute(update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES)).values(**values)
                     .execution_options(synchronize_session=False))

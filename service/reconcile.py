@@ -9,8 +9,9 @@ found from the rows:
   and sent again, or failed once it has been started `max_attempts` times (a cancelling one is cancelled).
 
 For a queued job `heartbeat_at` records when its message was last sent (the worker's claim overwrites it).
-Every change is one conditional UPDATE, so two reconcilers at once never both act on a job; a duplicate
-message is harmless anyway, because a worker's claim is atomic and a second claim finds nothing to run.
+The changes are service.lifecycle's, each one conditional UPDATE, so two reconcilers at once never both act on
+a job; a duplicate message is harmless anyway, because a worker's claim is atomic and a second claim finds
+nothing to run.
 
 Each pass also deletes the Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS (api/idempotency.py
 ignores them already, so how often this runs only bounds the table's size).
@@ -23,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.lifecycle import ACTIVE_STATUSES, out_of_attempts_message
-from service.models import IdempotentRequest, Job, JobEvent, utcnow
+from service.lifecycle import LAST_SENT, mark_resent, recover_dead_run
+from service.models import RUNNING_STATUSES, IdempotentRequest, Job, utcnow
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
 
@@ -52,35 +53,26 @@ def reconcile(session: Session, now: datetime, settings: Settings | None = None,
 
     settings, send = settings or get_settings(), send or enqueue_job
     done = Reconciled()
-    last_sent = func.coalesce(Job.heartbeat_at, Job.created_at)
     queued_cutoff = now - timedelta(seconds=settings.queued_grace_seconds)
-    for job_id in session.scalars(select(Job.id).where(Job.status == "queued", last_sent < queued_cutoff)).all():
-        if _update(session, job_id, (Job.status == "queued", last_sent < queued_cutoff), heartbeat_at=now):
+    for job_id in session.scalars(select(Job.id).where(Job.status == "queued", LAST_SENT < queued_cutoff)).all():
+        if mark_resent(session, job_id, queued_cutoff, now):
             session.commit()
             done.resent.append(job_id)
             send(job_id)
 
     stale_cutoff = now - timedelta(seconds=settings.stale_job_seconds)
     stale = session.execute(select(Job.id, Job.status, Job.attempts, Job.heartbeat_at)
-                            .where(Job.status.in_(ACTIVE_STATUSES), Job.heartbeat_at < stale_cutoff)).all()
+                            .where(Job.status.in_(RUNNING_STATUSES), Job.heartbeat_at < stale_cutoff)).all()
     for job_id, status, attempts, seen in stale:
-        still_stale = (Job.status == status, Job.heartbeat_at < stale_cutoff)  # no one acted on it meanwhile
-        if status == "cancelling":
-            if _update(session, job_id, still_stale, status="cancelled", finished_at=now):
-                _event(session, job_id, "info", f"cancelled: its worker stopped responding (last seen at "
-                                                f"{seen:%Y-%m-%d %H:%M:%S} UTC)")
-                done.cancelled.append(job_id)
-        elif attempts >= settings.max_attempts:
-            message = out_of_attempts_message(attempts, seen)
-            if _update(session, job_id, still_stale, status="failed", finished_at=now, error=message):
-                _event(session, job_id, "error", message)
-                done.failed.append(job_id)
-        elif _update(session, job_id, still_stale, status="queued", heartbeat_at=now, worker=None):
-            _event(session, job_id, "warning", f"its worker stopped responding (last seen at "
-                                               f"{seen:%Y-%m-%d %H:%M:%S} UTC); queued again")
+        outcome = recover_dead_run(session, job_id, status, attempts, seen, stale_cutoff, now, settings.max_attempts)
+        if outcome == "queued":
             session.commit()
             done.requeued.append(job_id)
             send(job_id)
+        elif outcome == "failed":
+            done.failed.append(job_id)
+        elif outcome == "cancelled":
+            done.cancelled.append(job_id)
         session.commit()
     done.expired_keys = delete_expired_idempotency_keys(session, now, settings)
     session.commit()
@@ -101,15 +93,6 @@ def delete_expired_idempotency_keys(session: Session, now: datetime, settings: S
         return 0
     return session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < cutoff)
                            .execution_options(synchronize_session=False)).rowcount
-
-
-def _update(session: Session, job_id: str, conditions: tuple, **values) -> bool:
-    return session.execute(update(Job).where(Job.id == job_id, *conditions).values(**values)
-                           .execution_options(synchronize_session=False)).rowcount == 1
-
-
-def _event(session: Session, job_id: str, level: str, message: str) -> None:
-    session.add(JobEvent(job_id=job_id, level=level, message=message))
 
 
 def reconciler_thread(interval: float) -> Periodic:

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from service import artifacts
 from service.db import get_sessionmaker, session_scope
-from service.lifecycle import ACTIVE_STATUSES, beat
-from service.models import Job, utcnow
+from service.lifecycle import beat
+from service.models import RUNNING_STATUSES, Job, utcnow
 from service.periodic import Periodic
 from service.progress import (Budget, Snapshot, add_events, record_progress, upsert_checkpoints, upsert_metrics,
                               upsert_rank_snapshots)
@@ -274,7 +274,7 @@ class ProgressReporter:
 
     def _read_status(self, row) -> None:
         status, attempts = row or (None, None)
-        if status not in ACTIVE_STATUSES or (self.attempt is not None and attempts != self.attempt):
+        if status not in RUNNING_STATUSES or (self.attempt is not None and attempts != self.attempt):
             self.lost = self.stop = True  # e.g. requeued by a reconciler that saw no heartbeat during an outage
         elif status == "cancelling":
             self.stop = True

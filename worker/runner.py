@@ -19,9 +19,9 @@ from service import artifacts
 from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
-from service.lifecycle import ACTIVE_STATUSES, claim_job, finish_job, requeue_job
+from service.lifecycle import claim_job, finish_job, requeue_job
 from service.model_problems import load_problem
-from service.models import Checkpoint, Job, JobEvent
+from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
 from service.redaction import hide_server_paths
 from service.settings import get_settings
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
@@ -29,6 +29,9 @@ from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter
 log = logging.getLogger(__name__)
 
 PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+# How a run ends when this worker is shutting down: not a job status, record_outcome turns it into one (the job
+# is handed back to the queue, or cancelled when a cancel came first).
+WORKER_SHUTDOWN = "worker shutdown"
 
 
 class JobError(Exception):
@@ -52,7 +55,7 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         if not claim_job(session, job_id, worker, task_id, settings.stale_job_seconds):
             status, holder = session.execute(select(Job.status, Job.celery_task_id)
                                              .where(Job.id == job_id)).one_or_none() or (None, None)
-            if status in ACTIVE_STATUSES and holder == task_id:
+            if status in RUNNING_STATUSES and holder == task_id:
                 raise JobBusy(job_id)
             # Another message for a job that runs (the reconciler re-sent it while it waited): drop this one; if
             # that run dies, the reconciler requeues the job.
@@ -99,7 +102,7 @@ def record_outcome(job_id: str, status: str, error: str | None, reporter: Progre
                    link: DatabaseLink) -> str:
     """The rest of the progress, then the job's final status; each write waits through a database outage."""
     reporter.flush()
-    if status == "interrupted":
+    if status == WORKER_SHUTDOWN:
         if hand_back(job_id, reporter.step, link):
             return "queued"
         status = "cancelled"  # a cancel arrived while this worker was shutting down
@@ -143,7 +146,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
                         resume_from=latest_checkpoint(job_id, reporter.link), batch_order=batch_order)
     if result.stopped:
-        return "interrupted" if reporter.shutdown else "cancelled"
+        return WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
     export(job_id, spec, result, tokenizer, reporter.link)

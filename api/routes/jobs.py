@@ -20,7 +20,7 @@ from api.rate_limit import check_job_rate
 from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.db import read_connection
-from service.lifecycle import request_cancel
+from service.lifecycle import fail_unsent, request_cancel
 from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
 from service.queue import enqueue_job
 from service.redaction import hide_server_paths
@@ -89,8 +89,7 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
         job.celery_task_id = await run_in_threadpool(enqueue_job, job.id)  # a blocking broker client
     except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
         log.exception("could not enqueue job %s", job.id)
-        job.status, job.finished_at, job.error = "failed", utcnow(), hide_server_paths(
-            f"could not queue the job: {exc}")
+        await session.run_sync(fail_unsent, job.id, hide_server_paths(f"could not queue the job: {exc}"))
         if record:
             await session.delete(record)  # the client is told to retry; its retry must create a job, not replay
         await session.commit()
