@@ -61,10 +61,9 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
             # that run dies, the reconciler requeues the job.
             log.info("job %s not run: it is %s", job_id, status or "gone")
             return None
-        attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
+        attempts, spec_json = session.execute(select(Job.attempts, Job.spec).where(Job.id == job_id)).one()
         session.add(JobEvent(job_id=job_id, message=f"started on {worker}"
                              + (f" (attempt {attempts}: the previous worker stopped)" if attempts > 1 else "")))
-        spec_json = session.scalar(select(Job.spec).where(Job.id == job_id))
     # From here on the run survives a database outage: its writes go through `link`, which retries them.
     link = run_link(job_id)
     reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
@@ -72,7 +71,7 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
     status, error = "failed", None
     try:
         with heartbeat(job_id, settings.heartbeat_seconds, link), reporter:
-            status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter)
+            status = _train_and_export(job_id, JobSpec.model_validate(spec_json), reporter, link)
     except (JobError, DatabaseUnavailable) as e:
         error = str(e)
     except ValidationError as e:
@@ -115,7 +114,7 @@ def record_outcome(job_id: str, status: str, error: str | None, reporter: Progre
     return status
 
 
-def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) -> str:
+def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, link: DatabaseLink) -> str:
     import adalora_core as core  # torch and transformers load only here, inside the worker
     from transformers import set_seed
     from transformers.utils import logging as transformers_logging
@@ -135,22 +134,24 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter) ->
                           checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
                           checkpoint_dir=str(checkpoint_dir(job_id)))
     total = args.total_steps(len(data.train))
-    config.schedule_steps(total)  # a schedule that does not fit the run fails here, before loading weights
-    reporter.start(total, initial_plan(spec, source, data.num_labels, config, total))
+    # adalora_core's plan (budgets, initial ranks) from the architecture alone, on a model without weights; a
+    # schedule that does not fit the run fails here, before any weights are read.
+    skeleton = build(spec, source, num_labels=data.num_labels, empty=True)
+    reporter.start(total, core.plan_run(skeleton, config, total))
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
-    model = load_model(spec, source, data)
+    model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides())
     collate = make_collate(tokenizer.pad_token_id)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
                            tokenizer=tokenizer)
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
-                        resume_from=latest_checkpoint(job_id, reporter.link), batch_order=batch_order)
+                        resume_from=latest_checkpoint(job_id, link), batch_order=batch_order)
     if result.stopped:
         return WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
-    export(job_id, spec, result, tokenizer, reporter.link)
-    discard_checkpoints(job_id, reporter.link)
+    export(job_id, spec, result, tokenizer, link)
+    discard_checkpoints(job_id, link)
     return "succeeded"
 
 
@@ -207,12 +208,12 @@ def load_tokenizer(spec: JobSpec, source: str):
     return tokenizer
 
 
-def load_model(spec: JobSpec, source: str, data):
+def build(spec: JobSpec, source: str, **options):
+    """adalora_core.build_model for the job's task; a model that cannot be built fails the job in the user's terms."""
     from adalora_core import build_model
 
     try:
-        return build_model(source, spec.task, num_labels=data.num_labels,
-                           config_overrides=data.model_config_overrides())
+        return build_model(source, spec.task, **options)
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
 
@@ -234,17 +235,6 @@ def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
     if data.dropped:
         reporter.event("warning", f"{data.dropped} of {data.rows} rows were left out: blank, or nothing to learn "
                                   "from within max_seq_len (a prompt that fills it, a chat without assistant text)")
-
-
-def initial_plan(spec: JobSpec, source: str, num_labels: int | None, config, total: int) -> dict:
-    """adalora_core.plan_run on the architecture alone (no weights are read): budgets and initial ranks."""
-    from adalora_core import build_model, plan_run
-
-    try:
-        skeleton = build_model(source, spec.task, num_labels=num_labels, empty=True)
-    except Exception as e:
-        raise JobError(unknown_model_message(spec.model, e)) from e
-    return plan_run(skeleton, config, total)
 
 
 def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) -> None:
