@@ -21,6 +21,7 @@ COPY adalora_core ./adalora_core
 COPY service ./service
 COPY api ./api
 COPY worker ./worker
+COPY cli ./cli
 COPY migrations ./migrations
 # Editable, so `adalora-svc migrate` finds migrations/ and alembic.ini beside the code.
 RUN pip install -e .

@@ -37,7 +37,7 @@ def client(service_env, celery_worker):
 @pytest.fixture(scope="module")
 def headers(service_env) -> dict[str, str]:
     """A key made the way an operator makes one: `adalora-svc create-key`."""
-    result = subprocess.run([sys.executable, "-m", "service.cli", "create-key", "--tenant", "e2e-tenant"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "cli", "create-key", "--tenant", "e2e-tenant"], cwd=REPO,
                             capture_output=True, text=True, check=True)
     key = next(word for word in result.stdout.split() if word.startswith("ada_"))
     return {"Authorization": f"Bearer {key}"}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
-from service.cli import without_password
+from cli.main import without_password
 from tests.conftest import (REPO, fresh_postgres_database, migrate, postgres_server_url, start_worker, stop_process,
                             tiny_job_spec, wait_for)
 
@@ -44,7 +44,7 @@ def secret_env(tmp_path, tiny_model_dir, tiny_dataset_file) -> Iterator[tuple[di
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env={**os.environ, **env}, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env={**os.environ, **env}, cwd=REPO,
                           capture_output=True, text=True, check=True).stdout
 
 
@@ -53,7 +53,7 @@ def test_keys_and_the_database_password_never_reach_the_logs(secret_env, tmp_pat
     port = free_port()
     api_log = tmp_path / "api.log"
     with open(api_log, "wb") as out:
-        api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=REPO,
+        api = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=REPO,
                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     (tmp_path / "worker").mkdir()
     worker = start_worker(env, tmp_path / "worker")

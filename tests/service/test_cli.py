@@ -20,7 +20,7 @@ from tests.conftest import REPO, wait_for
 
 
 def cli(*args: str, cwd, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -126,7 +126,7 @@ def test_dev_mode_starts_api_and_worker_on_the_embedded_defaults(tmp_path):
     port = free_port()
     log = tmp_path / "dev.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service.cli", "dev", "--port", str(port)], cwd=tmp_path,
+        process = subprocess.Popen([sys.executable, "-m", "cli", "dev", "--port", str(port)], cwd=tmp_path,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def ready():

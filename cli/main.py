@@ -133,7 +133,7 @@ def dev(host: str, port: int) -> None:
     migrate()
     key = dev_key()
     # Its own session: Ctrl+C reaches only this process, which then stops the worker exactly once.
-    worker_process = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], start_new_session=True)
+    worker_process = subprocess.Popen([sys.executable, "-m", "cli", "worker"], start_new_session=True)
     url = f"http://{host}:{port}"
     print(f"\nAdaLoRA service (embedded: {without_password(settings.database_url)}, "
           f"broker {without_password(settings.effective_broker_url)})\n"
@@ -232,7 +232,3 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "dev":
         dev(args.host, args.port)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
