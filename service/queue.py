@@ -13,7 +13,6 @@ from kombu import Queue
 
 from service.settings import Settings, get_settings
 
-TRAINING_QUEUE = "training"  # the default of settings.queue_name
 RUN_JOB_TASK = "adalora.run_job"
 
 
