@@ -22,6 +22,7 @@ from torch import nn
 from .allocator import Allocation, RankAllocator
 from .config import AdaLoraConfig, ConfigError
 from .inject import Adapted, inject_adalora
+from .plan import describe_plan
 from .regularizer import orthogonal_penalty
 
 
@@ -79,6 +80,9 @@ class TrainingDiverged(RuntimeError):
 class TrainCallbacks:
     """Hooks the loop calls; override what you need. `step` counts optimizer steps completed (1-based)."""
 
+    def on_start(self, total_steps: int, plan: dict) -> None:
+        """Once the adapters are in and before the first step (of this attempt, when resuming): the run's
+        length and its plan (adalora_core.plan.describe_plan: budgets, parameter counts, initial ranks)."""
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
     def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool, params: int) -> None:
         """After an allocation: the budget (in AdaLoraConfig.budget_unit), each module's kept rank, and
@@ -131,6 +135,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     optimizer = _optimizer(adapted, config, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     start = 0
+    callbacks.on_start(total, describe_plan(adapted, allocator, config))
     if resume_from:
         start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
         callbacks.on_event("info", f"resumed from step {start}")

@@ -8,7 +8,7 @@ from torch import nn
 
 from .allocator import RankAllocator, rank_cost, target_rank
 from .config import AdaLoraConfig
-from .inject import inject_adalora
+from .inject import Adapted, inject_adalora
 
 
 def plan_run(model: nn.Module, config: AdaLoraConfig, total_step: int) -> dict:
@@ -20,9 +20,15 @@ def plan_run(model: nn.Module, config: AdaLoraConfig, total_step: int) -> dict:
     """
     config = replace(config, init="gaussian", total_step=total_step)  # no SVD on meta tensors
     adapted = inject_adalora(model, config)
+    return describe_plan(adapted, RankAllocator(adapted.modules, config, total_step), config)
+
+
+def describe_plan(adapted: Adapted, allocator: RankAllocator, config: AdaLoraConfig) -> dict:
+    """The plan of a run whose adapters are injected and whose allocator is built (what `train` reports to
+    `TrainCallbacks.on_start`, and what `plan_run` answers for a dry run)."""
     modules = list(adapted.modules.values())
-    allocator = RankAllocator(adapted.modules, config, total_step)
     schedule = allocator.schedule
+    total_step = schedule.total_step
     counts = adapted.parameter_counts()
     final_rank = target_rank(config, modules)
     final_adapter = schedule.target_budget if config.budget_unit == "params" else round(rank_cost(modules) * final_rank)

@@ -33,7 +33,7 @@ from adalora_core import TrainArgs, build_model  # noqa: E402
 from quality import add_method_flags, arm_name, arm_settings, loss_curve, train_adalora, train_lora  # noqa: E402
 from worker.data import make_collate  # noqa: E402
 from worker.data.causal_lm import alpaca_prompts, prompt_completion_examples  # noqa: E402
-from worker.data.columns import ColumnMap  # noqa: E402
+from service.dataset.columns import ColumnMap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "instruct" / "alpaca_libre" / "alpaca_libre_ok.jsonl"

@@ -339,8 +339,8 @@ class ProgressReporter:
 
     # -- TrainCallbacks --------------------------------------------------------------------------------
 
-    def start(self, total_steps: int, plan: dict) -> None:
-        """`plan`: adalora_core.plan_run's answer for this run (budgets, unit, parameters, initial ranks)."""
+    def on_start(self, total_steps: int, plan: dict) -> None:
+        """`plan`: adalora_core's plan of this run (budgets, unit, parameters, initial ranks)."""
         ranks, unit = plan["ranks_init"], plan["budget_unit"]
         self.total_steps = total_steps
         self.budget = Budget(float(plan["budget_init"]), plan["adapter_params_init"], unit,

@@ -133,11 +133,6 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
                           checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
                           checkpoint_dir=str(checkpoint_dir(job_id)))
-    total = args.total_steps(len(data.train))
-    # adalora_core's plan (budgets, initial ranks) from the architecture alone, on a model without weights; a
-    # schedule that does not fit the run fails here, before any weights are read.
-    skeleton = build(spec, source, num_labels=data.num_labels, empty=True)
-    reporter.start(total, core.plan_run(skeleton, config, total))
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
     model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides())
     collate = make_collate(tokenizer.pad_token_id)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adalora_core import AdaLoraConfig, TrainArgs, TrainCallbacks, build_model, train
+from adalora_core import AdaLoraConfig, TrainArgs, TrainCallbacks, build_model, plan_run, train
 from tests.core.tiny import classification_data, collate
 
 
@@ -11,6 +11,10 @@ class Recorder(TrainCallbacks):
     def __init__(self, stop_at=None):
         self.metrics, self.allocations, self.events, self.checkpoints = [], [], [], []
         self.stop_at = stop_at
+        self.starts = []
+
+    def on_start(self, total_steps, plan):
+        self.starts.append((total_steps, plan, len(self.metrics)))
 
     def on_metrics(self, step, metrics):
         self.metrics.append((step, metrics))
@@ -60,6 +64,16 @@ def test_callbacks_see_every_step_and_a_budget_falling_from_init_to_target(bert_
     # The mask freezes at 0-based step T - tfinal (PEFT's convention), reported 1-based.
     assert rec.allocations[-1][3] and rec.allocations[-1][0] == 16 - 3 + 1
     assert result.step == 16 and not result.stopped
+
+
+def test_the_run_reports_its_length_and_plan_once_before_the_first_step(bert_dir):
+    rec = Recorder()
+    run(bert_dir, callbacks=rec, max_steps=None, epochs=2)  # 64 rows / batch 8 x 2 epochs
+    [(total, plan, steps_before)] = rec.starts
+    assert (total, steps_before) == (16, 0)
+    # the same plan a dry run makes on a model without weights
+    assert plan == plan_run(build_model(bert_dir, "sequence_classification", empty=True), CONFIG, 16)
+    assert plan["budget_init"] == 4 * plan["adapted_modules"] and plan["schedule"][-1][1] == plan["budget_final"]
 
 
 def test_training_moves_adapters_and_head_but_never_the_base_weights(bert_dir):

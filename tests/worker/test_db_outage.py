@@ -112,7 +112,7 @@ def test_progress_reported_during_an_outage_is_kept_and_written_once_when_postgr
     reporter = ProgressReporter(job_id, flush_steps=5, flush_seconds=0.5, poll_seconds=0.1, attempt=1,
                                 link=DatabaseLink(job_id, limit_seconds=120))
     with reporter:
-        reporter.start(100, TWO_MODULE_PLAN)
+        reporter.on_start(100, TWO_MODULE_PLAN)
         train(reporter, range(1, 31), slowest)
         wait_for(lambda: len(metric_steps(job_id)) == 30, 10, what="steps 1-30 to be written")
 
@@ -159,7 +159,7 @@ def test_an_outage_longer_than_the_limit_stops_the_run_with_a_readable_message(p
     try:
         with pytest.raises(DatabaseUnavailable) as failure:
             with reporter:
-                reporter.start(1000, TWO_MODULE_PLAN)
+                reporter.on_start(1000, TWO_MODULE_PLAN)
                 train(reporter, range(1, 11), slowest)
                 postgres.stop()
                 train(reporter, range(11, 1001), slowest)  # ~20 s: long past the limit
