@@ -1,4 +1,5 @@
-"""The FastAPI app: routers under /v1, health and Prometheus at the root, readable errors, OpenAPI at /docs.
+"""The FastAPI app: routers under /v1, health and Prometheus at the root, readable errors, OpenAPI at /docs
+and /redoc (served from local files, api/docs.py).
 
 Run it with `uvicorn api.main:app` (or `adalora-svc serve`). Tables come from migrations, never from here.
 """
@@ -10,13 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.monitoring import JobsByStatus, RequestMetrics, make_registry
-from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, ranks
+from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, models, ranks
 from service.db import dispose_async_engine
 from service.settings import get_settings
 
-V1_ROUTERS = (files.router, jobs.router, events.router, metrics.router, ranks.router, checkpoints.router,
+V1_ROUTERS = (models.router, files.router, jobs.router, events.router, metrics.router, ranks.router, checkpoints.router,
               artifacts.router)
 
 
@@ -27,8 +29,9 @@ async def lifespan(app: FastAPI):
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan,
+    app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
+    install_docs(app)
     for router in V1_ROUTERS:
         app.include_router(router)
     app.include_router(health.router)

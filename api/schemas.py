@@ -123,6 +123,18 @@ class RanksPublic(BaseModel):
         description="the ranks of the exported adapter; null until the budget is frozen")
 
 
+class ModelPublic(BaseModel):
+    name: str = Field(description="what a job's `model` names: a folder inside the server's MODEL_DIRS")
+    family: str = Field(description="the model type in its config.json (bert, llama, t5 ...)")
+    architectures: list[str]
+    parameters: int = Field(description="parameters in its weights (tensor elements in the safetensors files)")
+    tasks: list[str] = Field(description="the task kinds transformers has a class for with this family")
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelPublic]
+
+
 class CheckpointPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
