@@ -2,7 +2,8 @@
 
 The budget counts adapter parameters (each triplet of a module costs in + out + 1: a row of A, a column of
 B, one singular value) or, as in the paper, triplets (`AdaLoraConfig.budget_unit`). Either way one global
-ranking of all triplets of all modules decides what is kept.
+ranking of all triplets of all modules decides what is kept: by score per parameter for a parameter
+budget, by score for a triplet budget (where every triplet costs the same, so the two agree).
 
 Call `update(step)` after `optimizer.step()` and before `zero_grad()`, with `step` the 0-based index of
 the optimizer step just taken (gradient accumulation therefore never skews the schedule); it consumes
@@ -160,7 +161,9 @@ class RankAllocator:
     def _prune_to(self, budget: int) -> torch.Tensor:
         scores = self.triplet_scores()
         if self.unit == "params":
-            self.mask = keep_within(scores, self.cost.expand_as(scores), budget)
+            # Ranked by score per parameter: an MLP triplet must be worth 2.5 attention triplets to displace
+            # them (the greedy answer to "most score within a parameter budget"; bench/results_quality.md).
+            self.mask = keep_within(scores / self.cost, self.cost.expand_as(scores), budget)
         else:
             k = self.mask.numel() - budget
             if k <= 0:
@@ -206,12 +209,12 @@ class RankAllocator:
         self.ema_unc = [t.to(device) for t in state["ema_unc"]]
 
 
-def keep_within(scores: torch.Tensor, cost: torch.Tensor, budget: int) -> torch.Tensor:
-    """The mask of the highest-scoring triplets whose costs fit in `budget`: walk the triplets from the best
-    score down and keep each one that still fits (greedy by score, skipping the ones too big for what is
+def keep_within(priority: torch.Tensor, cost: torch.Tensor, budget: int) -> torch.Tensor:
+    """The mask of the highest-priority triplets whose costs fit in `budget`: walk the triplets from the
+    highest priority down and keep each one that still fits (greedy, skipping the ones too big for what is
     left). Batched: each pass keeps the longest run of fitting candidates with one cumsum, and the next
     pass only looks at cheaper triplets, so there are at most as many passes as distinct costs."""
-    order = torch.argsort(scores.view(-1), descending=True, stable=True)
+    order = torch.argsort(priority.reshape(-1), descending=True, stable=True)
     cost = cost.reshape(-1)[order]
     keep = torch.zeros_like(cost, dtype=torch.bool)
     left = torch.tensor(budget, device=cost.device)
@@ -224,7 +227,7 @@ def keep_within(scores: torch.Tensor, cost: torch.Tensor, budget: int) -> torch.
         left = left - (cost * take).sum()
     mask = torch.empty_like(keep)
     mask[order] = keep
-    return mask.view(scores.shape)
+    return mask.view(priority.shape)
 
 
 def rank_cost(modules: list[SVDLinear]) -> int:

@@ -1,5 +1,5 @@
-"""Budgets in parameters: each triplet of a module costs in + out + 1, and the allocator keeps the
-best-scoring triplets whose costs fit the scheduled budget, at every allocation step."""
+"""Budgets in parameters: each triplet of a module costs in + out + 1, and the allocator keeps the triplets
+with the best score per parameter whose costs fit the scheduled budget, at every allocation step."""
 
 import json
 
@@ -14,10 +14,10 @@ from tests.core.test_allocator import set_values_and_grads
 from tests.core.tiny import classification_data, collate, tiny_bert
 
 
-def greedy_by_score(scores: list[float], costs: list[int], budget: int) -> list[bool]:
-    """The rule in plain Python: best score first, keep a triplet whenever it still fits."""
-    keep, left = [False] * len(scores), budget
-    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):
+def greedy(priorities: list[float], costs: list[int], budget: int) -> list[bool]:
+    """The rule in plain Python: highest priority first, keep a triplet whenever it still fits."""
+    keep, left = [False] * len(priorities), budget
+    for i in sorted(range(len(priorities)), key=lambda i: -priorities[i]):
         if costs[i] <= left:
             keep[i], left = True, left - costs[i]
     return keep
@@ -31,7 +31,7 @@ def test_batched_selection_equals_the_sequential_greedy(seed):
     cost = torch.tensor([3, 40, 11, 11, 97, 3, 25])[:, None].expand(n, r)
     budget = int(torch.randint(0, int(cost.sum()) + 1, (1,), generator=g))
     mask = keep_within(scores, cost, budget)
-    assert mask.view(-1).tolist() == greedy_by_score(scores.view(-1).tolist(), cost.reshape(-1).tolist(), budget)
+    assert mask.view(-1).tolist() == greedy(scores.view(-1).tolist(), cost.reshape(-1).tolist(), budget)
     assert int((mask * cost).sum()) <= budget
 
 
@@ -57,8 +57,8 @@ def test_parameters_kept_at_every_allocation_step_of_a_hand_computed_case():
         if allocation is None:
             continue
         scores = before if allocation.final else allocator.triplet_scores()
-        expected = greedy_by_score(scores.view(-1).tolist(), [costs[n] for n in modules for _ in range(3)],
-                                   allocation.budget)
+        cost = [costs[n] for n in modules for _ in range(3)]
+        expected = greedy([s / c for s, c in zip(scores.view(-1).tolist(), cost)], cost, allocation.budget)
         assert allocator.mask.view(-1).tolist() == expected
         kept = sum(rank * costs[name] for name, rank in allocation.ranks.items())
         assert allocation.params == kept == allocator.kept_params() <= allocation.budget
@@ -67,6 +67,23 @@ def test_parameters_kept_at_every_allocation_step_of_a_hand_computed_case():
         seen.append((allocation.step, allocation.budget, kept, allocation.final))
     assert [(s, b, f) for s, b, _, f in seen] == [(2, 104, False), (4, 73, False), (6, 61, False), (8, 60, True)]
     assert 60 - 9 < seen[-1][2] <= 60
+
+
+def test_a_costly_triplet_keeps_its_place_only_if_it_is_worth_the_cheap_ones_it_displaces():
+    modules = three_shapes(r=1)  # one triplet each: small 13, narrow 9, wide 33 parameters
+    config = AdaLoraConfig(init_r=1, target_r=None, target_params=33, tinit=0, tfinal=1, delta_t=1)
+    allocator = RankAllocator(modules, config, total_step=3)
+    for scores, kept in (({"small": 1.0, "narrow": 1.0, "wide": 2.0}, {"small": 1, "narrow": 1, "wide": 0}),
+                         ({"small": 1.0, "narrow": 1.0, "wide": 4.0}, {"small": 0, "narrow": 0, "wide": 1})):
+        # wide's score per parameter: 2 / 33 < 1 / 13 (small and narrow, 22 parameters, fit together);
+        # 4 / 33 beats both (1 / 9 is the better of them).
+        allocator.ema_ipt = [torch.zeros_like(p) for p in allocator.params]
+        allocator.ema_unc = [torch.ones_like(p) for p in allocator.params]
+        for i, name in enumerate(allocator.names):
+            allocator.ema_ipt[len(modules) + i].fill_(scores[name])  # E's sensitivity is the score
+        with torch.no_grad():
+            allocator._prune_to(33)
+        assert allocator.ranks() == kept
 
 
 class Allocations(TrainCallbacks):
