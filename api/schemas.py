@@ -107,6 +107,37 @@ class MetricsPublic(BaseModel):
     has_more: bool = Field(description="more rows exist after the last step; pass it as after_step")
 
 
+class MetricColumnsPublic(BaseModel):
+    """The same rows as /metrics, a list per metric (for charts): columns[name][i] is at steps[i]."""
+
+    steps: list[int]
+    columns: dict[str, list[float | None]] = Field(description="null where a step did not report that metric "
+                                                              "(eval_* only at evaluations)")
+    has_more: bool = Field(description="more rows exist after the last step; pass it as after_step")
+
+
+class ModulePlacePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    stack: str | None = Field(description="encoder or decoder, when the module's name says")
+    layer: int | None
+    type: str = Field(description="query, key, value, qkv, output (attention); ffn_in, ffn_out; other")
+    kind: str = Field(description="attention, ffn or other")
+
+
+class RankColumnsPublic(BaseModel):
+    """The rank snapshots as a matrix (for a heatmap): ranks[i][j] is module j's rank at steps[i]."""
+
+    modules: list[ModulePlacePublic] = Field(description="ordered by stack, layer, then type")
+    steps: list[int]
+    budgets: list[float]
+    adapter_params: list[int | None]
+    final: list[bool]
+    ranks: list[list[int | None]] = Field(description="one row per snapshot, in the order of modules")
+    final_rank_pattern: dict[str, int] | None
+
+
 class RankSnapshotPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

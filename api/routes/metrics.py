@@ -10,16 +10,34 @@ from sqlalchemy import select
 from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES
 from api.routes import MAX_INT, V1
-from api.schemas import MetricPublic, MetricsPublic
+from api.schemas import MetricColumnsPublic, MetricPublic, MetricsPublic
 from service.models import Metric
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"], responses=JOB_RESPONSES)
 
 
+AfterStep = Annotated[int, Query(ge=0, le=MAX_INT, description="only steps after this one")]
+
+
+async def read_metrics(session: SessionDep, job_id: str, after_step: int, limit: int) -> list[Metric]:
+    return list((await session.scalars(select(Metric).where(Metric.job_id == job_id, Metric.step > after_step)
+                                       .order_by(Metric.step).limit(limit + 1))).all())
+
+
 @router.get("", response_model=MetricsPublic)
-async def list_metrics(job: JobDep, session: SessionDep,
-                       after_step: Annotated[int, Query(ge=0, le=MAX_INT, description="only steps after this one")] = 0,
+async def list_metrics(job: JobDep, session: SessionDep, after_step: AfterStep = 0,
                        limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> MetricsPublic:
-    rows = (await session.scalars(select(Metric).where(Metric.job_id == job.id, Metric.step > after_step)
-                                  .order_by(Metric.step).limit(limit + 1))).all()
+    rows = await read_metrics(session, job.id, after_step, limit)
     return MetricsPublic(data=[MetricPublic.model_validate(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/columns", response_model=MetricColumnsPublic)
+async def metric_columns(job: JobDep, session: SessionDep, after_step: AfterStep = 0,
+                         limit: Annotated[int, Query(ge=1, le=20000)] = 5000) -> MetricColumnsPublic:
+    """The rows of GET /metrics as one list per metric, the form chart libraries plot."""
+    rows = await read_metrics(session, job.id, after_step, limit)
+    page = rows[:limit]
+    names = sorted({name for row in page for name in row.values})
+    return MetricColumnsPublic(steps=[row.step for row in page],
+                               columns={name: [row.values.get(name) for row in page] for name in names},
+                               has_more=len(rows) > limit)
