@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     jobs_per_minute: int = 30                # new jobs per tenant in any 60 s window (0: unlimited)
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
     metrics_flush_seconds: float = 5.0       # ... or every T seconds, whichever comes first
+    progress_event_steps: int = 100          # a "step 120/400: loss ..." job event every N steps ...
+    progress_event_seconds: float = 60.0     # ... or every T seconds of training, whichever comes first
     cancel_poll_seconds: float = 1.0         # how often a running job re-reads its status
     heartbeat_seconds: float = 30.0          # a running job's worker stamps the row this often, even mid-step
     stale_job_seconds: float = 180.0         # a running job without a heartbeat this long is taken over

@@ -203,6 +203,11 @@ class ProgressReporter:
     shutdown: bool = False      # this worker is shutting down: checkpoint, and the job runs again elsewhere
     lost: bool = False          # the job is no longer this run's (requeued or failed while the database was away)
     failure: BaseException | None = None  # what stopped the writer thread, raised on the training thread
+    event_steps: int = 100
+    event_seconds: float = 60.0
+    clock: Callable[[], float] = time.monotonic  # for the timed progress events
+    last_event_step: int = 0
+    last_event_time: float | None = None  # set at on_start
 
     def __post_init__(self) -> None:
         self.link = self.link or run_link(self.job_id)
@@ -350,6 +355,7 @@ class ProgressReporter:
         self.event("info", f"training {total_steps} steps, {len(ranks)} adapted modules, budget "
                            f"{plan['budget_init']:,} -> {plan['budget_final']:,} {unit} "
                            f"({plan['adapter_params_init']:,} adapter parameters at the start)")
+        self.last_event_time = self.clock()
         self.flush()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -360,8 +366,27 @@ class ProgressReporter:
                 self.budget = replace(self.budget, current=metrics["budget"],
                                       adapter_params=int(metrics.get("adapter_params", 0)) or None)
             self.metrics[step] = metrics
+        self._progress_events(step, metrics)
         if self.step - self.last_flush_step >= self.flush_steps and not self._flush_wanted:
             self._request_flush()
+
+    def _progress_events(self, step: int, metrics: dict[str, float]) -> None:
+        now = self.clock()
+        started = self.last_event_time if self.last_event_time is not None else now
+        of = f"{step}/{self.total_steps}" if self.total_steps else f"{step}"
+        if step - self.last_event_step >= self.event_steps or now - started >= self.event_seconds:
+            self.last_event_step, self.last_event_time = step, now
+            parts = [f"{name} {metrics[name]:.4g}" for name in ("loss",) if name in metrics]
+            if "budget" in metrics:
+                unit = self.budget.unit or ""
+                kept = (f" ({int(metrics['adapter_params']):,} {'' if unit == 'params' else 'parameters '}kept)"
+                        if metrics.get("adapter_params") else "")
+                parts.append(f"budget {metrics['budget']:,.0f} {unit}".rstrip() + kept)
+            self.event("info", f"step {of}: {', '.join(parts) or 'no loss reported'}")
+        scores = {name: value for name, value in metrics.items() if name.startswith("eval_")}
+        if scores:
+            self.event("info", f"evaluation at step {of}: "
+                               + ", ".join(f"{name.removeprefix('eval_')} {value:.4g}" for name, value in scores.items()))
 
     def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool, params: int) -> None:
         with self._buffer_lock:

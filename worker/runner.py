@@ -67,7 +67,9 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
     # From here on the run survives a database outage: its writes go through `link`, which retries them.
     link = run_link(job_id)
     reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
-                                settings.cancel_poll_seconds, attempt=attempts, link=link)
+                                settings.cancel_poll_seconds, attempt=attempts, link=link,
+                                event_steps=settings.progress_event_steps,
+                                event_seconds=settings.progress_event_seconds)
     status, error = "failed", None
     try:
         with heartbeat(job_id, settings.heartbeat_seconds, link), reporter:
