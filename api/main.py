@@ -1,5 +1,5 @@
 """The FastAPI app: routers under /v1, health and Prometheus at the root, readable errors, OpenAPI at /docs
-and /redoc (served from local files, api/docs.py).
+and /redoc (served from local files, api/docs.py), the web dashboard at /dashboard/ (api/dashboard.py).
 
 Run it with `uvicorn api.main:app` (or `adalora-svc serve`). Tables come from migrations, never from here.
 """
@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
+from api.dashboard import install_dashboard
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.monitoring import JobsByStatus, RequestMetrics, make_registry
@@ -32,6 +33,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="AdaLoRA fine-tuning service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Submit AdaLoRA fine-tuning jobs, watch loss and rank allocation, download adapters.")
     install_docs(app)
+    install_dashboard(app)
     for router in V1_ROUTERS:
         app.include_router(router)
     app.include_router(health.router)
