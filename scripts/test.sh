@@ -20,6 +20,12 @@ if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ 
     || echo "warning: could not install docker-compose; the compose test will be skipped"
 fi
 
+# The dashboard's browser tests drive Debian's headless Chromium (Playwright cannot download a browser here).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "warning: could not install chromium; the browser tests (tests/browser) will be skipped"
+fi
+
 db="adalora_test_$$"
 if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE $db" postgres

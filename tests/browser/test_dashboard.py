@@ -1,0 +1,231 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against a live uvicorn
+process and a real Celery worker training the tiny model on Postgres + Redis. Signs in, uploads, dry-runs,
+submits, watches the curves and the rank heatmap grow while the job trains (read from the page's chart data
+and compared with REST), downloads the adapter and checks its sha256, cancels a second job, compares the two;
+and no request leaves the server. Saves the screenshots the README shows (docs/dashboard-*.png)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from service.db import session_scope
+from service.keys import create_api_key
+from tests.conftest import REPO, empty_database, migrate, start_worker, stop_process
+from tests.e2e.test_api_restart import free_port, start_api
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (pip install -e .[test])")
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# Without the background-networking flags Chromium calls Google's hosts at start-up (refused here).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-default-apps"]
+TRAIN_STEPS = 1500   # long enough on a busy CPU to watch the charts grow over several polls
+WAIT_MS = 180_000    # a job's whole run on a loaded CI machine; reached only when something is wrong
+DOCS = REPO / "docs"
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory):
+    """Postgres only: the browser flow is the same on SQLite, and two runs of it cost a minute."""
+    with empty_database("postgres", tmp_path_factory.mktemp("db")) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(service_env, tmp_path_factory):
+    """A live API on a free port and a worker that logs progress every 50 steps."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: scripts/test.sh installs Debian's chromium package")
+    folder = tmp_path_factory.mktemp("live")
+    worker = start_worker(service_env, folder, extra_env={"PROGRESS_EVENT_STEPS": "50"})
+    port = free_port()
+    api = start_api(service_env, port, folder / "api.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_process(api)
+    stop_process(worker.process)
+
+
+@pytest.fixture(scope="module")
+def key(service_env) -> str:
+    with session_scope() as session:
+        return create_api_key(session, "browser")
+
+
+@pytest.fixture(scope="module")
+def browser_page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        page.requests, page.console_errors = [], []
+        page.on("request", lambda request: page.requests.append(request.url))
+        page.on("console", lambda message: message.type == "error" and page.console_errors.append(message.text))
+        page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+        page.set_default_timeout(30_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def js(page, expression: str):
+    return page.evaluate(f"() => {expression}")
+
+
+def wait_js(page, condition: str, timeout: float = WAIT_MS):
+    page.wait_for_function(f"() => {condition}", timeout=timeout)
+
+
+def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page, key, tiny_dataset_file, tmp_path):
+    page, rest = browser_page, httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+    # Sign in: a wrong key is refused with the server's reason, the right one opens the jobs list.
+    page.goto(f"{server}/")
+    assert page.url == f"{server}/dashboard/"
+    page.fill("#api-key", "ada_not-a-key")
+    page.click("#sign-in")
+    page.wait_for_selector("#signin-error:has-text('refused')")
+    page.fill("#api-key", key)
+    page.click("#sign-in")
+    page.wait_for_selector("#jobs")
+    assert js(page, "sessionStorage.getItem('adalora-api-key')") == key
+
+    # Files: a broken file is refused naming the line; a good one shows its rows, columns and preview.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"sentence": "good film", "label": "positive"}\n{"sentence": oops}\n')
+    page.click("nav a[href='#/files']")
+    page.set_input_files("#file-input", str(broken))
+    page.click("#upload")
+    assert "line 2" in page.wait_for_selector("#upload-error").text_content()
+    page.set_input_files("#file-input", str(tiny_dataset_file))
+    page.click("#upload")
+    assert "96 rows, 2 columns" in page.wait_for_selector("#upload-ok").text_content()
+    assert page.locator("#file-columns tbody tr").count() == 2
+    assert page.locator("#file-preview tbody tr").count() > 0
+    [uploaded] = rest.get("/v1/files").json()["data"]
+    page.wait_for_selector(f"tr[data-file-id='{uploaded['id']}']")
+
+    # A second copy, deleted from the list.
+    page.set_input_files("#file-input", str(tiny_dataset_file))
+    page.click("#upload")
+    page.wait_for_function(f"() => document.querySelectorAll('#files tbody tr[data-file-id]').length === 2")
+    extra = next(f["id"] for f in rest.get("/v1/files").json()["data"] if f["id"] != uploaded["id"])
+    page.click(f"button[data-delete='{extra}']")
+    page.wait_for_function(f"() => !document.querySelector(\"tr[data-file-id='{extra}']\")")
+    assert [f["id"] for f in rest.get("/v1/files").json()["data"]] == [uploaded["id"]]
+
+    # New job: the server's model, the uploaded file; a dry run shows what the REST dry run says.
+    page.click("nav a[href='#/new']")
+    page.wait_for_selector("#model option[value='tiny-bert']", state="attached")
+    page.select_option("#model", "tiny-bert")
+    page.select_option("#task", "sequence_classification")
+    page.select_option("#train-file", uploaded["id"])
+    for selector, value in {"#job-name": "browser-run", "#validation-split": "0.25", "#init-r": "4", "#target-r": "2",
+                            "#tinit": "20", "#tfinal": "300", "#delta-t": "20", "#max-steps": str(TRAIN_STEPS),
+                            "#batch-size": "8", "#learning-rate": "0.005", "#eval-every": "500",
+                            "#warmup-ratio": "0"}.items():
+        page.fill(selector, value)
+    page.click("#dry-run")
+    page.wait_for_selector("#plan-total-steps")
+    spec = js(page, "JSON.parse(document.querySelector('#spec-json').textContent)")
+    plan = rest.post("/v1/jobs", json={**spec, "dry_run": True}).json()
+    assert page.text_content("#plan-total-steps") == f"{TRAIN_STEPS:,}"
+    assert page.text_content("#plan-trainable-init") == f"{plan['trainable_params_init']:,}"
+    assert page.text_content("#plan-trainable-final") == f"{plan['trainable_params_final']:,}"
+    assert js(page, "window.dashboard.charts.plan.series.budget.length") > 2
+
+    # Submit: the job page's curves and heatmap grow while it trains.
+    page.click("#submit")
+    page.wait_for_function("() => /^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)")
+    job_id = page.url.rsplit("/", 1)[1]
+    wait_js(page, "window.dashboard.charts.loss && window.dashboard.charts.loss.x.length > 0 && "
+                  "window.dashboard.heatmap && window.dashboard.heatmap.steps.length > 1")
+    first = js(page, "({loss: dashboard.charts.loss.x.length, heat: dashboard.heatmap.steps.length})")
+    assert rest.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    wait_js(page, f"dashboard.charts.loss.x.length > {first['loss']} && dashboard.heatmap.steps.length > {first['heat']}")
+    assert rest.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "the charts grew only after the run"
+    assert page.locator("#job-status .status.running").count() == 1
+    page.wait_for_selector("#events li:has-text('step 50/1500: loss')")  # live over SSE
+
+    page.wait_for_selector("#job-status .status.succeeded", timeout=WAIT_MS)
+    wait_js(page, f"dashboard.charts.loss.x.at(-1) === {TRAIN_STEPS} && document.querySelector('#download-adapter')")
+    page.wait_for_selector("#events li:has-text('evaluation at step 1500/1500')")
+
+    # The charts hold what REST holds.
+    metrics = rest.get(f"/v1/jobs/{job_id}/metrics/columns", params={"limit": 20000}).json()
+    charts = js(page, "window.dashboard.charts")
+    assert charts["loss"]["x"] == metrics["steps"] and charts["loss"]["series"]["loss"] == metrics["columns"]["loss"]
+    assert charts["grad_norm"]["series"]["grad_norm"] == metrics["columns"]["grad_norm"]
+    assert charts["eval"]["x"] == [500, 1000, 1500] and "accuracy" in charts["eval"]["series"]
+    assert charts["budget"]["series"]["planned"][-1] == charts["budget"]["series"]["reached"][-1] == 2 * 908
+    ranks = rest.get(f"/v1/jobs/{job_id}/ranks/columns").json()
+    heat = js(page, "window.dashboard.heatmap")
+    assert heat["steps"] == ranks["steps"] and heat["ranks"] == ranks["ranks"]
+    assert heat["modules"] == [m["name"] for m in ranks["modules"]] and len(heat["modules"]) == 12
+    pattern = js(page, "window.dashboard.pattern")
+    final = ranks["final_rank_pattern"]
+    assert pattern["attention"] + pattern["ffn"] == sum(final.values())
+    assert page.locator("#pattern-layers .bar").count() == 2  # tiny-bert's two layers
+    assert "Final rank pattern" in page.text_content(".panel:has(#pattern-layers) h2")
+    job = rest.get(f"/v1/jobs/{job_id}").json()
+    assert f"{job['adapter_params']:,} adapter parameters kept" in page.text_content("#kept-text")
+
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
+    page.locator(".panel:has(#heatmap)").screenshot(path=str(DOCS / "dashboard-heatmap.png"))
+
+    # Download the adapter: the size and sha256 shown are the server's, and the file matches them.
+    head = rest.head(f"/v1/jobs/{job_id}/artifacts/adapter")
+    item = page.locator("#downloads li[data-kind='adapter']")
+    assert item.get_attribute("data-sha256") == head.headers["x-checksum-sha256"]
+    assert item.get_attribute("data-size") == head.headers["content-length"]
+    with page.expect_download() as download:
+        page.click("#download-adapter")
+    saved = tmp_path / "adapter.tar"
+    download.value.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == head.headers["x-checksum-sha256"]
+    page.wait_for_selector("#downloads li[data-kind='adapter'] [data-verified='true']")
+
+    # A second, long job, cancelled from its page.
+    page.click("nav a[href='#/new']")
+    page.wait_for_selector("#model option[value='tiny-bert']", state="attached")
+    page.select_option("#train-file", uploaded["id"])
+    page.fill("#job-name", "to-cancel")
+    page.fill("#max-steps", "50000")
+    page.fill("#tinit", "100")
+    page.fill("#tfinal", "100")
+    page.click("#submit")
+    page.wait_for_function("() => /^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)")
+    second = page.url.rsplit("/", 1)[1]
+    assert second != job_id
+    wait_js(page, "window.dashboard.charts.loss && window.dashboard.charts.loss.x.length > 0")
+    page.click("#cancel")
+    page.wait_for_selector("#job-status .status.cancelled", timeout=60_000)
+    assert rest.get(f"/v1/jobs/{second}").json()["status"] == "cancelled"
+
+    # The list filters by status; the comparison shows both curves and the rank difference.
+    page.click("nav a[href='#/jobs']")
+    page.select_option("#status-filter", "cancelled")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#jobs tbody tr[data-job-id]')].map(r => r.dataset.jobId).join() === '{second}'")
+    page.goto(f"{server}/dashboard/#/compare?a={job_id}&b={second}")
+    page.wait_for_selector("#rank-diff tbody tr")
+    second_ranks = rest.get(f"/v1/jobs/{second}/ranks").json()["data"][-1]["ranks"]
+    assert js(page, "window.dashboard.rankDiff") == {m: second_ranks[m] - final[m] for m in final}
+    assert js(page, "Object.keys(window.dashboard.charts['compare-loss'].series).length") == 2
+
+    # The API docs load too, from this server.
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".swagger-ui .info", timeout=30_000)
+    page.wait_for_selector("button.authorize")
+
+    foreign = [url for url in page.requests
+               if urlparse(url).scheme not in ("blob", "data") and urlparse(url).netloc != urlparse(server).netloc]
+    assert foreign == []
+    # Chromium logs every 4xx as "Failed to load resource" (the wrong key, the broken file): those were meant.
+    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
