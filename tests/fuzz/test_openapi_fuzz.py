@@ -253,6 +253,7 @@ def test_seeded_ids_reach_the_success_paths(live_api, seeded):
     """The ids the fuzzer swaps in are served, so its requests reach more than the 404s."""
     job, file = f"{live_api.url}/v1/jobs/{seeded.finished_job}", f"{live_api.url}/v1/files/{seeded.file_id}"
     for url in (job, f"{job}/metrics", f"{job}/ranks", f"{job}/events", f"{job}/checkpoints",
+                f"{job}/metrics/columns", f"{job}/ranks/columns", f"{live_api.url}/v1/models",
                 f"{job}/artifacts/adapter", file, f"{file}/content"):
         assert httpx.get(url, headers=seeded.headers, timeout=REQUEST_TIMEOUT).status_code == 200, url
     other = httpx.get(f"{live_api.url}/v1/jobs/{seeded.other_tenants_job}", headers=seeded.headers,
@@ -267,6 +268,8 @@ OVERFLOWS = [
     ("/v1/jobs?offset=517116224239580074009934405042176", {}, "offset"),
     ("/v1/jobs/{job}/metrics?after_step=10000000000000", {}, "after_step"),    # steps are INTEGER columns
     ("/v1/jobs/{job}/ranks?step=187876993030", {}, "step"),
+    ("/v1/jobs/{job}/metrics/columns?after_step=10000000000000", {}, "after_step"),
+    ("/v1/jobs/{job}/ranks/columns?after_step=187876993030", {}, "after_step"),
     ("/v1/jobs/{job}/events?after_id=9223372036854775808", {}, "after_id"),   # event ids are BIGINT
     ("/v1/jobs/{job}/events", {"Last-Event-ID": "9223372036854775808"}, "last-event-id"),
 ]
