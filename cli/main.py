@@ -137,7 +137,7 @@ def dev(host: str, port: int) -> None:
     url = f"http://{host}:{port}"
     print(f"\nAdaLoRA service (embedded: {without_password(settings.database_url)}, "
           f"broker {without_password(settings.effective_broker_url)})\n"
-          f"  API      {url}/v1\n  Docs     {url}/docs\n  API key  {key}\n"
+          f"  API      {url}/v1\n  Docs     {url}/docs\n  Browser  {url}/dashboard/\n  API key  {key}\n"
           f"  Models   {', '.join(map(str, settings.model_dirs))}\n"
           f"  Data     {', '.join(map(str, settings.data_dirs))}\n"
           f"  Try      curl -H 'Authorization: Bearer {key}' {url}/v1/jobs\n", flush=True)

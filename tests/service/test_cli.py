@@ -139,6 +139,7 @@ def test_dev_mode_starts_api_and_worker_on_the_embedded_defaults(tmp_path):
         printed = log.read_text()
         key = (tmp_path / "var" / "dev-api-key").read_text().strip()
         assert f"API key  {key}" in printed and f"http://127.0.0.1:{port}/docs" in printed
+        assert f"http://127.0.0.1:{port}/dashboard/" in printed
         answer = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 200
         wait_for(lambda: "ready." in log.read_text(), 30, what="the dev worker to connect")
