@@ -661,7 +661,9 @@ async function comparePage(view, a = "", b = "") {
       h("td", { text: diffs[i] > 0 ? `+${diffs[i]}` : diffs[i] }),
       h("td", { style: "width:30%" }, h("div", { class: "bar" }, h("span", { class: diffs[i] < 0 ? "neg" : "pos", style: `width:${50 * Math.abs(diffs[i]) / maxAbs}%;margin-left:${diffs[i] < 0 ? 50 - 50 * Math.abs(diffs[i]) / maxAbs : 50}%` })))))));
   dashboard.rankDiff = Object.fromEntries(common.map((k, i) => [k, diffs[i]]));
+  const latestOnly = [[ra, "A"], [rb, "B"]].filter(([r]) => !r.final_rank_pattern && r.data.length).map(([, l]) => l);
   view.append(h("div", { class: "panel table-wrap" }, h("h2", { text: "Final rank patterns: B − A" }),
+    latestOnly.length ? h("p", { class: "muted", id: "rank-diff-note", text: `${latestOnly.join(" and ")}: no final pattern (the budget was not frozen), so the latest snapshot` }) : null,
     common.length ? table : h("p", { class: "muted", text: "the two jobs share no adapted module (different models?) or have no rank pattern yet" }),
     Object.keys(fa).length !== common.length || Object.keys(fb).length !== common.length ? h("p", { class: "muted", text: `${Object.keys(fa).length - common.length} modules only in A, ${Object.keys(fb).length - common.length} only in B` }) : null));
 }

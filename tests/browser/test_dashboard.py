@@ -108,6 +108,7 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     assert "96 rows, 2 columns" in page.wait_for_selector("#upload-ok").text_content()
     assert page.locator("#file-columns tbody tr").count() == 2
     assert page.locator("#file-preview tbody tr").count() > 0
+    page.screenshot(path=str(tmp_path / "files.png"), full_page=True)
     [uploaded] = rest.get("/v1/files").json()["data"]
     page.wait_for_selector(f"tr[data-file-id='{uploaded['id']}']")
 
@@ -139,6 +140,7 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     assert page.text_content("#plan-trainable-init") == f"{plan['trainable_params_init']:,}"
     assert page.text_content("#plan-trainable-final") == f"{plan['trainable_params_final']:,}"
     assert js(page, "window.dashboard.charts.plan.series.budget.length") > 2
+    page.screenshot(path=str(tmp_path / "new-job.png"), full_page=True)  # kept with the test's files, for a failure
 
     # Submit: the job page's curves and heatmap grow while it trains.
     page.click("#submit")
@@ -204,6 +206,14 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.wait_for_function("() => /^#\\/jobs\\/[0-9a-f-]{36}$/.test(location.hash)")
     second = page.url.rsplit("/", 1)[1]
     assert second != job_id
+    # The jobs list follows it by itself: its progress bar moves without a reload.
+    page.click("nav a[href='#/jobs']")
+    bar = f"#jobs tr[data-job-id='{second}'] progress"
+    wait_js(page, f"Number(document.querySelector(\"{bar}\")?.getAttribute('value')) > 0")
+    seen = int(page.get_attribute(bar, "value"))
+    wait_js(page, f"Number(document.querySelector(\"{bar}\").getAttribute('value')) > {seen}")
+    page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+    page.click(f"#jobs tr[data-job-id='{second}'] a")
     wait_js(page, "window.dashboard.charts.loss && window.dashboard.charts.loss.x.length > 0")
     page.click("#cancel")
     page.wait_for_selector("#job-status .status.cancelled", timeout=60_000)
@@ -217,7 +227,20 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.wait_for_selector("#rank-diff tbody tr")
     second_ranks = rest.get(f"/v1/jobs/{second}/ranks").json()["data"][-1]["ranks"]
     assert js(page, "window.dashboard.rankDiff") == {m: second_ranks[m] - final[m] for m in final}
+    assert "B: no final pattern" in page.text_content("#rank-diff-note")  # cancelled before the budget froze
     assert js(page, "Object.keys(window.dashboard.charts['compare-loss'].series).length") == 2
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+    # A phone, in the dark: the job page fits the screen's width (wide parts scroll inside their own panels).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{server}/dashboard/#/jobs/{job_id}")
+    page.click("#theme")
+    assert js(page, "document.documentElement.dataset.theme") == "dark"
+    wait_js(page, "window.dashboard.heatmap && document.querySelector('#download-adapter')")
+    assert js(page, "getComputedStyle(document.body).backgroundColor") == "rgb(21, 23, 27)"
+    assert js(page, "document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(DOCS / "dashboard-phone-dark.png"))
+    page.set_viewport_size({"width": 1360, "height": 900})
 
     # The API docs load too, from this server.
     page.goto(f"{server}/docs")
