@@ -680,5 +680,14 @@ $("#theme").addEventListener("click", () => {
   localStorage.setItem("adalora-theme", next); applyTheme(next); route();
 });
 $("#sign-out").addEventListener("click", () => signOut(""));
+// A request a page did not handle itself (a 503 while the database restarts, say): said on the page, once.
+window.addEventListener("unhandledrejection", (e) => {
+  if (!(e.reason instanceof ApiError)) return;
+  e.preventDefault();
+  if (e.reason.status === 401) return;  // already back at the sign-in page, which says why
+  let flash = $("#flash");
+  if (!flash) { flash = h("p", { id: "flash", class: "panel error" }); $("#view").prepend(flash); }
+  flash.textContent = e.reason.message;
+});
 window.addEventListener("hashchange", route);
 route();

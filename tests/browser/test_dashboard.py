@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from service.db import session_scope
-from service.keys import create_api_key
+from service.keys import create_api_key, key_prefix, revoke_api_key
 from tests.conftest import REPO, empty_database, migrate, start_worker, stop_process
 from tests.e2e.test_api_restart import free_port, start_api
 
@@ -246,6 +246,14 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.goto(f"{server}/docs")
     page.wait_for_selector(".swagger-ui .info", timeout=30_000)
     page.wait_for_selector("button.authorize")
+
+    # A key revoked while signed in: the next request sends the tab back to sign in, saying why.
+    page.goto(f"{server}/dashboard/#/jobs")
+    page.wait_for_selector("#jobs tbody tr[data-job-id]")
+    with session_scope() as session:
+        assert revoke_api_key(session, key_prefix(key))
+    page.wait_for_selector("#signin-error:has-text('Signed out: unknown or revoked API key')")
+    assert js(page, "sessionStorage.getItem('adalora-api-key')") is None
 
     foreign = [url for url in page.requests
                if urlparse(url).scheme not in ("blob", "data") and urlparse(url).netloc != urlparse(server).netloc]
