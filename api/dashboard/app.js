@@ -504,17 +504,29 @@ async function newJobPage(view) {
     if (tasks.includes(keep)) task.value = keep;
   }
   model.addEventListener("change", syncTasks); syncTasks();
-  const source = h("select", { name: "source", id: "dataset-source" }, h("option", { value: "file" }, "uploaded file"), h("option", { value: "server" }, "server file (DATA_DIRS)"));
+  const source = h("select", { name: "source", id: "dataset-source" }, h("option", { value: "file" }, "uploaded file"),
+    h("option", { value: "server" }, "server file (DATA_DIRS)"), h("option", { value: "hub" }, "Hugging Face hub"));
   const fileOptions = () => files.data.map((f) => h("option", { value: f.id }, `${f.filename} (${f.row_count} rows)`));
   const trainFile = h("select", { id: "train-file" }, fileOptions());
   const valFile = h("select", { id: "validation-file" }, h("option", { value: "" }, "— hold out a split —"), fileOptions());
   const serverPath = h("input", { id: "server-path", placeholder: "glue/SST-2/train.tsv" });
+  const serverValidation = h("input", { id: "server-validation-path", placeholder: "glue/SST-2/dev.tsv (optional)" });
+  const hubPath = h("input", { id: "hub-path", placeholder: "nyu-mll/glue" }), hubName = h("input", { id: "hub-name", placeholder: "sst2" });
+  const hubSplit = h("input", { id: "hub-split", value: "train" }), hubValidation = h("input", { id: "hub-validation", placeholder: "validation (optional)" });
+  // The column fields each task kind reads (service/jobspec.py TASK_COLUMNS); empty ones are found by common names.
+  const COLUMNS = { text_column: ["sequence_classification", "causal_lm"], text_pair_column: ["sequence_classification"],
+    label_column: ["sequence_classification"], prompt_column: ["causal_lm"], completion_column: ["causal_lm"],
+    messages_column: ["causal_lm"], source_column: ["seq2seq"], target_column: ["seq2seq"] };
+  const columnInputs = Object.fromEntries(Object.keys(COLUMNS).map((c) => [c, h("input", { name: c, id: c.replace(/_/g, "-"), placeholder: "by name" })]));
   const valSplit = num("validation_split", 0.25, { id: "validation-split", min: 0, max: 0.9 });
   const form = h("form", { class: "spec", id: "new-job", onsubmit: (e) => e.preventDefault() },
     h("fieldset", {}, h("legend", { text: "Model and task" }), field("name", h("input", { name: "name", id: "job-name", placeholder: "optional" })),
       field("model", model), field("task", task)),
     h("fieldset", {}, h("legend", { text: "Dataset" }), field("source", source), field("training file", trainFile),
-      field("validation file", valFile), field("server path", serverPath), field("validation split", valSplit)),
+      field("validation file", valFile), field("server path", serverPath), field("server validation path", serverValidation),
+      field("hub dataset", hubPath), field("configuration", hubName), field("split", hubSplit), field("validation split name", hubValidation),
+      field("validation split", valSplit)),
+    h("fieldset", {}, h("legend", { text: "Columns (empty: found by common names)" }), Object.entries(columnInputs).map(([c, el]) => field(c, el))),
     h("fieldset", {}, h("legend", { text: "Budget" }), field("init_r", num("init_r", 8, { id: "init-r", min: 1, step: 1 })),
       field("target_r", num("target_r", 4, { id: "target-r", min: 0 })),
       field("or target_params", num("target_params", "", { id: "target-params", min: 0, step: 1 })),
@@ -529,10 +541,11 @@ async function newJobPage(view) {
     h("div", { class: "row" }, h("button", { type: "button", id: "dry-run", onclick: () => send(true) }, "Dry run"),
       h("button", { type: "button", class: "primary", id: "submit", onclick: () => send(false) }, "Submit")));
   function syncSource() {
-    const file = source.value === "file";
-    trainFile.parentElement.hidden = valFile.parentElement.hidden = !file; serverPath.parentElement.hidden = file;
+    const show = { file: [trainFile, valFile], server: [serverPath, serverValidation], hub: [hubPath, hubName, hubSplit, hubValidation] };
+    for (const [kind, els] of Object.entries(show)) for (const el of els) el.parentElement.hidden = source.value !== kind;
+    for (const [c, el] of Object.entries(columnInputs)) el.parentElement.hidden = !COLUMNS[c].includes(task.value);
   }
-  source.addEventListener("change", syncSource); syncSource();
+  source.addEventListener("change", syncSource); task.addEventListener("change", syncSource); syncSource();
   const result = h("div", { id: "dry-run-result" }), problem = h("p", { class: "error", id: "spec-error" });
   const specView = h("pre", { class: "mono", id: "spec-json" });
   view.append(h("h1", { text: "New job" }), h("div", { class: "panel" }, form, problem), result,
@@ -540,9 +553,14 @@ async function newJobPage(view) {
 
   function value(name) { const el = form.elements[name]; return el && el.value !== "" ? Number(el.value) : undefined; }
   function spec() {
-    const dataset = source.value === "file" ? { source: "file", file_id: trainFile.value, validation_file_id: valFile.value || null }
-                                            : { source: "server", path: serverPath.value };
-    if (!(source.value === "file" && valFile.value)) dataset.validation_split = value("validation_split");
+    const dataset = {
+      file: () => ({ source: "file", file_id: trainFile.value, validation_file_id: valFile.value || null }),
+      server: () => ({ source: "server", path: serverPath.value, validation_path: serverValidation.value || undefined }),
+      hub: () => ({ source: "hub", path: hubPath.value, name: hubName.value || undefined, split: hubSplit.value || "train",
+                    validation_name: hubValidation.value || undefined }),
+    }[source.value]();
+    if (!(dataset.validation_file_id || dataset.validation_path || dataset.validation_name)) dataset.validation_split = value("validation_split");
+    for (const [c, el] of Object.entries(columnInputs)) if (COLUMNS[c].includes(task.value) && el.value.trim()) dataset[c] = el.value.trim();
     const budget = { init_r: value("init_r"), unit: form.elements.unit.value, lora_alpha: value("lora_alpha") };
     if (value("target_params") !== undefined) budget.target_params = value("target_params"); else budget.target_r = value("target_r");
     const training = { max_steps: value("max_steps"), batch_size: value("batch_size"), learning_rate: value("learning_rate"),

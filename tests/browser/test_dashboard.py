@@ -132,9 +132,18 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
                             "#batch-size": "8", "#learning-rate": "0.005", "#eval-every": "500",
                             "#warmup-ratio": "0"}.items():
         page.fill(selector, value)
+    page.fill("#label-column", "label")
+    assert page.is_hidden("#source-column")  # a seq2seq field, not this task's
+    page.fill("#target-r", "9")  # more than init_r: the server's 422 is shown as it says it
+    page.click("#dry-run")
+    assert "must not exceed budget.init_r" in page.wait_for_selector("#spec-error:has-text('target_r')").text_content()
+    page.fill("#target-r", "2")
     page.click("#dry-run")
     page.wait_for_selector("#plan-total-steps")
+    assert page.text_content("#spec-error") == ""
     spec = js(page, "JSON.parse(document.querySelector('#spec-json').textContent)")
+    assert spec["dataset"] == {"source": "file", "file_id": uploaded["id"], "validation_file_id": None,
+                               "validation_split": 0.25, "label_column": "label"}
     plan = rest.post("/v1/jobs", json={**spec, "dry_run": True}).json()
     assert page.text_content("#plan-total-steps") == f"{TRAIN_STEPS:,}"
     assert page.text_content("#plan-trainable-init") == f"{plan['trainable_params_init']:,}"
