@@ -8,6 +8,7 @@ from typing import Literal
 
 Init = Literal["lora", "svd", "orthogonal", "gaussian"]
 BudgetUnit = Literal["params", "ranks"]
+OrthTarget = Literal["orthogonal", "orthonormal"]
 
 # Attention and MLP linears of each architecture family, as module-name suffixes.
 DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
@@ -58,10 +59,13 @@ class AdaLoraConfig:
     beta1: float = 0.85                   # EMA of sensitivity
     beta2: float = 0.85                   # EMA of uncertainty
     orth_reg_weight: float = 0.1          # weight of the orthogonal regulariser
+    # What it pulls A's rows and B's columns towards: "orthogonal" (to each other, lengths free) or the
+    # paper's "orthonormal" (also unit length; with B = 0 at the start that grows B without the task).
+    orth_target: OrthTarget = "orthogonal"
     total_step: int | None = None         # set by the loop when unknown at configuration time
     # Defaults from bench/results_quality.md. The paper's start (E = 0) lets only E learn at first, r scalars
     # per module, and sat at chance for a third of a short run; "lora" (B = 0, E = 1) starts as LoRA does.
-    # Paper / PEFT settings: init="gaussian", e_lr_multiplier=1, budget_unit="ranks".
+    # Paper / PEFT settings: init="gaussian", e_lr_multiplier=1, budget_unit="ranks", orth_target="orthonormal".
     init: Init = "lora"                   # lora, svd (top singular vectors of W), orthogonal, gaussian (paper)
     e_lr_multiplier: float = 1.0          # learning-rate multiplier for the singular values E
 
@@ -89,6 +93,8 @@ class AdaLoraConfig:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.orth_reg_weight < 0:
             raise ConfigError(f"orth_reg_weight must be >= 0, got {self.orth_reg_weight}")
+        if self.orth_target not in ("orthogonal", "orthonormal"):
+            raise ConfigError(f"orth_target must be orthogonal or orthonormal, got {self.orth_target!r}")
         if self.delta_t < 1:
             raise ConfigError(f"delta_t must be >= 1 step, got {self.delta_t}")
         if self.tinit < 0 or self.tfinal < 0:

@@ -160,7 +160,8 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(**batch).loss
-            orth = orthogonal_penalty(modules) if config.orth_reg_weight > 0 else loss.new_zeros(())
+            orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
+                    else loss.new_zeros(()))
             ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
             losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)

@@ -1,4 +1,4 @@
-"""The orthogonal regulariser: keeps A's rows and B's columns close to orthonormal, as an SVD's are."""
+"""The orthogonal regulariser: keeps A's rows and B's columns orthogonal to one another, as an SVD's are."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import torch
 from .layer import SVDLinear
 
 
-def orthogonal_penalty(modules: list[SVDLinear]) -> torch.Tensor:
-    """Mean over all A and B matrices of ||AAᵀ − I||_F and ||BᵀB − I||_F.
+def orthogonal_penalty(modules: list[SVDLinear], target: str = "orthogonal") -> torch.Tensor:
+    """Mean over all A and B matrices of ||AAᵀ − D||_F and ||BᵀB − D||_F.
+
+    target="orthonormal" (the paper's): D = I, so the rows of A and the columns of B are also pulled to unit
+    length. target="orthogonal": D = diag(AAᵀ), only the overlaps between triplets are penalised and their
+    lengths are left to the task. With the lora start (B = 0) the paper's target pushes B away from zero
+    wherever the task gradient is still small, i.e. adds a random update of norm lora_alpha / init_r per
+    rank to every adapted layer: on STS-B that kept runs at the label mean (bench/results_quality.md).
 
     Add `orth_reg_weight * orthogonal_penalty(...)` to whatever task loss the loop computes. Matrices of
     the same shape are stacked, so the cost is a few batched matmuls rather than one per module.
@@ -22,5 +28,5 @@ def orthogonal_penalty(modules: list[SVDLinear]) -> torch.Tensor:
         stacked = torch.stack(xs)
         gram = stacked @ stacked.transpose(1, 2)
         eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
-        total = total + torch.linalg.matrix_norm(gram - eye).sum()
+        total = total + torch.linalg.matrix_norm(gram - eye if target == "orthonormal" else gram * (1 - eye)).sum()
     return total / len(grams)

@@ -7,7 +7,8 @@ schedule, LR grid and search budget):
                  lora_alpha, orth_reg_weight, tinit, tfinal, delta_t), init_r = ceil(1.5 x lora_r), and a
                  budget in parameters equal to LoRA's: target_params = lora_r x sum(in + out) over the
                  adapted linears (each kept triplet costs in + out + 1, E included), met within one triplet
-  adalora_paper  the same budget with the paper's / PEFT's init: gaussian, e_lr_multiplier 1
+  adalora_paper  the same budget with the paper's / PEFT's start: gaussian init, e_lr_multiplier 1, and the
+                 orthonormal regulariser
   lora           PEFT LoRA r=lora_r (`get_peft_model(LoraConfig(...))`, modules_to_save=["classifier"]),
                  trained by `train_lora` below, a loop that matches ours step for step: the same
                  `micro_batches` (seeded permutation per epoch), the same `lr_lambda` (warmup + linear),
@@ -207,12 +208,13 @@ def lora_param_count(model, r: int, targets: list[str] = TARGETS) -> int:
 
 
 def ada_config(opts, model, paper: bool, targets: list[str] = TARGETS) -> AdaLoraConfig:
-    init, e_lr = ("gaussian", 1.0) if paper else (opts.init, opts.e_lr)
+    init, e_lr, orth_target = ("gaussian", 1.0, "orthonormal") if paper else (opts.init, opts.e_lr, opts.orth_target)
     budget = ({"target_r": None, "target_params": lora_param_count(model, opts.lora_r, targets)}
               if opts.budget_unit == "params" else {"target_r": float(opts.lora_r)})
     return AdaLoraConfig(init_r=init_r(opts), **budget, budget_unit=opts.budget_unit, target_modules=targets,
                          init=init, e_lr_multiplier=e_lr, tinit=opts.tinit, tfinal=opts.tfinal,
-                         delta_t=opts.delta_t, orth_reg_weight=opts.orth, lora_alpha=opts.ada_alpha)
+                         delta_t=opts.delta_t, orth_reg_weight=opts.orth, orth_target=orth_target,
+                         lora_alpha=opts.ada_alpha)
 
 
 def train_adalora(model, args: TrainArgs, data, collate, paper: bool, opts, targets: list[str] = TARGETS) -> dict:
@@ -281,6 +283,7 @@ def _peft_version() -> str:
 # defaults are AdaLoraConfig's own, so the default arm is always what a job spec gets by default.
 ADA_DEFAULTS = {"lora_r": 2, "init_r": None, "init": AdaLoraConfig.init, "e_lr": AdaLoraConfig.e_lr_multiplier,
                 "ada_alpha": AdaLoraConfig.lora_alpha, "orth": AdaLoraConfig.orth_reg_weight,
+                "orth_target": AdaLoraConfig.orth_target,
                 "tinit": AdaLoraConfig.tinit, "tfinal": AdaLoraConfig.tfinal, "delta_t": AdaLoraConfig.delta_t,
                 "budget_unit": AdaLoraConfig.budget_unit}
 LORA_DEFAULTS = {"lora_r": 2, "lora_alpha": 8.0}  # PEFT's default alpha
@@ -299,7 +302,7 @@ def arm_name(method: str, opts) -> str:
     """'default', or the settings that differ from the defaults, e.g. 'init=svd,e_lr=10'."""
     keys = LORA_DEFAULTS if method == "lora" else ADA_DEFAULTS
     if method == "adalora_paper":
-        keys = {k: v for k, v in keys.items() if k not in ("init", "e_lr")}  # fixed by the method
+        keys = {k: v for k, v in keys.items() if k not in ("init", "e_lr", "orth_target")}  # fixed by the method
     diff = [f"{k}={getattr(opts, k):g}" if isinstance(getattr(opts, k), float | int) else f"{k}={getattr(opts, k)}"
             for k, v in keys.items() if getattr(opts, k) != v and getattr(opts, k) is not None]
     return ",".join(diff) or "default"
@@ -473,6 +476,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tfinal", type=float, default=ADA_DEFAULTS["tfinal"], help="steps, or a fraction of the run")
     p.add_argument("--delta-t", type=int, default=ADA_DEFAULTS["delta_t"])
     p.add_argument("--orth", type=float, default=ADA_DEFAULTS["orth"], help="orth_reg_weight")
+    p.add_argument("--orth-target", default=ADA_DEFAULTS["orth_target"], choices=["orthogonal", "orthonormal"])
     p.add_argument("--ada-alpha", type=float, default=ADA_DEFAULTS["ada_alpha"],
                    help="AdaLoRA's lora_alpha (scaling alpha / init_r)")
 

@@ -230,6 +230,9 @@ class Schedule(Strict):
     beta1: float = Field(default=0.85, gt=0, lt=1)
     beta2: float = Field(default=0.85, gt=0, lt=1)
     orth_reg_weight: float = Field(default=0.1, ge=0)
+    orth_target: Literal["orthogonal", "orthonormal"] = Field(
+        default="orthogonal", description="what the regulariser pulls A's rows and B's columns to: orthogonal to "
+        "each other (lengths free), or the paper's orthonormal")
 
     @field_validator("tinit", "tfinal")
     @classmethod

@@ -88,7 +88,8 @@ def run_side_by_side(s: Schedule) -> Trace:
         orth_reg_weight=ORTH))
     config = AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS,
                            tinit=s.tinit, tfinal=s.tfinal, delta_t=s.delta_t, orth_reg_weight=ORTH,
-                           init="gaussian", e_lr_multiplier=1.0, budget_unit="ranks")  # the paper's and PEFT's
+                           init="gaussian", e_lr_multiplier=1.0, budget_unit="ranks",
+                           orth_target="orthonormal")  # the paper's and PEFT's
     ours = inject_adalora(tiny_bert(), config)
     theirs = {n.removeprefix("base_model.model."): m for n, m in peft_model.named_modules()
               if isinstance(m, PeftSVDLinear)}
@@ -130,7 +131,7 @@ def run_side_by_side(s: Schedule) -> Trace:
         peft_opt.zero_grad()
         trace.peft_losses.append(loss.item())
 
-        loss = ours.model(**batch).loss + ORTH * orthogonal_penalty(modules)
+        loss = ours.model(**batch).loss + ORTH * orthogonal_penalty(modules, config.orth_target)
         loss.backward()
         our_opt.step()
         allocation = allocator.update(step)
