@@ -130,19 +130,26 @@ function signInPage(view) {
 // -- jobs list -------------------------------------------------------------------------------------------
 
 function jobsPage(view) {
-  const filter = h("select", { id: "status-filter", onchange: () => refresh() },
+  const PAGE = 50;
+  let offset = 0;
+  const filter = h("select", { id: "status-filter", onchange: () => { offset = 0; refresh(); } },
     h("option", { value: "" }, "all statuses"), STATUSES.map((s) => h("option", { value: s }, s)));
   const body = h("tbody");
   const count = h("span", { class: "muted", id: "jobs-count" });
+  const prev = h("button", { id: "jobs-newer", onclick: () => { offset = Math.max(0, offset - PAGE); refresh(); } }, "← newer");
+  const next = h("button", { id: "jobs-older", onclick: () => { offset += PAGE; refresh(); } }, "older →");
   view.append(h("div", { class: "row" }, h("h1", { text: "Jobs" }), h("span", { class: "spacer" }),
     h("label", {}, "Status ", filter), count, h("a", { href: "#/new" }, h("button", { class: "primary" }, "New job"))),
     h("div", { class: "panel table-wrap" }, h("table", { id: "jobs" },
       h("thead", {}, h("tr", {}, ["Job", "Status", "Progress", "Model", "Task", "Budget", "Created", "Finished"].map(
-        (t, i) => h("th", { class: i >= 6 ? "hide-narrow" : null, text: t })))), body)));
+        (t, i) => h("th", { class: i >= 6 ? "hide-narrow" : null, text: t })))), body),
+      h("div", { class: "row", style: "margin-top:.6rem" }, prev, next)));
   async function refresh() {
     const status = filter.value;
-    const data = await api(`/v1/jobs?limit=100${status ? `&status=${status}` : ""}`);
-    count.textContent = `${data.count} job${data.count === 1 ? "" : "s"}`;
+    const data = await api(`/v1/jobs?limit=${PAGE}&offset=${offset}${status ? `&status=${status}` : ""}`);
+    count.textContent = data.count > PAGE ? `${offset + 1}–${offset + data.data.length} of ${data.count} jobs` :
+      `${data.count} job${data.count === 1 ? "" : "s"}`;
+    prev.hidden = offset === 0; next.hidden = offset + data.data.length >= data.count;
     body.replaceChildren(...data.data.map((j) => h("tr", { "data-job-id": j.id, "data-status": j.status },
       h("td", {}, h("a", { href: `#/jobs/${j.id}` }, j.name || j.id.slice(0, 8))),
       h("td", {}, statusBadge(j.status)),

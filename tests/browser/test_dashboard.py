@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from service.db import session_scope
-from service.keys import create_api_key, key_prefix, revoke_api_key
+from service.keys import create_api_key, key_prefix, revoke_api_key, tenant_for_key
+from service.models import Job, utcnow
 from tests.conftest import REPO, empty_database, migrate, start_worker, stop_process
 from tests.e2e.test_api_restart import free_port, start_api
 
@@ -259,9 +260,20 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.wait_for_selector(".swagger-ui .info", timeout=30_000)
     page.wait_for_selector("button.authorize")
 
-    # A key revoked while signed in: the next request sends the tab back to sign in, saying why.
+    # Pages of 50: 55 more (failed) jobs of this tenant, the oldest two on the second page.
+    with session_scope() as session:
+        tenant_id = tenant_for_key(session, key).id
+        session.add_all([Job(tenant_id=tenant_id, spec=spec, status="failed", error="seeded", finished_at=utcnow())
+                         for _ in range(55)])
     page.goto(f"{server}/dashboard/#/jobs")
-    page.wait_for_selector("#jobs tbody tr[data-job-id]")
+    page.wait_for_selector("#jobs-count:has-text('1–50 of 57 jobs')")
+    assert page.is_hidden("#jobs-newer") and page.locator("#jobs tbody tr[data-job-id]").count() == 50
+    page.click("#jobs-older")
+    page.wait_for_selector("#jobs-count:has-text('51–57 of 57 jobs')")
+    assert {job_id, second} <= set(page.eval_on_selector_all("#jobs tbody tr[data-job-id]", "rows => rows.map(r => r.dataset.jobId)"))
+    assert page.is_hidden("#jobs-older")
+
+    # A key revoked while signed in: the next request sends the tab back to sign in, saying why.
     with session_scope() as session:
         assert revoke_api_key(session, key_prefix(key))
     page.wait_for_selector("#signin-error:has-text('Signed out: unknown or revoked API key')")
