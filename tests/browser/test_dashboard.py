@@ -253,6 +253,11 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     assert js(page, "getComputedStyle(document.body).backgroundColor") == "rgb(21, 23, 27)"
     assert js(page, "document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(shots / "dashboard-phone-dark.png"))
+    for view, ready in [("#/jobs", "#jobs tbody tr[data-job-id]"), ("#/new", "#model option"),
+                        ("#/files", "#files tbody tr[data-file-id]"), (f"#/compare?a={job_id}&b={second}", "#rank-diff")]:
+        page.goto(f"{server}/dashboard/{view}")
+        page.wait_for_selector(ready, state="attached")
+        assert js(page, "document.documentElement.scrollWidth") <= 390, view
     page.set_viewport_size({"width": 1360, "height": 900})
 
     # The API docs load too, from this server.
