@@ -48,7 +48,7 @@ class AdaLoraConfig:
     # "ranks": triplets, whatever their size (the paper's and PEFT's; an MLP rank then costs 2.5x an
     # attention rank and the kept parameters drift above the target).
     budget_unit: BudgetUnit = "params"
-    lora_alpha: float = 16.0              # dW is scaled by lora_alpha / init_r (bench: 32 and 64 let runs collapse)
+    lora_alpha: float = 12.0              # dW is scaled by lora_alpha / init_r (bench: 16 and up let runs collapse)
     lora_dropout: float = 0.0             # dropout on the adapter's input
     target_modules: list[str] | str | None = None  # name suffixes, or a regex on full names; None: per family
     modules_to_save: list[str] | None = None        # extra trainable modules (task heads); None: auto

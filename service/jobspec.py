@@ -200,7 +200,7 @@ class Budget(Strict):
         default="params", description="what the budget counts: adapter parameters, met exactly (a rank of a "
         "module costs in + out + 1; target_r then means what that rank everywhere would cost), or ranks "
         "whatever their size (the AdaLoRA paper's)")
-    lora_alpha: float = Field(default=16.0, gt=0, description="dW is scaled by lora_alpha / init_r")
+    lora_alpha: float = Field(default=12.0, gt=0, description="dW is scaled by lora_alpha / init_r")
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
     init: Literal["lora", "svd", "orthogonal", "gaussian"] = Field(
