@@ -281,3 +281,20 @@ def wait_for(condition: Callable[[], object], timeout: float, interval: float = 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def claimed_job(tenant_prefix: str) -> str:
+    """A job row claimed by 'this test' (attempt 1), as run_job leaves it just before training."""
+    from service.db import session_scope
+    from service.lifecycle import claim_job
+    from service.models import Job, Tenant
+
+    with session_scope() as session:
+        tenant = Tenant(name=f"{tenant_prefix}-{uuid.uuid4().hex[:8]}")
+        session.add(tenant)
+        session.flush()
+        job = Job(tenant_id=tenant.id, spec=tiny_job_spec())
+        session.add(job)
+    with session_scope() as session:
+        assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
+    return job.id

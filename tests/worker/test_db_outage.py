@@ -17,9 +17,8 @@ from sqlalchemy import event, select, update
 
 from service import artifacts
 from service.db import get_engine, session_scope
-from service.lifecycle import claim_job
-from service.models import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot, Tenant
-from tests.conftest import migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
+from service.models import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
+from tests.conftest import claimed_job, migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
 from tests.throwaway_postgres import throwaway_postgres
 from tests.worker.test_celery_worker import job_row, submit, wait_until_finished
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter
@@ -58,16 +57,7 @@ def outage_env(postgres, tmp_path_factory, tiny_model_dir, tiny_dataset_file):
 
 @pytest.fixture
 def running_job(outage_env) -> str:
-    """A job row claimed by 'this test' (attempt 1), as run_job leaves it before training."""
-    with session_scope() as session:
-        tenant = Tenant(name=f"outage-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=tiny_job_spec())
-        session.add(job)
-    with session_scope() as session:
-        assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
-    return job.id
+    return claimed_job("outage")
 
 
 @pytest.fixture

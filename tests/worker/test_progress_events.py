@@ -5,14 +5,13 @@ worker's reporter: a real worker on a tiny job, and the reporter on a clock of t
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.lifecycle import claim_job
-from service.models import Job, JobEvent, Tenant
+from service.models import JobEvent
+from tests.conftest import claimed_job as claimed_job_row
 from tests.conftest import start_worker, stop_process, tiny_job_spec
 from tests.worker.test_celery_worker import submit, wait_until_finished
 from worker.reporting import ProgressReporter
@@ -57,15 +56,7 @@ def test_a_training_job_logs_progress_every_n_steps_and_each_evaluation(worker):
 
 @pytest.fixture
 def claimed_job(service_env) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name=f"events-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=tiny_job_spec())
-        session.add(job)
-    with session_scope() as session:
-        assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
-    return job.id
+    return claimed_job_row("events")
 
 
 def test_a_slow_run_logs_progress_every_t_seconds_between_the_step_events(claimed_job):
