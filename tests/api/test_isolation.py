@@ -7,9 +7,9 @@ from api.main import app
 from service.models import Metric, RankSnapshot
 from tests.api.test_files import file_spec, uploaded
 
-JOB_ROUTES = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/metrics"), ("GET", "/ranks"),
-              ("GET", "/ranks?step=10"), ("GET", "/checkpoints"), ("GET", "/artifacts/adapter"), ("HEAD", "/artifacts/adapter"),
-              ("GET", "/artifacts/merged")]
+JOB_ROUTES = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/metrics"), ("GET", "/metrics/columns"),
+              ("GET", "/ranks"), ("GET", "/ranks/columns"), ("GET", "/ranks?step=10"), ("GET", "/checkpoints"),
+              ("GET", "/artifacts/adapter"), ("HEAD", "/artifacts/adapter"), ("GET", "/artifacts/merged")]
 FILE_ROUTES = [("GET", ""), ("GET", "/content"), ("DELETE", "")]
 # Ids no row can have: a NUL byte (Postgres refuses it in a query), very long, a path, not a UUID.
 MALFORMED_IDS = ["%00", "x" * 5000, "..%2F..%2Fetc", "file-" + "g" * 32, "not-a-uuid"]

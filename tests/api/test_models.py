@@ -48,7 +48,8 @@ def test_sharded_t5_counts_every_shard_and_untrainable_folders_are_left_out(clie
     env_override(MODEL_DIRS=f"{tiny_model_dir.parent},{extra}")
 
     models = {m["name"]: m for m in client.get("/v1/models", headers=alice).json()["data"]}
-    assert set(models) == {"tiny-bert", "org/t5-small"}
+    # other tests may have saved more tiny models beside tiny-bert; these two are what this test put there
+    assert {"tiny-bert", "org/t5-small"} <= set(models) and not {"pickled", "no-type"} & set(models)
     assert models["org/t5-small"]["parameters"] == 32 + 3 + 8
     assert models["org/t5-small"]["family"] == "t5" and "seq2seq" in models["org/t5-small"]["tasks"]
     assert "sequence_classification" in models["org/t5-small"]["tasks"]  # T5ForSequenceClassification exists
