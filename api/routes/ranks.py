@@ -23,14 +23,17 @@ async def list_ranks(job: JobDep, session: SessionDep,
                      step: Annotated[int | None, Query(ge=0, le=MAX_INT,
                                                        description="only the snapshot taken at this step")] = None,
                      ) -> RanksPublic:
-    query = select(RankSnapshot).where(RankSnapshot.job_id == job.id).order_by(RankSnapshot.step)
-    if step is not None:
-        query = query.where(RankSnapshot.step == step)
-    snapshots = (await session.scalars(query)).all()
+    snapshots = await read_snapshots(session, job.id, None if step is None else RankSnapshot.step == step)
     if step is not None and not snapshots:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rank snapshot at step {step}")
     return RanksPublic(data=[RankSnapshotPublic.model_validate(s) for s in snapshots],
                        final_rank_pattern=await final_pattern(session, job.id))
+
+
+async def read_snapshots(session: SessionDep, job_id: str, where=None) -> list[RankSnapshot]:
+    """The job's rank snapshots in step order, narrowed by `where` (an SQL condition on RankSnapshot)."""
+    query = select(RankSnapshot).where(RankSnapshot.job_id == job_id).order_by(RankSnapshot.step)
+    return list((await session.scalars(query if where is None else query.where(where))).all())
 
 
 async def final_pattern(session: SessionDep, job_id: str) -> dict[str, int] | None:
@@ -44,10 +47,7 @@ async def rank_columns(job: JobDep, session: SessionDep,
                                                                description="only snapshots after this step")] = None,
                        ) -> RankColumnsPublic:
     """Every snapshot as a row of a matrix (snapshot x module, modules grouped by layer and type): a heatmap."""
-    query = select(RankSnapshot).where(RankSnapshot.job_id == job.id).order_by(RankSnapshot.step)
-    if after_step is not None:
-        query = query.where(RankSnapshot.step > after_step)
-    snapshots = (await session.scalars(query)).all()
+    snapshots = await read_snapshots(session, job.id, None if after_step is None else RankSnapshot.step > after_step)
     names = sorted({name for s in snapshots for name in s.ranks})
     if not names:  # a page after the last snapshot still names the modules, so rows can be appended to a chart
         first = await session.scalar(select(RankSnapshot.ranks).where(RankSnapshot.job_id == job.id)
