@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, make_url
 
@@ -281,6 +283,63 @@ def wait_for(condition: Callable[[], object], timeout: float, interval: float = 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- a live API over HTTP --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    """`uvicorn api.main:app` on 127.0.0.1:`port`, answering /healthz when this returns."""
+    command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+
+    def healthy() -> bool:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 60, interval=0.2, what="the API to answer /healthz")
+    return process
+
+
+@dataclass
+class LiveService:
+    url: str                 # http://127.0.0.1:<port>, the API's root (routes under /v1)
+    worker: WorkerProcess
+    api_log: Path
+
+    def new_key(self, tenant: str) -> str:
+        """A fresh API key for `tenant` (created if new), as `adalora-svc create-key` makes one."""
+        from service.db import session_scope
+        from service.keys import create_api_key
+
+        with session_scope() as session:
+            return create_api_key(session, tenant)
+
+    def logs(self) -> str:
+        return self.api_log.read_text(errors="replace")[-3000:] + "\n" + self.worker.log_tail()
+
+
+@pytest.fixture(scope="module")
+def live_service(service_env, tmp_path_factory) -> Iterator[LiveService]:
+    """A real uvicorn process on a free port and a real Celery worker, on this module's database and broker:
+    what the SDK, the CLI and third-party clients talk to."""
+    folder = tmp_path_factory.mktemp("live")
+    worker = start_worker(service_env, folder)
+    port = free_port()
+    api = start_api(service_env, port, folder / "api.log")
+    yield LiveService(f"http://127.0.0.1:{port}", worker, folder / "api.log")
+    stop_process(api)
+    stop_process(worker.process)
 
 
 def claimed_job(tenant_prefix: str) -> str:

@@ -19,7 +19,7 @@ from service.db import session_scope
 from service.keys import create_api_key, key_prefix, revoke_api_key, tenant_for_key
 from service.models import Job, utcnow
 from tests.conftest import REPO, empty_database, migrate, start_worker, stop_process
-from tests.e2e.test_api_restart import free_port, start_api
+from tests.conftest import free_port, start_api
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (pip install -e .[test])")
 

@@ -9,10 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,35 +17,11 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.keys import create_api_key
 from service.models import Artifact
-from tests.conftest import REPO, stop_process, tiny_job_spec, wait_for
+from tests.conftest import free_port, start_api, stop_process, tiny_job_spec, wait_for
 from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row
 
 STEPS = 120
 FINISH_TIMEOUT = 240  # seconds; generous for a loaded CI machine, reached only when something is wrong
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
-    """`uvicorn api.main:app` on 127.0.0.1:`port`, answering /healthz when this returns."""
-    command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-
-    def healthy() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, 60, interval=0.2, what="the API to answer /healthz")
-    return process
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -40,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import (
     REPO,
+    free_port,
     empty_database,
     migrate,
     service_environment,
@@ -88,11 +88,6 @@ class LiveAPI:
         log = self.log_path.read_text(errors="replace")
         return log[log.find("Traceback"):][-20_000:] if "Traceback" in log else ""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

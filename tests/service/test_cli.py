@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.db import make_engine
 from service.models import IdempotentRequest, Job, Tenant, utcnow
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, free_port, wait_for
 
 
 def cli(*args: str, cwd, env: dict) -> subprocess.CompletedProcess:
@@ -111,11 +110,6 @@ def test_reconcile_runs_one_pass_and_says_what_it_did(tmp_path, sqlite_env):
     assert again.stdout.splitlines()[0] == "re-sent (queued, message presumed lost): 0"
     assert again.stdout.splitlines()[-1] == "expired idempotency keys deleted: 0"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_dev_mode_starts_api_and_worker_on_the_embedded_defaults(tmp_path):

@@ -8,7 +8,6 @@ The test runs its own throwaway redis-server (never the shared one) and restarts
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.models import Job, JobEvent, Metric
-from tests.conftest import reset_service_caches, start_worker, stop_process, tiny_job_spec, wait_for
+from tests.conftest import free_port, reset_service_caches, start_worker, stop_process, tiny_job_spec, wait_for
 from tests.worker.test_celery_worker import submit
 
 JOBS, STEPS = 20, 4
@@ -28,11 +27,6 @@ def tiny_job() -> dict:
     """The shared tiny job cut to 4 steps (a schedule that fits them): the test is about delivery, not training."""
     return {**tiny_job_spec(max_steps=STEPS), "schedule": {"tinit": 1, "tfinal": 1, "delta_t": 1}}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(port: int) -> subprocess.Popen:
