@@ -192,9 +192,16 @@ class FileDataset(DatasetCommon):
 DatasetSpec = Annotated[HubDataset | ServerDataset | FileDataset, Field(discriminator="source")]
 
 
+def default_target_r(init_r: int) -> float:
+    """The final budget when a spec gives none: a third of the starting ranks pruned, as in the paper's
+    GLUE runs (12 -> 8), rounded down to whole ranks but never below 1."""
+    return float(max(1, init_r * 2 // 3))
+
+
 class Budget(Strict):
     init_r: int = Field(default=12, ge=1, le=256, description="rank every adapted module starts with")
-    target_r: float | None = Field(default=None, ge=0, description="average rank per module at the end")
+    target_r: float | None = Field(default=None, ge=0, description="average rank per module at the end; with "
+                                   "neither target given, two thirds of init_r (8 for the default 12)")
     target_params: int | None = Field(default=None, ge=0, description="or: total adapter parameters at the end")
     unit: Literal["params", "ranks"] = Field(
         default="params", description="what the budget counts: adapter parameters, met exactly (a rank of a "
@@ -210,9 +217,11 @@ class Budget(Strict):
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Budget:
-        if (self.target_r is None) == (self.target_params is None):
-            raise ValueError("budget: give exactly one of target_r (average final rank, e.g. 8) "
-                             "or target_params (total adapter parameters at the end)")
+        if self.target_r is not None and self.target_params is not None:
+            raise ValueError("budget: give one of target_r (average final rank, e.g. 8) "
+                             "or target_params (total adapter parameters at the end), not both")
+        if self.target_r is None and self.target_params is None:
+            self.target_r = default_target_r(self.init_r)
         if self.unit == "ranks" and self.target_params is not None:
             raise ValueError("budget: target_params counts parameters; drop unit: ranks, or give target_r")
         if self.target_r is not None and self.target_r > self.init_r:
@@ -292,7 +301,7 @@ class JobSpec(Strict):
     model: str = Field(description="a hub id (`org/name`) or a folder inside one of the server's MODEL_DIRS")
     task: Task
     dataset: DatasetSpec
-    budget: Budget
+    budget: Budget = Field(default_factory=Budget)
     schedule: Schedule = Field(default_factory=Schedule)
     training: Training = Field(default_factory=Training)
 

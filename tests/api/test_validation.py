@@ -44,7 +44,7 @@ def test_target_r_above_init_r_says_how_to_fix(client, alice):
 
 def test_both_budget_targets_is_ambiguous(client, alice):
     errors = errors_for(client, alice, with_section("budget", target_r=2, target_params=1000))
-    assert list(errors) == ["budget"] and "exactly one of target_r" in errors["budget"]
+    assert list(errors) == ["budget"] and "not both" in errors["budget"]
 
 
 def test_schedule_longer_than_the_run(client, alice):
