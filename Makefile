@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # A pinned torch is installed first so pip never swaps in another build; override for your CUDA.
 TORCH  ?= torch==2.13.0
+# Where `make serve` listens: `PORT=8001 make serve`.
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
 
 .PHONY: install serve test test-all bench
 
@@ -18,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 serve: install
-	$(VENV)/bin/adalora-svc dev
+	$(VENV)/bin/adalora-svc dev --host $(HOST) --port $(PORT)
 
 test: install
 	bash scripts/test.sh

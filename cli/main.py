@@ -10,8 +10,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from cli.dev import PortTaken, StopOnSignals, announce_when_listening, check_port_free, default_folders, stop
 from service.settings import VAR_DIR, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,15 +105,19 @@ class RedactKeys(logging.Filter):
         return True
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, on_listening: Callable[[], None] | None = None) -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_keys"] = {"()": RedactKeys}
-    for handler in config["handlers"].values():
+    logging_config = copy.deepcopy(LOGGING_CONFIG)
+    logging_config.setdefault("filters", {})["redact_keys"] = {"()": RedactKeys}
+    for handler in logging_config["handlers"].values():
         handler.setdefault("filters", []).append("redact_keys")
-    uvicorn.run("api.main:app", host=host, port=port, proxy_headers=True, log_config=config)
+    server = uvicorn.Server(uvicorn.Config("api.main:app", host=host, port=port, proxy_headers=True,
+                                           log_config=logging_config))
+    if on_listening is not None:
+        announce_when_listening(server, on_listening)
+    server.run()
 
 
 def worker(loglevel: str) -> None:
@@ -122,29 +128,38 @@ def worker(loglevel: str) -> None:
                      "--without-gossip", "--without-mingle"])
 
 
-def dev(host: str, port: int) -> None:
+def dev(host: str, port: int) -> int:
     """The embedded mode on one machine: migrate, a development key, a worker subprocess and the API."""
-    for name, folder in (("MODEL_DIRS", VAR_DIR / "models"), ("DATA_DIRS", VAR_DIR / "data")):
-        if not os.environ.get(name):
-            folder.mkdir(parents=True, exist_ok=True)
-            os.environ[name] = str(folder.resolve())
+    stop_requests = StopOnSignals()
+    try:
+        check_port_free(host, port)
+    except PortTaken as taken:
+        print(f"adalora-svc dev: {taken}", file=sys.stderr)
+        return 1
+    default_folders()
     get_settings.cache_clear()
     settings = get_settings()
     migrate()
     key = dev_key()
-    # Its own session: Ctrl+C reaches only this process, which then stops the worker exactly once.
+    # Its own session: a signal to our process group reaches only this process, which stops the worker once.
     worker_process = subprocess.Popen([sys.executable, "-m", "cli", "worker"], start_new_session=True)
     url = f"http://{host}:{port}"
-    print(f"\nAdaLoRA service (embedded: {without_password(settings.database_url)}, "
-          f"broker {without_password(settings.effective_broker_url)})\n"
-          f"  API      {url}/v1\n  Docs     {url}/docs\n  Browser  {url}/dashboard/\n  API key  {key}\n"
-          f"  Models   {', '.join(map(str, settings.model_dirs))}\n"
-          f"  Data     {', '.join(map(str, settings.data_dirs))}\n"
-          f"  Try      curl -H 'Authorization: Bearer {key}' {url}/v1/jobs\n", flush=True)
+
+    def banner() -> None:
+        print(f"\nAdaLoRA service (embedded: {without_password(settings.database_url)}, "
+              f"broker {without_password(settings.effective_broker_url)})\n"
+              f"  API      {url}/v1\n  Docs     {url}/docs\n  Browser  {url}/dashboard/\n  API key  {key}\n"
+              f"  Models   {', '.join(map(str, settings.model_dirs))}\n"
+              f"  Data     {', '.join(map(str, settings.data_dirs))}\n"
+              f"  Try      curl -H 'Authorization: Bearer {key}' {url}/v1/models\n", flush=True)
+
     try:
-        serve(host, port)
+        serve(host, port, on_listening=banner)
+    except SystemExit as stopped:  # a signal (StopOnSignals), or uvicorn giving up at start-up
+        return stop_requests.exit_code(stopped)
     finally:
         stop(worker_process)
+    return stop_requests.exit_code(None)
 
 
 def without_password(url: str) -> str:
@@ -152,16 +167,6 @@ def without_password(url: str) -> str:
     from kombu.utils.url import maybe_sanitize_url
 
     return maybe_sanitize_url(url)
-
-
-def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM (Celery's warm shutdown: the running job is interrupted and requeued), then SIGKILL."""
-    process.terminate()
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def dev_key() -> str:
@@ -199,7 +204,8 @@ def parser() -> argparse.ArgumentParser:
     for name, help_text in (("serve", "run the API"), ("dev", "migrate, then run the API and a worker")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=8000)
+        sub.add_argument("--port", type=int, default=os.environ.get("PORT") or "8000",
+                         help="default: $PORT, else 8000")
     run_worker = commands.add_parser("worker", help="run a training worker (one job at a time)")
     run_worker.add_argument("--loglevel", default="info")
     return p
@@ -230,5 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         worker(args.loglevel)
     elif args.command == "dev":
-        dev(args.host, args.port)
+        try:
+            return dev(args.host, args.port)
+        except KeyboardInterrupt:  # Ctrl+C: uvicorn stopped, the worker too (dev's finally)
+            return 130
     return 0

@@ -111,38 +111,100 @@ def test_reconcile_runs_one_pass_and_says_what_it_did(tmp_path, sqlite_env):
     assert again.stdout.splitlines()[-1] == "expired idempotency keys deleted: 0"
 
 
+def dev_env() -> dict:
+    """No configuration at all, as on a fresh clone."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "ARTIFACT_DIR", "MODEL_DIRS", "DATA_DIRS", "PORT")}
+    return {**env, "PYTHONPATH": str(REPO)}
+
+
+def start_dev(folder, port: int) -> tuple[subprocess.Popen, object]:
+    """`adalora-svc dev --port` in `folder`, waited for until its API answers and its worker is ready."""
+    log = folder / "dev.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cli", "dev", "--port", str(port)], cwd=folder,
+                                   env=dev_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready():
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(ready, 60, interval=0.5, what=f"the dev API to answer; log:\n{log}")
+    wait_for(lambda: "ready." in log.read_text(), 30, what="the dev worker to connect")
+    return process, log
+
+
+def stop_dev(process: subprocess.Popen, signum: int) -> int:
+    process.send_signal(signum)
+    try:
+        return process.wait(40)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
 
 def test_dev_mode_starts_api_and_worker_on_the_embedded_defaults(tmp_path):
-    """No configuration at all: a SQLite file and SQLite broker under ./var, and a key that works."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "ARTIFACT_DIR", "MODEL_DIRS", "DATA_DIRS")}
-    env["PYTHONPATH"] = str(REPO)
+    """A SQLite file and SQLite broker under ./var, a key that works, the example model in var/models."""
     port = free_port()
-    log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "cli", "dev", "--port", str(port)], cwd=tmp_path,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process, log = start_dev(tmp_path, port)
     try:
-        def ready():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, 60, interval=0.5, what=f"the dev API to answer; log:\n{log}")
         printed = log.read_text()
         key = (tmp_path / "var" / "dev-api-key").read_text().strip()
         assert f"API key  {key}" in printed and f"http://127.0.0.1:{port}/docs" in printed
         assert f"http://127.0.0.1:{port}/dashboard/" in printed
-        answer = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+        # The banner comes after uvicorn has bound the port, never before.
+        assert printed.index(f"Uvicorn running on http://127.0.0.1:{port}") < printed.index("API key")
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 200
-        wait_for(lambda: "ready." in log.read_text(), 30, what="the dev worker to connect")
+        names = [model["name"] for model in answer.json()["data"]]
+        assert names == ["sentence-transformers/all-MiniLM-L6-v2"], names  # from the package `make` installs
         assert (tmp_path / "var" / "adalora.sqlite").exists() and (tmp_path / "var" / "broker.sqlite").exists()
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl+C
-        try:
-            process.wait(40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    assert "Warm shutdown" in log.read_text()  # the worker was stopped with the API
+        code = stop_dev(process, signal.SIGINT)  # Ctrl+C
+    assert code == 130 and "Warm shutdown" in log.read_text()  # the worker was stopped with the API
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_dev_mode_stopped_by_a_signal_stops_its_worker(tmp_path, signum):
+    """kill, systemd and supervisors send SIGTERM, a closed terminal SIGHUP: both stop the worker too, so a
+    second start never finds two workers on one broker."""
+    import psutil
+
+    process, log = start_dev(tmp_path, free_port())
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children, "dev started no worker process"
+    code = stop_dev(process, signum)
+    assert code == 128 + signum
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    assert "Warm shutdown" in log.read_text()
+
+
+def test_dev_mode_on_a_taken_port_says_how_to_pick_another_and_starts_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "cli", "dev", "--port", str(port)], cwd=tmp_path,
+                                env=dev_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr and f"PORT={port + 1} make serve" in result.stderr
+    assert "API key" not in result.stdout and not (tmp_path / "var" / "adalora.sqlite").exists()
+
+
+def test_the_port_comes_from_the_environment(tmp_path, monkeypatch):
+    from cli.main import parser
+
+    monkeypatch.delenv("PORT", raising=False)
+    assert parser().parse_args(["dev"]).port == 8000
+    monkeypatch.setenv("PORT", "9123")
+    assert parser().parse_args(["serve"]).port == 9123 and parser().parse_args(["dev", "--port", "1"]).port == 1
+    env = {**dev_env(), "PORT": "not-a-port"}
+    result = subprocess.run([sys.executable, "-m", "cli", "dev"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "invalid int value: 'not-a-port'" in result.stderr
