@@ -83,14 +83,14 @@ def default_folders() -> None:
                 add_example_model(folder)
 
 
-def add_example_model(models: Path) -> Path | None:
-    """var/models/sentence-transformers/all-MiniLM-L6-v2 from the installed example package: its files hard-linked
-    (copied where links cannot be made), written under a temporary name and renamed, so a start that is cut
-    short never leaves half a model. None when the package is not installed."""
+def add_example_model(models: Path) -> None:
+    """var/models/sentence-transformers/all-MiniLM-L6-v2 from the installed example package (nothing when it is
+    not installed): its files hard-linked (copied where links cannot be made), written under a temporary name
+    and renamed, so a start that is cut short never leaves half a model."""
     spec = find_spec(EXAMPLE_PACKAGE)
     target = models / EXAMPLE_MODEL
     if spec is None or not spec.submodule_search_locations or target.exists():
-        return target if target.exists() else None
+        return
     source = Path(spec.submodule_search_locations[0]) / "model"
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     partial.mkdir(parents=True)
@@ -101,7 +101,6 @@ def add_example_model(models: Path) -> Path | None:
             except OSError:
                 shutil.copy2(file, partial / file.name)
     partial.rename(target)
-    return target
 
 
 def announce_when_listening(server, announce: Callable[[], None]) -> None:

@@ -311,37 +311,6 @@ def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Pope
     return process
 
 
-@dataclass
-class LiveService:
-    url: str                 # http://127.0.0.1:<port>, the API's root (routes under /v1)
-    worker: WorkerProcess
-    api_log: Path
-
-    def new_key(self, tenant: str) -> str:
-        """A fresh API key for `tenant` (created if new), as `adalora-svc create-key` makes one."""
-        from service.db import session_scope
-        from service.keys import create_api_key
-
-        with session_scope() as session:
-            return create_api_key(session, tenant)
-
-    def logs(self) -> str:
-        return self.api_log.read_text(errors="replace")[-3000:] + "\n" + self.worker.log_tail()
-
-
-@pytest.fixture(scope="module")
-def live_service(service_env, tmp_path_factory) -> Iterator[LiveService]:
-    """A real uvicorn process on a free port and a real Celery worker, on this module's database and broker:
-    what the SDK, the CLI and third-party clients talk to."""
-    folder = tmp_path_factory.mktemp("live")
-    worker = start_worker(service_env, folder)
-    port = free_port()
-    api = start_api(service_env, port, folder / "api.log")
-    yield LiveService(f"http://127.0.0.1:{port}", worker, folder / "api.log")
-    stop_process(api)
-    stop_process(worker.process)
-
-
 def claimed_job(tenant_prefix: str) -> str:
     """A job row claimed by 'this test' (attempt 1), as run_job leaves it just before training."""
     from service.db import session_scope

@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import (
     REPO,
-    free_port,
     empty_database,
+    free_port,
     migrate,
     service_environment,
     stop_process,
@@ -87,7 +87,6 @@ class LiveAPI:
         """The server's log from its first traceback on (uvicorn logs a 500's traceback), or nothing."""
         log = self.log_path.read_text(errors="replace")
         return log[log.find("Traceback"):][-20_000:] if "Traceback" in log else ""
-
 
 
 @pytest.fixture(scope="module")
