@@ -326,3 +326,31 @@ def claimed_job(tenant_prefix: str) -> str:
     with session_scope() as session:
         assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
     return job.id
+
+
+@dataclass
+class LiveService:
+    """A uvicorn API process and a Celery worker process on this module's database and broker."""
+
+    url: str
+    log_path: Path
+    worker: WorkerProcess
+
+    def new_key(self, tenant: str | None = None) -> str:
+        """An API key of a new tenant (or of `tenant`)."""
+        from service.db import session_scope
+        from service.keys import create_api_key
+
+        with session_scope() as session:
+            return create_api_key(session, tenant or f"tenant-{uuid.uuid4().hex[:8]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] + "\n" + self.worker.log_tail()
+
+
+@pytest.fixture(scope="module")
+def live_service(service_env, celery_worker, tmp_path_factory) -> Iterator[LiveService]:
+    port, log_path = free_port(), tmp_path_factory.mktemp("api") / "api.log"
+    api = start_api(service_env, port, log_path)
+    yield LiveService(f"http://127.0.0.1:{port}", log_path, celery_worker)
+    stop_process(api)

@@ -1,7 +1,8 @@
 """The layering, read from the source with `ast`: every import statement counts, those inside functions too.
 
 adalora_core (the algorithm) and service (the ground floor) are below api and worker, which do not import
-each other; the command line (cli) is above them all. No module of ours imports itself round a circle.
+each other; the command line (cli) is above them all. The client (SDK and `adalora` CLI) talks to the service
+over HTTP only and imports none of it. No module of ours imports itself round a circle.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("adalora_core", "api", "cli", "service", "worker")
+PACKAGES = ("adalora_client", "adalora_core", "api", "cli", "service", "worker")
 # What each package must never import (its own layer and those below are allowed).
 FORBIDDEN = {
     "adalora_core": {"api", "cli", "service", "worker"},
     "service": {"api", "cli", "worker"},
     "api": {"cli", "worker"},
     "worker": {"api", "cli"},
-    "cli": set(),
+    "cli": {"adalora_client"},
+    "adalora_client": {"adalora_core", "api", "cli", "service", "worker"},
 }
 
 
@@ -129,5 +131,14 @@ def test_the_dataset_rules_load_without_torch():
     modules = ["api.main", "api.dataset_checks", *sorted(m for m in project_modules() if m.startswith("service."))]
     code = (f"import sys; import {', '.join(modules)}; "
             "loaded = [m for m in ('torch', 'transformers', 'worker') if m in sys.modules]; assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_client_loads_without_the_service_stack():
+    """A laptop with only the SDK needs none of torch, the web framework or the database layers."""
+    code = ("import sys; import adalora_client, adalora_client.cli.main; "
+            "loaded = [m for m in ('torch', 'fastapi', 'sqlalchemy', 'celery', 'service') if m in sys.modules]; "
+            "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,1 @@
+"""The `adalora` command line."""
