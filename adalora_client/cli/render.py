@@ -50,9 +50,14 @@ def number(value: float | int | None) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    out = Table(*columns, title=title, title_justify="left", header_style="bold")
-    for row in rows:
-        out.add_row(*("-" if v is None else str(v) for v in row))
+    """The first column (an id) is never wrapped or cut: people copy it into the next command."""
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for i, name in enumerate(columns):
+        widest = max((len(row[i]) for row in cells), default=0)
+        out.add_column(name, no_wrap=i == 0, min_width=max(widest, len(name)) if i == 0 else None)
+    for row in cells:
+        out.add_row(*row)
     console.print(out)
 
 
