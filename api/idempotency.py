@@ -40,6 +40,12 @@ def request_hash(request: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def surface_hash(request: Any, surface: str) -> str:
+    """request_hash for one API surface: a key reused for the same request on another surface (/v1 and the
+    OpenAI-compatible one answer in different shapes) is a different request. /v1's hashes are unchanged."""
+    return request_hash(request if surface == "v1" else {"surface": surface, "request": request})
+
+
 def replay(session: Session, tenant_id: int, key: str, hash_: str) -> JSONResponse | None:
     """The first answer for this key, or None if the key is new or expired; 422 if it came with a different
     request."""

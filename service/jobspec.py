@@ -296,6 +296,9 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_METADATA_PAIRS = 16
+
+
 class JobSpec(Strict):
     name: str | None = Field(default=None, max_length=200, description="a label for listings")
     model: str = Field(description="a hub id (`org/name`) or a folder inside one of the server's MODEL_DIRS")
@@ -304,6 +307,21 @@ class JobSpec(Strict):
     budget: Budget = Field(default_factory=Budget)
     schedule: Schedule = Field(default_factory=Schedule)
     training: Training = Field(default_factory=Training)
+    metadata: dict[str, str] | None = Field(default=None, description="up to 16 string pairs of your own (keys up "
+                                            "to 64 characters, values up to 512), returned with the job")
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > MAX_METADATA_PAIRS:
+            raise ValueError(f"metadata: {len(value)} pairs; keep at most {MAX_METADATA_PAIRS}")
+        for key, item in value.items():
+            if not key or len(key) > 64 or len(item) > 512 or "\x00" in key + item:
+                raise ValueError(f"metadata: {key[:70]!r}: keys must be 1-64 characters and values at most 512, "
+                                 "without NUL bytes")
+        return value
 
     @field_validator("model")
     @classmethod

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep, authorized_job, job_for_key
 from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
 from api.etags import NOT_MODIFIED_RESPONSE, if_none_match, weak_etag
-from api.idempotency import IdempotencyKeyHeader, remember, replay, request_hash
-from api.rate_limit import check_job_rate
+from api.idempotency import IdempotencyKeyHeader
+from api.job_submission import submit_job
 from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.db import read_connection
-from service.lifecycle import fail_unsent, request_cancel
-from service.models import JOB_STATUSES, Job, JobEvent, Metric, utcnow
-from service.queue import enqueue_job
-from service.redaction import hide_server_paths
-from service.settings import get_settings
-
-log = logging.getLogger(__name__)
+from service.lifecycle import request_cancel
+from service.models import JOB_STATUSES, Job, Metric, utcnow
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=AUTHENTICATED_RESPONSES)
 
 StatusFilter = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$",
@@ -65,38 +58,8 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
         response.status_code = status.HTTP_200_OK
         await session.close()  # no pooled connection waits on the plan
         return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
-    spec = body.model_dump(mode="json", exclude={"dry_run"})
-    hash_ = request_hash(spec)
-    if idempotency_key and (earlier := await session.run_sync(replay, tenant_id, idempotency_key, hash_)):
-        return earlier
-    # After the replay: a retry is no new job.
-    await session.run_sync(check_job_rate, tenant_id, get_settings().jobs_per_minute)
-    job = Job(tenant_id=tenant_id, spec=spec, status="queued")
-    session.add(job)
-    await session.flush()
-    session.add(JobEvent(job_id=job.id, level="info", message="job queued"))
-    public = job_public(job)
-    record = idempotency_key and await session.run_sync(remember, tenant_id, idempotency_key, hash_,
-                                                        status.HTTP_201_CREATED, public.model_dump(mode="json"))
-    try:
-        await session.commit()  # the worker re-reads the row, so it must be committed before the id is sent
-    except IntegrityError:
-        await session.rollback()  # a concurrent twin with the same key committed first: answer with its job
-        if idempotency_key and (earlier := await session.run_sync(replay, tenant_id, idempotency_key, hash_)):
-            return earlier
-        raise
-    try:
-        job.celery_task_id = await run_in_threadpool(enqueue_job, job.id)  # a blocking broker client
-    except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
-        log.exception("could not enqueue job %s", job.id)
-        await session.run_sync(fail_unsent, job.id, hide_server_paths(f"could not queue the job: {exc}"))
-        if record:
-            await session.delete(record)  # the client is told to retry; its retry must create a job, not replay
-        await session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            detail=f"job {job.id} could not be queued (broker unreachable); retry later") from exc
-    await session.commit()
-    return public
+    return await submit_job(session, tenant_id, body.model_dump(mode="json", exclude={"dry_run"}),
+                            idempotency_key, present=job_public, surface="v1")
 
 
 def _plan(body: JobCreate) -> DryRunPublic:
