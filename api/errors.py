@@ -150,11 +150,16 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 
+def is_database_outage(exc: Exception) -> bool:
+    """A lost or refused connection (or a pool timeout), as opposed to an error in the query itself."""
+    return not isinstance(exc, DBAPIError) or isinstance(exc, (OperationalError, InterfaceError)) \
+        or exc.connection_invalidated
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """A lost or refused database connection is the server's outage, not a bug: 503 the client can retry.
     The engine's pool_pre_ping replaces dead pooled connections, so service resumes when the database does."""
-    if isinstance(exc, DBAPIError) and not (isinstance(exc, (OperationalError, InterfaceError))
-                                            or exc.connection_invalidated):
+    if not is_database_outage(exc):
         raise exc  # a real query error (a constraint, bad SQL) stays a 500 with its traceback
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc.orig if
                 isinstance(exc, DBAPIError) else exc).__name__)

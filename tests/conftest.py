@@ -180,6 +180,26 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m.role }} : {{ m.content }} [SEP] {% endfor %}"
+                 "{% if add_generation_prompt %}assistant : {% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gpt2_dir(tiny_model_dir) -> Path:
+    """A 2-layer GPT-2 beside the tiny BERT, with the BERT word tokenizer and a chat template."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder = tiny_model_dir.parent / "tiny-chat-gpt2"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                               pad_token_id=0)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """(sentence, "positive"|"negative"): the label is the polarity of the one sentiment word."""
     import random

@@ -174,14 +174,14 @@ def test_the_environment_configures_the_client(live_service, monkeypatch):
     monkeypatch.setenv("ADALORA_API_URL", live_service.url)
     monkeypatch.setenv("ADALORA_API_KEY", live_service.new_key())
     with Client() as client:
-        assert [m.name for m in client.models.list()] == ["tiny-bert"]
+        assert "tiny-bert" in [m.name for m in client.models.list()]
 
 
 @pytest.mark.parametrize("status", ["503", "429"])
 def test_busy_answers_are_retried_after_retry_after(client, api_key, live_service, status):
     with faulty_proxy(live_service.url) as (url, faults), Client(url, api_key) as proxied:
         faults.plan = [status, status]
-        assert proxied.models.list()[0].name == "tiny-bert"
+        assert "tiny-bert" in [m.name for m in proxied.models.list()]
         assert [s.fault for s in faults.seen] == [status, status, None]
         gaps = [b.at - a.at for a, b in zip(faults.seen, faults.seen[1:])]
         assert all(gap >= 0.95 for gap in gaps), gaps  # Retry-After: 1

@@ -21,15 +21,20 @@ from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.models import Artifact, Job, JobEvent, Metric
-from tests.conftest import FILLER, NEGATIVE, POSITIVE, empty_database, migrate, sentiment_rows, tiny_job_spec
+from tests.conftest import (
+    CHAT_TEMPLATE,
+    FILLER,
+    NEGATIVE,
+    POSITIVE,
+    empty_database,
+    migrate,
+    sentiment_rows,
+    tiny_job_spec,
+)
 from tests.worker.test_runner import queued_job
 from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_eval_fn, map_columns, prepare
 from worker.data import metrics
 from worker.runner import run_job
-
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m.role }} : {{ m.content }} [SEP] {% endfor %}"
-                 "{% if add_generation_prompt %}assistant : {% endif %}")
-
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory):
@@ -325,22 +330,6 @@ def test_an_unreachable_hub_dataset_fails_the_job_with_a_clear_event(engine, mon
     row, events, _ = finished(job_id)
     assert row.error.startswith("hub dataset 'nyu-mll/glue' (name='sst2', split='train') could not be loaded")
     assert events[-1] == row.error and "reach the hub" in row.error
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_gpt2_dir(tiny_model_dir) -> Path:
-    """A 2-layer GPT-2 beside the tiny BERT, with the BERT word tokenizer and a chat template."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    folder = tiny_model_dir.parent / "tiny-chat-gpt2"
-    if not folder.exists():
-        tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-        tokenizer.chat_template = CHAT_TEMPLATE
-        tokenizer.save_pretrained(folder)
-        torch.manual_seed(0)
-        GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                   pad_token_id=0)).save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 def test_a_chat_job_trains_on_assistant_turns(engine, data_dir, tiny_chat_gpt2_dir):
