@@ -147,3 +147,31 @@ def test_usage_problems_exit_2_with_what_to_fix(cli_env, tmp_path):
     assert "ADALORA_API_KEY" in adalora(no_key, "jobs", "list", check=1).stderr
     bad_key = {**cli_env, "ADALORA_API_KEY": "ada_nope_nope"}
     assert "401" in adalora(bad_key, "jobs", "list", check=1).stderr
+
+
+def test_on_a_terminal_follow_draws_a_progress_bar(cli_env):
+    """Under a pseudo-terminal rich draws the bar in place (a log gets plain lines, tested above)."""
+    import pty
+
+    job = adalora_json(cli_env, "jobs", "create", "--server-data", "sentiment.csv", "--model", "tiny-bert",
+                       "--task", "sequence_classification", "--max-steps", "24", "--set", "schedule.tinit=4",
+                       "--set", "schedule.tfinal=6")
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in cli_env.items() if k != "NO_COLOR"}
+    process = subprocess.Popen([str(ADALORA), "jobs", "follow", job["id"]], env={**env, "TERM": "xterm-256color"},
+                               stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(TIMEOUT) == 0
+    os.close(leader)
+    text = output.decode(errors="replace")
+    assert "━" in text and "24/24" in text and "\x1b[" in text  # the bar, complete, with colours and redraws
+    assert "succeeded" in text and "step 24/24 ·" in text
