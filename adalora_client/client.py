@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
@@ -75,6 +75,16 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _every_page(fetch: Callable[[int], Page[T]], after: int, cursor: Callable[[T], int]) -> Iterator[T]:
+    """The items of fetch(after), then of the pages after its last item, while the server says has_more."""
+    while True:
+        page = fetch(after)
+        yield from page.data
+        if not page.has_more or not page.data:
+            return
+        after = cursor(page.data[-1])
 
 
 def _idempotency(key: str | None) -> dict[str, str]:
@@ -161,12 +171,8 @@ class Jobs:
 
     def iter_events(self, job_id: str, *, after_id: int = 0) -> Iterator[Event]:
         """Every event so far, page by page."""
-        while True:
-            page = self.events(job_id, after_id=after_id, limit=1000)
-            yield from page.data
-            if not page.has_more or not page.data:
-                return
-            after_id = page.data[-1].id
+        return _every_page(lambda after: self.events(job_id, after_id=after, limit=1000), after_id,
+                           lambda event: event.id)
 
     def stream_events(self, job_id: str, *, after_id: int = 0) -> Iterator[Event]:
         """Events as they happen (Server-Sent Events), ending when the job finishes. A dropped connection is
@@ -211,12 +217,9 @@ class Jobs:
         return Page[Metric].model_validate(self._t.json("GET", f"/v1/jobs/{job_id}/metrics", params=params))
 
     def iter_metrics(self, job_id: str, *, after_step: int = 0) -> Iterator[Metric]:
-        while True:
-            page = self.metrics(job_id, after_step=after_step, limit=5000)
-            yield from page.data
-            if not page.has_more or not page.data:
-                return
-            after_step = page.data[-1].step
+        """Every metric row so far, page by page."""
+        return _every_page(lambda after: self.metrics(job_id, after_step=after, limit=5000), after_step,
+                           lambda metric: metric.step)
 
     def ranks(self, job_id: str, *, step: int | None = None) -> Ranks:
         return Ranks.model_validate(self._t.json("GET", f"/v1/jobs/{job_id}/ranks", params={"step": step}))
