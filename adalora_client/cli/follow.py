@@ -32,15 +32,19 @@ class LatestMetrics:
 
 
 def status_line(job: Job, latest: LatestMetrics) -> str:
-    """loss, the latest eval_* values and the budget, as one line."""
+    """loss, the latest evaluation (two scores at most) and the budget, short enough for one terminal line."""
     parts = []
     if latest.loss is not None:
         parts.append(f"loss {latest.loss:.4f}")
-    parts += [f"{k} {v:.4g}" for k, v in sorted(latest.evals.items()) if k != "eval_runtime"][:3]
+    scores = {k.removeprefix("eval_"): v for k, v in sorted(latest.evals.items()) if k != "eval_runtime"}
+    shown = [k for k in scores if k != "loss"][:2] or [k for k in scores][:1]
+    if shown:
+        parts.append("eval " + " ".join(f"{k} {scores[k]:.4g}" for k in shown))
     if job.current_budget is not None:
         unit = job.budget_unit or ""
-        target = f" → {number(job.budget_target)}" if job.budget_target is not None else ""
-        parts.append(f"budget {number(job.current_budget)}{target} {unit}".rstrip())
+        target = job.budget_target
+        heading = f" → {number(target)}" if target is not None and target != job.current_budget else ""
+        parts.append(f"budget {number(job.current_budget)}{heading} {unit}".rstrip())
     return " · ".join(parts)
 
 
@@ -84,7 +88,7 @@ def _log_line(console: Console, job: Job, line: str, last: tuple[int, str] | Non
     if not job.total_steps or job.status not in ("running", "cancelling") or job.step == 0:
         return last
     tenth = max(1, job.total_steps // 10)
-    evals = " ".join(p for p in line.split(" · ") if p.startswith("eval_"))
+    evals = " ".join(p for p in line.split(" · ") if p.startswith("eval "))
     if last is None or job.step - last[0] >= tenth or evals != last[1] or job.step == job.total_steps:
         eta = f" · {duration(job.eta_seconds)} left" if job.eta_seconds is not None else ""
         console.print(f"step {job.step}/{job.total_steps}{eta} · {line}", highlight=False, soft_wrap=True)

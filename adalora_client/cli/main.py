@@ -47,7 +47,7 @@ def files_upload(client: Client, args) -> int:
 def files_list(client: Client, args) -> int:
     page = client.files.list(limit=args.limit, offset=args.offset)
     show(args, page, lambda: table(("id", "filename", "format", "rows", "bytes", "created"),
-                                   [(f.id, f.filename, f.format, f"{f.row_count:,}", f"{f.size:,}", when(f.created_at))
+                                   [(f.id, f.filename, f.format, f"{f.row_count:,}", f"{f.size:,}", when(f.created_at, short=True))
                                     for f in page.data], title=f"{page.count} file(s)"))
     return 0
 
@@ -110,9 +110,9 @@ def jobs_follow(client: Client, args) -> int:
 def jobs_list(client: Client, args) -> int:
     page = client.jobs.list(status=args.status, limit=args.limit, offset=args.offset)
     show(args, page, lambda: table(
-        ("id", "name", "status", "model", "step", "adapter params", "created"),
-        [(j.id, j.name, j.status, j.model, f"{j.step}/{j.total_steps or '?'}", number(j.adapter_params),
-          when(j.created_at)) for j in page.data], title=f"{page.count} job(s)"))
+        ("id", "status", "step", "model", "name", "created"),
+        [(j.id, j.status, f"{j.step}/{j.total_steps or '?'}", j.model, j.name, when(j.created_at, short=True))
+         for j in page.data], title=f"{page.count} job(s)"))
     return 0
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,8 +29,8 @@ def print_json(value: Any) -> None:
     print(json.dumps(as_json(value), indent=2, ensure_ascii=False))
 
 
-def when(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def when(value: datetime | None, short: bool = False) -> str:
+    return value.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def duration(seconds: float | None) -> str:
@@ -52,10 +53,13 @@ def number(value: float | int | None) -> str:
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """The first column (an id) is never wrapped or cut: people copy it into the next command."""
     cells = [["-" if v is None else str(v) for v in row] for row in rows]
-    out = Table(title=title, title_justify="left", header_style="bold")
+    out = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for i, name in enumerate(columns):
         widest = max((len(row[i]) for row in cells), default=0)
-        out.add_column(name, no_wrap=i == 0, min_width=max(widest, len(name)) if i == 0 else None)
+        if i == 0:
+            out.add_column(name, no_wrap=True, min_width=max(widest, len(name)))
+        else:  # short values stay whole; long ones (a model's hub id) fold onto more lines
+            out.add_column(name, overflow="fold", min_width=min(max(widest, len(name)), 10))
     for row in cells:
         out.add_row(*row)
     console.print(out)

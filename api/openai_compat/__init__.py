@@ -16,7 +16,7 @@ UPLOAD_PATH = f"{PREFIX}/files"  # exempt from MAX_BODY_BYTES like /v1/files: up
 def openai_app() -> FastAPI:
     """A sub-application of its own, so that its errors answer in OpenAI's shape and /v1's do not change."""
     app = FastAPI(title="AdaLoRA service: OpenAI-compatible fine-tuning", version="1", docs_url=None,
-                  redoc_url=None, openapi_url="/openapi.json")
+                  redoc_url=None, openapi_url="/openapi.json", servers=[{"url": PREFIX}])
     app.include_router(files_router)
     app.include_router(jobs_router)
     install_openai_errors(app)

@@ -61,7 +61,7 @@ def test_a_job_from_a_yaml_spec_followed_to_the_end(cli_env, tmp_path, tiny_mode
     followed = adalora(cli_env, "jobs", "create", str(spec), "--follow")
     out = followed.stdout
     assert "Following" in out and "✔ succeeded" in out and "job queued" in out
-    assert "step 24/24" in out and "loss" in out and "eval_" in out and "budget" in out
+    assert "step 24/24" in out and "loss" in out and "eval accuracy" in out and "budget" in out
     job_id = out.split("Following ", 1)[1].split()[0]
 
     job = adalora_json(cli_env, "jobs", "get", job_id)

@@ -192,3 +192,9 @@ def test_deleting_a_file(oa, tmp_path):
     assert oa.files.delete(spare.id).deleted
     with pytest.raises(openai.NotFoundError):
         oa.files.retrieve(spare.id)
+
+
+def test_the_schema_of_the_openai_routes(live_service):
+    schema = httpx.get(f"{live_service.url}/openai/v1/openapi.json").json()
+    assert schema["servers"] == [{"url": "/openai/v1"}]
+    assert {"/files", "/fine_tuning/jobs", "/fine_tuning/jobs/{job_id}/events"} <= set(schema["paths"])
