@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adalora_client.cli.render import number
-from adalora_client.types import RankColumns
+from adalora_client.types import ModulePlace, RankColumns
 
 # Dark blue through green to yellow: readable on dark and light terminals, and in grey.
 PALETTE = [(48, 18, 59), (50, 90, 170), (34, 150, 140), (90, 200, 90), (250, 230, 40)]
@@ -53,8 +53,7 @@ def layer_grid(columns: RankColumns, index: int) -> Table:
         else:
             label = f"{module.stack + ' ' if module.stack else ''}layer {module.layer}"
         rows.setdefault(label, {})[module.type] = rank
-    grid = Table(title=_title(columns, index), title_justify="left", show_edge=False, pad_edge=False,
-                 box=None, padding=(0, 1))
+    grid = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
     grid.add_column("", justify="right", style="bold")
     for kind in types:
         grid.add_column(kind, justify="center")
@@ -73,19 +72,24 @@ def layer_grid(columns: RankColumns, index: int) -> Table:
 def timeline(columns: RankColumns, width: int) -> Table:
     """Each module's rank at every snapshot (the latest ones when there are more than fit)."""
     top = max((r or 0 for r in columns.ranks[0]), default=1)
-    keep = list(range(len(columns.steps)))[-max(1, width - 40):]
-    grid = Table(title=f"ranks over {len(keep)} snapshots, steps {columns.steps[keep[0]]}–{columns.steps[keep[-1]]}"
-                 f" (0 dark … {top} bright)", title_justify="left", box=None, show_header=False, padding=(0, 1))
+    keep = list(range(len(columns.steps)))[-max(1, width - 30):]
+    grid = Table(box=None, show_header=False, padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(no_wrap=True)
     grid.add_column(justify="right")
     for j, module in enumerate(columns.modules):
         blocks = Text()
         for i in keep:
-            rank = columns.ranks[i][j]
-            blocks.append(" ", style=shade(rank, top))
-        grid.add_row(_short(module.name), blocks, str(columns.ranks[keep[-1]][j]))
+            blocks.append(" ", style=shade(columns.ranks[i][j], top))
+        grid.add_row(_place(module), blocks, str(columns.ranks[keep[-1]][j]))
     return grid
+
+
+def _timeline_title(columns: RankColumns, width: int) -> str:
+    keep = list(range(len(columns.steps)))[-max(1, width - 30):]
+    top = max((r or 0 for r in columns.ranks[0]), default=1)
+    return (f"ranks over {len(keep)} snapshots, steps {columns.steps[keep[0]]}–{columns.steps[keep[-1]]}, one "
+            f"column each (dark 0 … bright {top}); the number is the latest rank")
 
 
 def draw(console: Console, columns: RankColumns, *, step: int | None = None, over_time: bool = False) -> None:
@@ -93,9 +97,12 @@ def draw(console: Console, columns: RankColumns, *, step: int | None = None, ove
         console.print("no rank snapshots yet: the first is written when training starts")
         return
     if over_time:
+        console.print(_timeline_title(columns, console.width), soft_wrap=True)
         console.print(timeline(columns, console.width))
     else:
-        console.print(layer_grid(columns, snapshot_index(columns, step)))
+        index = snapshot_index(columns, step)
+        console.print(_title(columns, index), soft_wrap=True)  # above the grid: a title would wrap at its width
+        console.print(layer_grid(columns, index))
 
 
 def _title(columns: RankColumns, index: int) -> str:
@@ -106,5 +113,8 @@ def _title(columns: RankColumns, index: int) -> str:
             f"(snapshot {index + 1} of {len(columns.steps)})")
 
 
-def _short(name: str, width: int = 36) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+def _place(module: ModulePlace) -> str:
+    """`layer 3 value` (or `decoder layer 3 value`); the full name when it has no layer."""
+    if module.layer is None:
+        return module.name if len(module.name) <= 36 else "…" + module.name[-35:]
+    return f"{module.stack + ' ' if module.stack and module.stack != 'encoder' else ''}layer {module.layer} {module.type}"
