@@ -41,6 +41,8 @@ from adalora_client.types import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# The AdaLoRA adapter (PEFT), the merged model, plain LoRA with per-module ranks, LoRA with one padded rank.
+DOWNLOADS = ("adapter", "merged", "lora", "lora-serving")
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -235,11 +237,12 @@ class Jobs:
     # -- downloads -----------------------------------------------------------------------------------
 
     def download(self, job_id: str, kind: str, to: str | Path, *, unpack: bool = True) -> Download:
-        """Download the `adapter` (PEFT format) or the `merged` model of a succeeded job, resuming a broken
+        """Download the `adapter` (PEFT AdaLoRA), the `merged` model, or `lora` / `lora-serving` (the adapter as
+        plain LoRA for vLLM, TGI, LoRAX: docs/CLIENT.md) of a succeeded job, resuming a broken
         earlier try and checking the sha256. With unpack (the default) `to` is a new or empty folder that ends
         up holding the files (`PeftModel.from_pretrained(to)`); without, `to` is where the .tar goes."""
-        if kind not in ("adapter", "merged"):
-            raise ValueError(f"kind must be 'adapter' or 'merged', not {kind!r}")
+        if kind not in DOWNLOADS:
+            raise ValueError(f"kind must be one of {', '.join(DOWNLOADS)}, not {kind!r}")
         return downloads.download(self._t, job_id, kind, Path(to), unpack_to_folder=unpack)
 
 

@@ -9,6 +9,7 @@ from .export import merged_state_dict, save_merged, save_peft_adapter
 from .hf import build_model
 from .inject import Adapted, inject_adalora, unload
 from .layer import SVDLinear
+from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
 from .loop import TrainArgs, TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, train
 from .plan import plan_run
 from .regularizer import orthogonal_penalty
@@ -17,5 +18,5 @@ __all__ = [
     "Adapted", "AdaLoraConfig", "Allocation", "BudgetSchedule", "ConfigError", "RankAllocator", "SVDLinear",
     "TrainArgs", "TrainCallbacks", "TrainResult", "TrainingDiverged", "build_model", "default_target_modules",
     "inject_adalora", "merged_state_dict", "orthogonal_penalty", "plan_run", "save_checkpoint", "save_merged",
-    "save_peft_adapter", "train", "unload",
+    "save_lora_adapter", "save_peft_adapter", "save_serving_adapter", "SERVING_RANKS", "train", "unload",
 ]

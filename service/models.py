@@ -31,7 +31,7 @@ JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cance
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 UNFINISHED_STATUSES = ("queued", "running", "cancelling")
 RUNNING_STATUSES = ("running", "cancelling")  # a worker holds the job: it heartbeats and reports progress
-ARTIFACT_KINDS = ("adapter", "merged")
+ARTIFACT_KINDS = ("adapter", "merged", "lora", "lora-serving")
 EVENT_LEVELS = ("info", "warning", "error")
 FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 

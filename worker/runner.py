@@ -235,18 +235,31 @@ def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
 
 
 def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) -> None:
-    from adalora_core import save_merged, save_peft_adapter
+    """The downloads: the AdaLoRA adapter (PEFT), the merged model, and the adapter rewritten as plain LoRA
+    for serving engines (per-module ranks, and one padded rank; adalora_core/lora_format.py)."""
+    from adalora_core import save_lora_adapter, save_merged, save_peft_adapter, save_serving_adapter
 
     with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:
-        adapter, merged = Path(work) / "adapter", Path(work) / "merged"
-        save_peft_adapter(result, str(adapter), base_model=spec.model, task_type=PEFT_TASK_TYPES[spec.task])
-        save_merged(result, str(merged))
-        tokenizer.save_pretrained(str(merged))
+        folders = {kind: Path(work) / kind for kind in ("adapter", "merged", "lora", "lora-serving")}
+        save_peft_adapter(result, str(folders["adapter"]), base_model=spec.model,
+                          task_type=PEFT_TASK_TYPES[spec.task])
+        save_merged(result, str(folders["merged"]))
+        tokenizer.save_pretrained(str(folders["merged"]))
+        notes = []
+        try:
+            ranks = save_lora_adapter(folders["adapter"], folders["lora"])
+            notes.append(f"lora: {len(ranks)} modules at ranks {min(ranks.values())}-{max(ranks.values())}")
+        except ValueError as exc:  # every rank pruned: there is no LoRA to write
+            del folders["lora"]
+            notes.append(f"no lora download: {exc}")
+        notes.append(f"lora-serving: rank {save_serving_adapter(folders['adapter'], folders['lora-serving'])} "
+                     "everywhere, zero-padded, the scale folded into lora_B")
 
         def record(session) -> None:  # a retry rebuilds the same archives: their bytes are deterministic
-            for kind, folder in (("adapter", adapter), ("merged", merged)):
+            for kind, folder in folders.items():
                 row = artifacts.store_folder(session, job_id, kind, folder)
                 session.add(JobEvent(job_id=job_id, message=f"{kind} ready: {row.size} bytes, sha256 {row.sha256}"))
+            session.add_all(JobEvent(job_id=job_id, message=note) for note in notes)
         link.write(record, "recording the downloads")
 
 

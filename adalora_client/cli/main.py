@@ -20,7 +20,7 @@ from adalora_client.cli import follow as following
 from adalora_client.cli import heatmap, render
 from adalora_client.cli.render import console, errors, fields, number, table, when
 from adalora_client.cli.spec import SpecProblem, add_spec_flags, build_spec
-from adalora_client.client import Client
+from adalora_client.client import DOWNLOADS, Client
 from adalora_client.errors import AdaloraError, APIError
 from adalora_client.types import FINISHED
 
@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     get = command(groups, "download", download, "download a finished job's adapter or merged model: resumes a "
                                                 "broken download, checks the sha256, unpacks")
     get.add_argument("job_id")
-    get.add_argument("kind", choices=("adapter", "merged"))
+    get.add_argument("kind", choices=DOWNLOADS, help="adapter (PEFT AdaLoRA), merged, lora (plain LoRA, per-module "
+                     "ranks) or lora-serving (one padded rank: vLLM, TGI, LoRAX)")
     get.add_argument("-o", "--output", type=Path, help="a new or empty folder for the files (default "
                                                        "./JOB-KIND); with --no-unpack, the .tar's path")
     get.add_argument("--no-unpack", action="store_true", help="keep the verified .tar as it is")

@@ -425,7 +425,7 @@ function jobPage(view, jobId) {
   }
   async function showDownloads() {
     const items = [];
-    for (const kind of ["adapter", "merged"]) {
+    for (const kind of ["adapter", "merged", "lora", "lora-serving"]) {
       const url = `/v1/jobs/${jobId}/artifacts/${kind}`;
       const head = await fetch(url, { method: "HEAD", headers: authHeaders() });
       if (!head.ok) continue;

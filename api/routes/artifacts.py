@@ -1,4 +1,6 @@
-"""Downloads of a finished job: the PEFT adapter or the merged model, each one tar file.
+"""Downloads of a finished job, each one tar file: the PEFT AdaLoRA adapter (`adapter`), the merged model
+(`merged`), and the adapter as plain LoRA for serving engines (`lora`: per-module ranks in rank_pattern and
+alpha_pattern; `lora-serving`: one zero-padded rank, the scale folded into lora_B).
 
 Served straight from the artifact store with its sha256 (also the ETag) and HTTP Range support,
 so `curl -C -` or any resuming client can continue a broken download.
@@ -20,7 +22,7 @@ from service.models import FINISHED_STATUSES, Artifact
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/artifacts", tags=["artifacts"], responses=JOB_RESPONSES)
 
-ArtifactKind = Literal["adapter", "merged"]
+ArtifactKind = Literal["adapter", "merged", "lora", "lora-serving"]
 
 
 @router.head("/{kind}", response_class=FileResponse, include_in_schema=False)  # size and checksum, no body

@@ -101,6 +101,7 @@ def test_the_dry_run_plans_without_queueing(client, tiny_dataset_file):
 
 
 def test_downloads_unpack_into_a_folder_that_peft_loads(client, finished_job, tiny_model_dir, tmp_path):
+    import peft
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
@@ -109,10 +110,22 @@ def test_downloads_unpack_into_a_folder_that_peft_loads(client, finished_job, ti
     assert result.unpacked == str(tmp_path / "adapter") and result.archive is None
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no archive or temporary folder left over
+
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     with torch.no_grad():
         assert model(input_ids=torch.tensor([[2, 5, 3]])).logits.shape == (1, 2)
+
+    x = torch.tensor([[2, 5, 9, 3], [2, 12, 7, 3]])
+    with torch.no_grad():
+        ours = model(input_ids=x).logits
+    for kind in ("lora", "lora-serving"):  # the same adapter as plain LoRA, for serving engines
+        client.jobs.download(finished_job, kind, tmp_path / kind)
+        assert isinstance(peft.PeftConfig.from_pretrained(tmp_path / kind), peft.LoraConfig)
+        plain = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+                                          tmp_path / kind).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(plain(input_ids=x).logits, ours, rtol=0, atol=1e-5)
 
     with pytest.raises(FileExistsError, match="not an empty folder"):
         client.jobs.download(finished_job, "adapter", tmp_path / "adapter")

@@ -42,3 +42,35 @@ def test_models_and_migrations_do_not_differ(empty_database_url):
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def _insert_artifact(url: str, kind: str) -> None:
+    from sqlalchemy.orm import Session
+
+    from service.models import Artifact, Job, Tenant
+
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            tenant = Tenant(name=f"t-{kind}")
+            session.add(tenant)
+            session.flush()
+            job = Job(tenant_id=tenant.id, spec={}, status="succeeded")
+            session.add(job)
+            session.flush()
+            session.add(Artifact(job_id=job.id, kind=kind, path="p", size=1, sha256="0" * 64))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("empty_database_url", BACKENDS, indirect=True)
+def test_0005_allows_the_lora_downloads_and_still_refuses_other_kinds(empty_database_url):
+    from sqlalchemy.exc import IntegrityError
+
+    migrate(empty_database_url, "head")
+    with pytest.raises(IntegrityError):
+        _insert_artifact(empty_database_url, "weights")
+    _insert_artifact(empty_database_url, "lora-serving")
+    migrate(empty_database_url, "0004", direction="downgrade")  # drops the rows the old constraint refuses
+    with pytest.raises(IntegrityError):
+        _insert_artifact(empty_database_url, "lora")

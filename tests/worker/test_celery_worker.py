@@ -77,7 +77,7 @@ def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
     assert (job.budget_unit, job.budget_target, job.current_budget) == ("params", target_budget, target_budget)
     assert job.adapter_params == snapshots[-1].adapter_params
 
-    assert set(artifacts) == {"adapter", "merged"}
+    assert set(artifacts) == {"adapter", "merged", "lora", "lora-serving"}
     for kind, artifact in artifacts.items():
         path = inside_root(artifact.path)
         assert path.stat().st_size == artifact.size

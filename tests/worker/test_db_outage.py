@@ -199,7 +199,7 @@ def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_en
         messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
     assert metric_steps(job_id) == list(range(1, STEPS + 1))  # no gap, no step twice
     assert snapshots[0].step == 0 and snapshots[-1].final
-    assert set(kinds) == {"adapter", "merged"}
+    assert set(kinds) == {"adapter", "merged", "lora", "lora-serving"}
     assert all(artifacts.inside_root(a.path).stat().st_size == a.size for a in kinds.values())
     [outage] = [m for m in messages if m.startswith("the database was unreachable")]
     went_from, went_to = map(int, re.search(r"from step (\d+) to step (\d+)", outage).groups())

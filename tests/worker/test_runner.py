@@ -57,7 +57,7 @@ def test_progress_is_written_in_batches_not_per_step(engine, step_driven_flushes
     # export, cleanup, finish) that do not grow with the run; one commit per row would be 30+ for metrics alone.
     assert commits[0] <= 30 // 5 + 10, commits[0]
     assert snapshots[0].step == 0 and snapshots[-1].final
-    assert sorted(kinds) == ["adapter", "merged"]
+    assert sorted(kinds) == ["adapter", "lora", "lora-serving", "merged"]
 
 
 def test_unreadable_labels_fail_with_a_message_naming_the_column(engine, tiny_dataset_file):
