@@ -6,7 +6,7 @@ No web or database code lives here; see docs/CORE_API.md for how the worker driv
 from .allocator import Allocation, BudgetSchedule, RankAllocator
 from .config import AdaLoraConfig, ConfigError, default_target_modules
 from .export import merged_state_dict, save_merged, save_peft_adapter
-from .hf import build_model
+from .hf import base_dtype, build_model, enable_gradient_checkpointing
 from .inject import Adapted, inject_adalora, unload
 from .layer import SVDLinear
 from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
@@ -16,7 +16,7 @@ from .regularizer import orthogonal_penalty
 
 __all__ = [
     "Adapted", "AdaLoraConfig", "Allocation", "BudgetSchedule", "ConfigError", "RankAllocator", "SVDLinear",
-    "TrainArgs", "TrainCallbacks", "TrainResult", "TrainingDiverged", "build_model", "default_target_modules",
+    "TrainArgs", "TrainCallbacks", "TrainResult", "TrainingDiverged", "base_dtype", "build_model", "default_target_modules", "enable_gradient_checkpointing",
     "inject_adalora", "merged_state_dict", "orthogonal_penalty", "plan_run", "save_checkpoint", "save_merged",
     "save_lora_adapter", "save_peft_adapter", "save_serving_adapter", "SERVING_RANKS", "train", "unload",
 ]

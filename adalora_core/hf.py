@@ -17,6 +17,35 @@ TASK_MODELS = {"sequence_classification": "a model with a sequence classificatio
                "seq2seq": "an encoder-decoder model (T5, BART, ...)"}
 
 
+BASE_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def base_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The frozen base model's dtype: `auto` is bf16 on a GPU that supports it, else fp32."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in BASE_DTYPES:
+        raise ValueError(f"base dtype {name!r}: use auto, bf16 or fp32 (fp16 needs loss scaling, which the "
+                         "training loop does not do: use bf16 on GPUs that have it, else fp32)")
+    return BASE_DTYPES[name]
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> bool:
+    """Recompute each layer's activations in the backward pass instead of keeping them; False when the
+    architecture does not support it. Non-reentrant, so it works with frozen inputs and adapters inside."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        return False
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # a KV cache is useless in training and conflicts with recomputation
+    return True
+
+
 class UnsupportedTask(ValueError):
     """The model's architecture has no transformers class for the task (a BERT for seq2seq)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .config import AdaLoraConfig, ConfigError, default_target_modules
@@ -30,6 +31,11 @@ class Adapted:
         return {"adapter": adapter, "heads": heads, "trainable": adapter + heads, "total": total}
 
 
+def _inputs_to_fp32(module, args, kwargs):
+    cast = (lambda v: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+
 def inject_adalora(model: nn.Module, config: AdaLoraConfig) -> Adapted:
     targets = config.target_modules
     if targets is None:
@@ -52,7 +58,10 @@ def inject_adalora(model: nn.Module, config: AdaLoraConfig) -> Adapted:
         setattr(parent, child, wrapped)
         modules[name] = wrapped
     for head in heads:
-        model.get_submodule(head).requires_grad_(True)
+        # Trained in full, so kept in fp32 like the adapters; a bf16 base's hidden states are cast on the way in
+        # (under autocast or not: evaluation runs without it).
+        module = model.get_submodule(head).float().requires_grad_(True)
+        module.register_forward_pre_hook(_inputs_to_fp32, with_kwargs=True)
     return Adapted(model, config, modules, list(heads))
 
 

@@ -256,6 +256,12 @@ class Schedule(Strict):
         return as_steps(self.tinit), as_steps(self.tfinal)
 
 
+# Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
+# 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
+CHECKPOINTING_ABOVE_PARAMS = 10**9
+MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype")  # read by the worker when it builds the model
+
+
 class Training(Strict):
     epochs: float | None = Field(default=None, gt=0, description="passes over the data (default 1 without max_steps)")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; instead of epochs")
@@ -269,6 +275,21 @@ class Training(Strict):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every N steps (always at the end)")
     seed: int = 0
+    gradient_checkpointing: bool | None = Field(
+        default=None, description="recompute activations in the backward pass: less memory, about a third more "
+                                  "compute. Default: on for causal_lm and seq2seq models above "
+                                  f"{CHECKPOINTING_ABOVE_PARAMS // 10**9} billion parameters")
+    base_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="the frozen base model's weights; the adapters stay fp32. auto: bf16 on a "
+                                    "GPU that supports it, else fp32")
+
+    @field_validator("base_dtype")
+    @classmethod
+    def _no_fp16_yet(cls, value: str) -> str:
+        if value == "fp16":
+            raise ValueError("training.base_dtype: fp16 training needs loss scaling, which this service does not do "
+                             "yet; use bf16 (GPUs from Ampere on) or fp32")
+        return value
 
     @model_validator(mode="after")
     def _epochs_or_max_steps(self) -> Training:
@@ -385,7 +406,7 @@ class JobSpec(Strict):
 
     def to_train_kwargs(self) -> dict:
         """Keyword arguments for adalora_core.TrainArgs (max_seq_len is applied by the tokenizer instead)."""
-        kwargs = self.training.model_dump(exclude={"max_seq_len"})
+        kwargs = self.training.model_dump(exclude={"max_seq_len", *MEMORY_FIELDS})
         if kwargs["epochs"] is None:  # max_steps decides the length; TrainArgs keeps its own epochs default
             del kwargs["epochs"]
         return kwargs

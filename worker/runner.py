@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from service import artifacts
 from service.dataset import DataError
 from service.db import session_scope
-from service.jobspec import JobSpec
+from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
 from service.lifecycle import claim_job, finish_job, requeue_job
 from service.model_problems import load_problem
 from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
@@ -117,6 +117,8 @@ def record_outcome(job_id: str, status: str, error: str | None, reporter: Progre
 
 
 def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, link: DatabaseLink) -> str:
+    import torch
+
     import adalora_core as core  # torch and transformers load only here, inside the worker
     from transformers import set_seed
     from transformers.utils import logging as transformers_logging
@@ -132,11 +134,16 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
     every = get_settings().checkpoint_every or None
     # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as the training loop picks it
+    dtype = core.base_dtype(spec.training.base_dtype, device)
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
                           checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
-                          checkpoint_dir=str(checkpoint_dir(job_id)))
+                          checkpoint_dir=str(checkpoint_dir(job_id)),
+                          bf16=True if dtype == torch.bfloat16 else None)  # a bf16 base runs under autocast
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
-    model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides())
+    model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
+                  dtype=dtype)
+    report_memory_savers(reporter, spec, model, dtype)
     collate = make_collate(tokenizer.pad_token_id)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
@@ -213,6 +220,27 @@ def build(spec: JobSpec, source: str, **options):
         return build_model(source, spec.task, **options)
     except Exception as e:
         raise JobError(unknown_model_message(spec.model, e)) from e
+
+
+def wants_gradient_checkpointing(spec: JobSpec, parameters: int) -> bool:
+    """The spec's choice, or by default on for generative models above CHECKPOINTING_ABOVE_PARAMS."""
+    if spec.training.gradient_checkpointing is not None:
+        return spec.training.gradient_checkpointing
+    return spec.task in ("causal_lm", "seq2seq") and parameters > CHECKPOINTING_ABOVE_PARAMS
+
+
+def report_memory_savers(reporter: ProgressReporter, spec: JobSpec, model, dtype) -> None:
+    """Turns gradient checkpointing on when asked (or by default), and says what the model runs with."""
+    from adalora_core import enable_gradient_checkpointing
+
+    parameters = sum(p.numel() for p in model.parameters())
+    checkpointing = wants_gradient_checkpointing(spec, parameters)
+    if checkpointing and not enable_gradient_checkpointing(model):
+        reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")
+        checkpointing = False
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    reporter.event("info", f"model: {parameters:,} parameters in {str(dtype).removeprefix('torch.')}, attention "
+                           f"{attention}, gradient checkpointing {'on' if checkpointing else 'off'}")
 
 
 def tokenized_cache_dir() -> Path:
@@ -302,7 +330,8 @@ def describe_failure(error: BaseException, step: int) -> str:
         return str(error)
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return (f"out of GPU memory at step {step}: lower training.batch_size (raise training.grad_accum to keep "
-                "the effective batch), training.max_seq_len or budget.init_r, or use a smaller model")
+                "the effective batch) or training.max_seq_len, turn on training.gradient_checkpointing, use "
+                "training.base_dtype bf16, lower budget.init_r, or use a smaller model")
     if isinstance(error, MemoryError):
         return (f"out of host memory at step {step}: use a smaller dataset or model, or ask the operator "
                 "for a worker with more memory")

@@ -36,6 +36,7 @@ from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_e
 from worker.data import metrics
 from worker.runner import run_job
 
+
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory):
     with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:

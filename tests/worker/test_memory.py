@@ -1,0 +1,94 @@
+"""Memory knobs of a job, on real runs: a bf16 base with fp32 adapters and head, gradient checkpointing (the
+same losses as without it), the default that turns it on for big generative models, fp16 refused with the
+reason, and an out-of-memory failure that names the knobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+from sqlalchemy import select
+
+from service.db import session_scope
+from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
+from service.models import Metric
+from tests.conftest import empty_database, migrate
+from tests.worker.test_runner import queued_job
+from tests.worker.test_task_kinds import extract, finished, spec, succeeded, write_jsonl
+from worker.runner import describe_failure, wants_gradient_checkpointing
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory):
+    with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def data_dir(service_env):
+    from pathlib import Path
+
+    return Path(service_env["DATA_DIRS"])
+
+
+def losses(job_id: str) -> list[float]:
+    with session_scope() as session:
+        return [v["loss"] for v in session.scalars(select(Metric.values).where(Metric.job_id == job_id)
+                                                   .order_by(Metric.step))]
+
+
+def test_a_bf16_base_trains_with_fp32_adapters_and_head(engine, tmp_path):
+    job_id = queued_job({**spec("sequence_classification", "sentiment.csv", base_dtype="bf16")})
+    succeeded(job_id)
+    job, events, last = finished(job_id)
+    assert any("in bfloat16" in e and "gradient checkpointing off" in e for e in events), events
+    assert last["eval_accuracy"] >= 0  # evaluation ran (without autocast) through the fp32 head
+    adapter = load_file(extract(job_id, "adapter", tmp_path) / "adapter_model.safetensors")
+    assert {t.dtype for t in adapter.values()} == {torch.float32}
+
+
+def test_gradient_checkpointing_gives_the_same_losses(engine, data_dir, tiny_chat_gpt2_dir):
+    rows = [{"text": "the movie was good and the plot was great " * 3} for _ in range(48)]
+    path = write_jsonl(data_dir, rows)
+    runs = {}
+    for checkpointing in (False, True):
+        job_id = queued_job(spec("causal_lm", path, model="tiny-chat-gpt2", max_steps=12, max_seq_len=32,
+                                 gradient_checkpointing=checkpointing))
+        succeeded(job_id)
+        events = finished(job_id)[1]
+        assert any(f"gradient checkpointing {'on' if checkpointing else 'off'}" in e for e in events), events
+        runs[checkpointing] = losses(job_id)
+    assert len(runs[True]) == 12
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)  # recomputation changes memory, not the math
+
+
+def test_checkpointing_defaults_on_only_for_big_generative_models():
+    def job(task: str, **training) -> JobSpec:
+        return JobSpec.model_validate({"model": "org/name", "task": task, "dataset": {"source": "hub", "path": "o/d"},
+                                       "training": training})
+    big, small = CHECKPOINTING_ABOVE_PARAMS + 1, CHECKPOINTING_ABOVE_PARAMS
+    assert wants_gradient_checkpointing(job("causal_lm"), big)
+    assert wants_gradient_checkpointing(job("seq2seq"), big)
+    assert not wants_gradient_checkpointing(job("causal_lm"), small)
+    assert not wants_gradient_checkpointing(job("sequence_classification"), big)
+    assert not wants_gradient_checkpointing(job("causal_lm", gradient_checkpointing=False), big)
+    assert wants_gradient_checkpointing(job("sequence_classification", gradient_checkpointing=True), small)
+
+
+def test_fp16_is_refused_with_the_reason():
+    with pytest.raises(ValidationError, match="loss scaling"):
+        JobSpec.model_validate({"model": "org/name", "task": "causal_lm", "dataset": {"source": "hub", "path": "o/d"},
+                                "training": {"base_dtype": "fp16"}})
+
+
+def test_running_out_of_gpu_memory_names_the_knobs():
+    # No GPU here to run out of: the error is the one torch raises on CUDA.
+    message = describe_failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 37)
+    for knob in ("step 37", "training.batch_size", "training.grad_accum", "training.max_seq_len",
+                 "training.gradient_checkpointing", "training.base_dtype bf16"):
+        assert knob in message, message
+    json.dumps(message)
