@@ -259,7 +259,7 @@ class Schedule(Strict):
 # Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
 # 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
 CHECKPOINTING_ABOVE_PARAMS = 10**9
-MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype")  # read by the worker when it builds the model
+MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing")  # the worker's, not the training loop's
 
 
 class Training(Strict):
@@ -275,6 +275,9 @@ class Training(Strict):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every N steps (always at the end)")
     seed: int = 0
+    packing: bool = Field(default=False, description="causal_lm prompt/completion and chat: join examples into "
+                          "rows of max_seq_len tokens (fewer pad tokens, faster); attention and loss never cross "
+                          "from one example into the next. Plain text is always packed into blocks")
     gradient_checkpointing: bool | None = Field(
         default=None, description="recompute activations in the backward pass: less memory, about a third more "
                                   "compute. Default: on for causal_lm and seq2seq models above "
@@ -373,6 +376,8 @@ class JobSpec(Strict):
             if getattr(ds, field) is not None and self.task not in tasks:
                 raise ValueError(f"dataset.{field} does not apply to task {self.task}: remove it "
                                  f"(it is for {' or '.join(tasks)})")
+        if self.training.packing and self.task != "causal_lm":
+            raise ValueError("training.packing applies to causal_lm only: remove it")
         if ds.label_type != "auto" and self.task != "sequence_classification":
             raise ValueError("dataset.label_type applies to sequence_classification only: remove it")
         if (ds.prompt_column is None) != (ds.completion_column is None):

@@ -253,6 +253,9 @@ def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
     reporter.event("info", f"data: {len(data.train)} training and {len(data.validation)} validation examples"
                    f"{labels}; {data.columns}"
                    + ("; tokenised data reused from the cache" if data.from_cache else ""))
+    if data.packed_from is not None:
+        reporter.event("info", f"packing: {data.packed_from} training examples joined into {len(data.train)} rows "
+                               f"of at most {spec.training.max_seq_len} tokens")
     if data.truncated:
         reporter.event("warning", f"{data.truncated} of {data.rows} rows exceed training.max_seq_len="
                                   f"{spec.training.max_seq_len} tokens and were truncated; raise max_seq_len "

@@ -28,13 +28,6 @@ def database_url(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def data_dir(service_env):
-    from pathlib import Path
-
-    return Path(service_env["DATA_DIRS"])
-
-
 def losses(job_id: str) -> list[float]:
     with session_scope() as session:
         return [v["loss"] for v in session.scalars(select(Metric.values).where(Metric.job_id == job_id)

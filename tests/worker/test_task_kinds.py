@@ -45,11 +45,6 @@ def database_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_dir(service_env) -> Path:
-    return Path(service_env["DATA_DIRS"])
-
-
-@pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 

@@ -12,6 +12,7 @@ from service.dataset.packing import require_vocabulary
 from service.dataset.readers import n_rows, read_splits
 from service.jobspec import JobSpec
 from worker.data import cache
+from worker.data.batching import pack_examples
 from worker.data.causal_lm import causal_lm_examples
 from worker.data.classification import classification_examples
 from worker.data.encoding import Encoded
@@ -30,6 +31,7 @@ class PreparedData:
     truncated: int = 0               # rows cut to max_seq_len
     dropped: int = 0                 # rows with nothing left to learn from (blank, or cut away)
     from_cache: bool = False
+    packed_from: int | None = None   # training examples before training.packing joined them into rows
 
     def model_config_overrides(self) -> dict:
         """What the exported config.json must say about the labels."""
@@ -45,7 +47,16 @@ class PreparedData:
 
 
 def prepare(spec: JobSpec, tokenizer, cache_dir: Path | None = None) -> PreparedData:
-    """Tokenised examples for the job; with `cache_dir`, reused from an earlier job with the same key."""
+    """Tokenised examples for the job; with `cache_dir`, reused from an earlier job with the same key. Packing
+    (training.packing) comes after the cache: the cached examples are the same either way."""
+    data = _tokenised(spec, tokenizer, cache_dir)
+    if spec.training.packing and spec.task == "causal_lm":
+        data.packed_from = len(data.train)
+        data.train = pack_examples(data.train, spec.training.max_seq_len)
+    return data
+
+
+def _tokenised(spec: JobSpec, tokenizer, cache_dir: Path | None) -> PreparedData:
     require_vocabulary(tokenizer, spec.model)
     train_cols, val_cols = read_splits(spec)
     mapping = map_columns(spec, train_cols)
@@ -64,7 +75,7 @@ def prepare(spec: JobSpec, tokenizer, cache_dir: Path | None = None) -> Prepared
             return PreparedData(splits["train"], splits["validation"], **meta, from_cache=True)
     data = _tokenise(spec, tokenizer, mapping, train_cols, val_cols)
     if path is not None:
-        meta = {k: v for k, v in vars(data).items() if k not in ("train", "validation", "from_cache")}
+        meta = {k: v for k, v in vars(data).items() if k not in ("train", "validation", "from_cache", "packed_from")}
         cache.save(path, {"train": data.train, "validation": data.validation}, meta)
     return data
 
