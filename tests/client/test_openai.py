@@ -198,3 +198,29 @@ def test_the_schema_of_the_openai_routes(live_service):
     schema = httpx.get(f"{live_service.url}/openai/v1/openapi.json").json()
     assert schema["servers"] == [{"url": "/openai/v1"}]
     assert {"/files", "/fine_tuning/jobs", "/fine_tuning/jobs/{job_id}/events"} <= set(schema["paths"])
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/fine_tuning/jobs", b"{not json"),
+    ("POST", "/fine_tuning/jobs", b"\xff\xfe"),
+    ("POST", "/fine_tuning/jobs", b'{"model": 3, "training_file": []}'),
+    ("POST", "/fine_tuning/jobs", b'{"model": "tiny-chat-gpt2", "training_file": "file-x", "surprise": 1}'),
+    ("POST", "/fine_tuning/jobs", b'{"model": "tiny-chat-gpt2", "training_file": "file-\\u0000"}'),
+    ("POST", "/fine_tuning/jobs", b'{"model": "m", "training_file": "f", "suffix": "' + b"s" * 65 + b'"}'),
+    ("POST", "/fine_tuning/jobs", b'{"model": "m", "training_file": "f", "seed": -1}'),
+    ("POST", "/fine_tuning/jobs", b'{"model": "m", "training_file": "f", "metadata": {"a": 1}}'),
+    ("GET", "/fine_tuning/jobs?limit=0", None),
+    ("GET", "/fine_tuning/jobs?limit=101", None),
+    ("GET", "/fine_tuning/jobs/not-a-job", None),
+    ("GET", "/fine_tuning/jobs/%00/events", None),
+    ("GET", "/fine_tuning/jobs/00000000-0000-0000-0000-000000000000/checkpoints?after=x", None),
+    ("GET", "/files/file-%00", None),
+    ("DELETE", "/files/..%2F..%2Fetc%2Fpasswd", None),
+    ("POST", "/files", b"not multipart"),
+])
+def test_bad_requests_answer_4xx_in_openais_shape(live_service, api_key, method, path, body):
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    answer = httpx.request(method, f"{live_service.url}/openai/v1{path}", content=body, headers=headers)
+    assert 400 <= answer.status_code < 500, answer.text
+    error = answer.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error", error
