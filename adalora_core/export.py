@@ -61,22 +61,30 @@ def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None 
         json.dump(peft_config, f, indent=2, sort_keys=True)
 
 
-def merged_state_dict(result: TrainResult) -> dict[str, torch.Tensor]:
-    """The base model's state dict with every adapter folded into its weight; the model is left untouched."""
+def merged_state_dict(result: TrainResult, base_model=None) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every adapter folded into its weight; the model is left untouched.
+    `base_model`: a full-precision copy of the base to merge into instead (a 4-bit base cannot hold dW); the
+    trained task heads are taken from the run."""
     adapted = result.adapted
     state = {}
-    for key, value in adapted.model.state_dict().items():
+    source = adapted.model if base_model is None else base_model
+    for key, value in source.state_dict().items():
         if ".lora_" in key:
             continue
         state[key.replace(".base.", ".")] = value
+    if base_model is not None:
+        for head in adapted.heads:
+            for name, value in adapted.model.get_submodule(head).state_dict().items():
+                state[f"{head}.{name}"] = value
     for name, module in adapted.modules.items():
         delta = module.delta_weight().detach()
         weight = state[f"{name}.weight"]
-        state[f"{name}.weight"] = weight + (delta.T if module.fan_in_fan_out else delta).to(weight.dtype)
+        state[f"{name}.weight"] = weight + (delta.T if module.fan_in_fan_out else delta).to(weight.device, weight.dtype)
     return state
 
 
-def save_merged(result: TrainResult, out_dir: str) -> None:
-    """Merged weights via transformers' save_pretrained (safetensors); save the tokenizer beside it yourself."""
-    model = result.adapted.model
-    model.save_pretrained(out_dir, state_dict=merged_state_dict(result), safe_serialization=True)
+def save_merged(result: TrainResult, out_dir: str, base_model=None) -> None:
+    """Merged weights via transformers' save_pretrained (safetensors); save the tokenizer beside it yourself.
+    Pass `base_model` (the base loaded in full precision) when the run trained on a 4-bit base."""
+    model = result.adapted.model if base_model is None else base_model
+    model.save_pretrained(out_dir, state_dict=merged_state_dict(result, base_model), safe_serialization=True)

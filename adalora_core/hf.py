@@ -46,6 +46,22 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> bool:
     return True
 
 
+def nf4_loading(dtype: torch.dtype, device: torch.device | str) -> dict:
+    """from_pretrained's options for a 4-bit NF4 base (double quantization, as QLoRA): task heads stay whole."""
+    from importlib.util import find_spec
+
+    from transformers import BitsAndBytesConfig
+
+    from .inject import HEAD_NAMES
+
+    if find_spec("bitsandbytes") is None:  # checked here: transformers' own message names no install
+        raise ValueError("4-bit NF4 needs bitsandbytes on the worker: pip install bitsandbytes")
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=[*HEAD_NAMES, "lm_head"])
+    return {"quantization_config": config, "device_map": {"": str(torch.device(device))}}
+
+
 class UnsupportedTask(ValueError):
     """The model's architecture has no transformers class for the task (a BERT for seq2seq)."""
 
@@ -60,8 +76,11 @@ class UnsupportedTask(ValueError):
 
 
 def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, empty: bool = False,
-                dtype: torch.dtype | None = None, config_overrides: dict | None = None) -> PreTrainedModel:
+                dtype: torch.dtype | None = None, config_overrides: dict | None = None,
+                quantization: str | None = None, device: torch.device | str | None = None) -> PreTrainedModel:
     """A model for `task`; `empty=True` builds the architecture on the meta device without reading weights.
+    `quantization="nf4"` loads the linear layers as bitsandbytes 4-bit NF4 on `device` (QLoRA's base), the
+    task heads and the rest in `dtype`, which is also the compute dtype.
 
     Remote code is never trusted, and weights load only from safetensors (pickle files can run code).
     """
@@ -81,7 +100,8 @@ def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, 
     if empty:
         with torch.device("meta"):
             return auto.from_config(config, trust_remote_code=False)
+    extra = {} if quantization is None else nf4_loading(dtype or torch.float32, device or "cpu")
     return auto.from_pretrained(name_or_path, config=config, dtype=dtype, trust_remote_code=False,
-                                use_safetensors=True,
+                                use_safetensors=True, **extra,
                                 # a head of another size (a fine-tuned classifier) is replaced by a fresh one
                                 ignore_mismatched_sizes=task == "sequence_classification")

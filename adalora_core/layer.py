@@ -11,6 +11,11 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
+def is_quantized(module: nn.Module) -> bool:
+    """A bitsandbytes 4-bit layer: its weight is packed, with the scales in a quant_state."""
+    return getattr(getattr(module, "weight", None), "quant_state", None) is not None
+
+
 class SVDLinear(nn.Module):
     """Wraps `base` (nn.Linear or Conv1D). A: (r, in), E: (r, 1), B: (out, r), all fp32 and trainable.
 
@@ -25,7 +30,10 @@ class SVDLinear(nn.Module):
         self.base = base
         self.fan_in_fan_out = is_conv1d(base)
         weight = base.weight
-        self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out else weight.shape[::-1])
+        if is_quantized(base):  # the packed 4-bit weight's shape is not the layer's
+            self.in_features, self.out_features = base.in_features, base.out_features
+        else:
+            self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out else weight.shape[::-1])
         self.r = r
         self.scaling = lora_alpha / r
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -75,6 +83,10 @@ class SVDLinear(nn.Module):
         return self.base.bias
 
     def weight_out_in(self) -> torch.Tensor:
+        if is_quantized(self.base):
+            from bitsandbytes.functional import dequantize_4bit
+
+            return dequantize_4bit(self.base.weight.data, self.base.weight.quant_state)
         w = self.base.weight
         return w.T if self.fan_in_fan_out else w
 
@@ -96,6 +108,9 @@ class SVDLinear(nn.Module):
     def merge(self) -> None:
         if self.merged:
             return
+        if is_quantized(self.base):
+            raise ValueError("a 4-bit base weight cannot take dW in place: merge into a full-precision copy "
+                             "(export.save_merged with base_model=)")
         w = self.base.weight
         delta = self.delta_weight()
         w += (delta.T if self.fan_in_fan_out else delta).to(w.dtype)

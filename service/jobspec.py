@@ -259,7 +259,7 @@ class Schedule(Strict):
 # Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
 # 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
 CHECKPOINTING_ABOVE_PARAMS = 10**9
-MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing")  # the worker's, not the training loop's
+MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing", "quantization")  # the worker's, not the training loop's
 
 
 class Training(Strict):
@@ -282,6 +282,10 @@ class Training(Strict):
         default=None, description="recompute activations in the backward pass: less memory, about a third more "
                                   "compute. Default: on for causal_lm and seq2seq models above "
                                   f"{CHECKPOINTING_ABOVE_PARAMS // 10**9} billion parameters")
+    quantization: Literal["none", "nf4"] = Field(
+        default="none", description="nf4: load the base's linear layers in 4-bit NF4 (bitsandbytes, as QLoRA) "
+                                    "under fp32 adapters; base_dtype is then the compute dtype. The merged "
+                                    "download folds dW into the full-precision base")
     base_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="the frozen base model's weights; the adapters stay fp32. auto: bf16 on a "
                                     "GPU that supports it, else fp32")

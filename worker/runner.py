@@ -141,8 +141,9 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
                           checkpoint_dir=str(checkpoint_dir(job_id)),
                           bf16=True if dtype == torch.bfloat16 else None)  # a bf16 base runs under autocast
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
+    quantization = None if spec.training.quantization == "none" else spec.training.quantization
     model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
-                  dtype=dtype)
+                  dtype=dtype, quantization=quantization, device=device)
     report_memory_savers(reporter, spec, model, dtype)
     collate = make_collate(tokenizer.pad_token_id)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
@@ -154,7 +155,11 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
         return WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
     reporter.flush()
-    export(job_id, spec, result, tokenizer, link)
+    full_base = None
+    if quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
+        full_base = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
+                          dtype=dtype)
+    export(job_id, spec, result, tokenizer, link, full_base=full_base)
     discard_checkpoints(job_id, link)
     return "succeeded"
 
@@ -239,8 +244,11 @@ def report_memory_savers(reporter: ProgressReporter, spec: JobSpec, model, dtype
         reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")
         checkpointing = False
     attention = getattr(model.config, "_attn_implementation", None) or "eager"
-    reporter.event("info", f"model: {parameters:,} parameters in {str(dtype).removeprefix('torch.')}, attention "
-                           f"{attention}, gradient checkpointing {'on' if checkpointing else 'off'}")
+    weights = str(dtype).removeprefix("torch.")
+    if spec.training.quantization == "nf4":
+        weights = f"4-bit NF4 (computing in {weights})"
+    reporter.event("info", f"model: {parameters:,} parameters in {weights}, attention {attention}, gradient "
+                           f"checkpointing {'on' if checkpointing else 'off'}")
 
 
 def tokenized_cache_dir() -> Path:
@@ -265,7 +273,7 @@ def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
                                   "from within max_seq_len (a prompt that fills it, a chat without assistant text)")
 
 
-def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) -> None:
+def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, full_base=None) -> None:
     """The downloads: the AdaLoRA adapter (PEFT), the merged model, and the adapter rewritten as plain LoRA
     for serving engines (per-module ranks, and one padded rank; adalora_core/lora_format.py)."""
     from adalora_core import save_lora_adapter, save_merged, save_peft_adapter, save_serving_adapter
@@ -274,7 +282,7 @@ def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink) ->
         folders = {kind: Path(work) / kind for kind in ("adapter", "merged", "lora", "lora-serving")}
         save_peft_adapter(result, str(folders["adapter"]), base_model=spec.model,
                           task_type=PEFT_TASK_TYPES[spec.task])
-        save_merged(result, str(folders["merged"]))
+        save_merged(result, str(folders["merged"]), base_model=full_base)
         tokenizer.save_pretrained(str(folders["merged"]))
         notes = []
         try:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
 from service.models import Metric
-from tests.conftest import empty_database, migrate
+from tests.conftest import empty_database, migrate, sentiment_rows
 from tests.worker.test_runner import queued_job
 from tests.worker.test_task_kinds import extract, finished, spec, succeeded, write_jsonl
 from worker.runner import describe_failure, wants_gradient_checkpointing
@@ -85,3 +85,41 @@ def test_running_out_of_gpu_memory_names_the_knobs():
                  "training.gradient_checkpointing", "training.base_dtype bf16"):
         assert knob in message, message
     json.dumps(message)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tiny_model_dir):
+    """A 2-layer Llama beside the tiny BERT, with the BERT word tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tiny_model_dir.parent / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                 max_position_embeddings=64, pad_token_id=0)).save_pretrained(folder)
+    return folder
+
+
+def test_a_job_on_a_4bit_nf4_base(engine, data_dir, tiny_llama_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    import peft
+    import transformers
+
+    rows = [{"prompt": f"{s} :", "completion": " good" if y == "positive" else " bad"}
+            for s, y in sentiment_rows(48, seed=6)]
+    job_id = queued_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-llama", max_steps=12,
+                             max_seq_len=32, quantization="nf4"))
+    succeeded(job_id)
+    events = finished(job_id)[1]
+    assert any("in 4-bit NF4 (computing in float32)" in e for e in events), events
+    merged_dir = extract(job_id, "merged", tmp_path / "m")
+    adapter_dir = extract(job_id, "adapter", tmp_path / "a")
+    merged = transformers.AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert getattr(merged.config, "quantization_config", None) is None  # a plain full-precision model
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    adapter = peft.PeftModel.from_pretrained(base, adapter_dir).eval()
+    x = torch.randint(5, 30, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=x).logits, adapter(input_ids=x).logits, rtol=0, atol=1e-4)
