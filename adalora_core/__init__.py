@@ -10,7 +10,7 @@ from .hf import base_dtype, build_model, enable_gradient_checkpointing
 from .inject import Adapted, inject_adalora, unload
 from .layer import SVDLinear
 from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
-from .loop import TrainArgs, TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, train
+from .loop import TrainArgs, TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, save_warm_start, train
 from .plan import plan_run
 from .regularizer import orthogonal_penalty
 
@@ -18,5 +18,5 @@ __all__ = [
     "Adapted", "AdaLoraConfig", "Allocation", "BudgetSchedule", "ConfigError", "RankAllocator", "SVDLinear",
     "TrainArgs", "TrainCallbacks", "TrainResult", "TrainingDiverged", "base_dtype", "build_model", "default_target_modules", "enable_gradient_checkpointing",
     "inject_adalora", "merged_state_dict", "orthogonal_penalty", "plan_run", "save_checkpoint", "save_merged",
-    "save_lora_adapter", "save_peft_adapter", "save_serving_adapter", "SERVING_RANKS", "train", "unload",
+    "save_lora_adapter", "save_peft_adapter", "save_warm_start", "save_serving_adapter", "SERVING_RANKS", "train", "unload",
 ]

@@ -118,8 +118,7 @@ class RankAllocator:
         self.current_budget = budget
         warning = self._guard(scores) if final else None
         if final:
-            self.frozen = True
-            self.ema_ipt, self.ema_unc = [], []  # no longer needed; free the memory
+            self.frozen = True  # the scores stay: a later run started from this one carries them over
         else:
             self.allocations += 1
         return Allocation(step, budget, self.ranks(), final, self.kept_params(), warning)
@@ -196,6 +195,18 @@ class RankAllocator:
         return {"names": self.names, "mask": self.mask.cpu(), "frozen": self.frozen,
                 "current_budget": self.current_budget, "allocations": self.allocations,
                 "ema_ipt": [t.cpu() for t in self.ema_ipt], "ema_unc": [t.cpu() for t in self.ema_unc]}
+
+    def carry_over(self, state: dict) -> None:
+        """Start from another run's rank pattern and importance scores (its state_dict()), with this run's own
+        budget schedule: the pattern holds until this run's first allocation, which re-scores every triplet."""
+        if state["names"] != self.names:
+            raise ValueError("the earlier run adapted other modules")
+        device = self.params[0].device
+        self.mask = state["mask"].to(device)
+        self._kept_params = int((self.mask * self.cost).sum())
+        if state["ema_ipt"]:  # an older final state may have none: the scores then start afresh
+            self.ema_ipt = [t.to(device) for t in state["ema_ipt"]]
+            self.ema_unc = [t.to(device) for t in state["ema_unc"]]
 
     def load_state_dict(self, state: dict) -> None:
         if state["names"] != self.names:

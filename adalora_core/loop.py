@@ -117,8 +117,10 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
           callbacks: TrainCallbacks | None = None, resume_from: str | None = None,
           batch_order: Callable[[int], list[list[int]]] | None = None,
-          clock: Callable[[], float] = time.monotonic) -> TrainResult:
-    """Train `model` with AdaLoRA. `batch_order(epoch)` may give each epoch's batches as lists of row
+          clock: Callable[[], float] = time.monotonic, warm_start: str | None = None) -> TrainResult:
+    """Train `model` with AdaLoRA. `resume_from` continues this very run from its checkpoint; `warm_start`
+    starts a new run from another's weights and rank pattern (save_warm_start, or any checkpoint) with fresh
+    optimizer state and this run's own schedule. `batch_order(epoch)` may give each epoch's batches as lists of row
     indices (e.g. grouped by length; len(train_data) // batch_size of them, a pure function of the epoch
     so that resuming is exact); by default each epoch is a seeded random permutation. `clock` (seconds)
     times args.checkpoint_every_seconds; tests pass a fake one."""
@@ -135,6 +137,8 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     optimizer = _optimizer(adapted, config, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     start = 0
+    if warm_start and not resume_from:  # before on_start, so that the plan shows the carried pattern
+        _load_warm_start(warm_start, adapted, allocator)
     callbacks.on_start(total, describe_plan(adapted, allocator, config))
     if resume_from:
         start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
@@ -302,6 +306,39 @@ def save_checkpoint(folder: str, step: int, adapted: Adapted, optimizer: torch.o
     torch.save(state, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path
+
+
+def save_warm_start(path: str, result: TrainResult) -> str:
+    """The trained weights (adapters and heads) and the allocator's pattern and scores at the end of a run,
+    for train(warm_start=...). No optimizer state: a new run starts its own. Written atomically."""
+    adapted = result.adapted
+    state = {"trainable": {n: p.detach().cpu() for n, p in adapted.model.named_parameters() if p.requires_grad},
+             "allocator": result.allocator.state_dict(), "step": result.step}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _load_warm_start(path: str, adapted: Adapted, allocator: RankAllocator) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file (or a checkpoint)
+    params = dict(adapted.model.named_parameters())
+    for name, value in state["trainable"].items():
+        if name not in params:
+            raise ConfigError(f"the run to start from trained {name}, which this model does not have: use the "
+                              "same model and target modules")
+        if params[name].shape != value.shape:
+            what = "task head" if ".lora_" not in name else "adapter"
+            raise ConfigError(f"the run to start from has a {what} of another shape at {name} "
+                              f"({tuple(value.shape)} vs {tuple(params[name].shape)}): use the same init_r and, "
+                              "for a classifier, the same labels")
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    try:
+        allocator.carry_over(state["allocator"])
+    except ValueError as exc:
+        raise ConfigError(f"the run to start from: {exc}; use the same target modules") from None
 
 
 def _load_checkpoint(path: str, adapted: Adapted, optimizer: torch.optim.Optimizer, scheduler: Any,

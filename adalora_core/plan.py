@@ -47,5 +47,8 @@ def describe_plan(adapted: Adapted, allocator: RankAllocator, config: AdaLoraCon
         "tinit": schedule.tinit,
         "tfinal": schedule.tfinal,
         "schedule": [[step + 1, budget] for step, budget in schedule.points()],
-        "ranks_init": {name: config.init_r for name in adapted.modules},
+        # init_r everywhere, or the pattern a warm start carried over (a dry run's meta model has no mask values)
+        "ranks_init": ({name: config.init_r for name in adapted.modules} if allocator.mask.is_meta
+                       else allocator.ranks()),
+        "adapter_params_start": allocator.kept_params(),
     }

@@ -335,6 +335,12 @@ class JobSpec(Strict):
     budget: Budget = Field(default_factory=Budget)
     schedule: Schedule = Field(default_factory=Schedule)
     training: Training = Field(default_factory=Training)
+    from_checkpoint: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(:[0-9]{1,9})?$",
+        description="start from an earlier job of yours: `<job id>` (a succeeded job's final weights) or "
+                    "`<job id>:<step>` (one of its checkpoints, e.g. of a cancelled job). The weights, the rank "
+                    "pattern and the importance scores carry over; this job runs its own budget schedule. Same "
+                    "model, task, budget.init_r and target modules as that job")
     metadata: dict[str, str] | None = Field(default=None, description="up to 16 string pairs of your own (keys up "
                                             "to 64 characters, values up to 512), returned with the job")
 
@@ -401,6 +407,13 @@ class JobSpec(Strict):
                 raise ValueError(f"schedule: tinit + tfinal ({tinit} + {tfinal} steps) must be below "
                                  f"training.max_steps ({total}): lower tinit or tfinal, or train longer")
         return self
+
+    def checkpoint_source(self) -> tuple[str, int | None] | None:
+        """(job id, step or None) of from_checkpoint."""
+        if self.from_checkpoint is None:
+            return None
+        job_id, _, step = self.from_checkpoint.partition(":")
+        return job_id, int(step) if step else None
 
     def model_source(self) -> str:
         """The local folder when the model lives under MODEL_DIRS, otherwise the hub id."""

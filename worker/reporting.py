@@ -351,7 +351,7 @@ class ProgressReporter:
         self.budget = Budget(float(plan["budget_init"]), plan["adapter_params_init"], unit,
                              float(plan["budget_final"]))
         with self._buffer_lock:
-            self.snapshots[0] = Snapshot(float(plan["budget_init"]), ranks, False, plan["adapter_params_init"])
+            self.snapshots[0] = Snapshot(float(plan["budget_init"]), ranks, False, plan["adapter_params_start"])
         self.event("info", f"training {total_steps} steps, {len(ranks)} adapted modules, budget "
                            f"{plan['budget_init']:,} -> {plan['budget_final']:,} {unit} "
                            f"({plan['adapter_params_init']:,} adapter parameters at the start)")

@@ -149,8 +149,13 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
                            tokenizer=tokenizer)
+    warm_start = warm_start_path(spec, link)
+    if warm_start:
+        reporter.event("info", f"starting from {spec.from_checkpoint}: its weights, rank pattern and importance "
+                               "scores, under this job's own budget schedule")
     result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
-                        resume_from=latest_checkpoint(job_id, link), batch_order=batch_order)
+                        resume_from=latest_checkpoint(job_id, link), batch_order=batch_order,
+                        warm_start=warm_start)
     if result.stopped:
         return WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
     reporter.event("info", "writing the adapter and the merged model")
@@ -160,6 +165,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
         full_base = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
                           dtype=dtype)
     export(job_id, spec, result, tokenizer, link, full_base=full_base)
+    core.save_warm_start(str(final_state_path(job_id)), result)  # what a later from_checkpoint starts from
     discard_checkpoints(job_id, link)
     return "succeeded"
 
@@ -194,6 +200,28 @@ def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
         if absolute.is_file():
             return str(absolute)
     return None
+
+
+def final_state_path(job_id: str) -> Path:
+    """A succeeded job's weights and allocator state (no optimizer): `from_checkpoint: "<job id>"`."""
+    return artifacts.job_dir(job_id) / "final-state.pt"
+
+
+def warm_start_path(spec: JobSpec, link: DatabaseLink) -> str | None:
+    """The file from_checkpoint names: a succeeded job's final state, or a checkpoint of a job at a step."""
+    source = spec.checkpoint_source()
+    if source is None:
+        return None
+    job_id, step = source
+    if step is None:
+        path = final_state_path(job_id)
+    else:
+        stored = link.write(lambda session: session.scalar(select(Checkpoint.path).where(
+            Checkpoint.job_id == job_id, Checkpoint.step == step)), "reading the checkpoint to start from")
+        path = artifacts.inside_root(stored) if stored else None
+    if path is None or not path.is_file():
+        raise JobError(f"from_checkpoint: {spec.from_checkpoint} is no longer stored on this server")
+    return str(path)
 
 
 def discard_checkpoints(job_id: str, link: DatabaseLink) -> None:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
+from api.checkpoint_checks import check_from_checkpoint
 from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep, authorized_job, job_for_key
 from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
@@ -54,6 +55,7 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
     tenant_id = tenant.id  # a rollback below expires the loaded tenant, and an async session cannot reload it
     # The shared checks below are plain functions on a blocking Session: run_sync hands them this one.
     await session.run_sync(check_file_dataset, tenant_id, body)  # uploaded files: the caller's, columns named
+    await session.run_sync(check_from_checkpoint, tenant_id, body)  # the earlier job: the caller's, finished
     if body.dry_run:  # creates nothing, so there is nothing to make idempotent
         response.status_code = status.HTTP_200_OK
         await session.close()  # no pooled connection waits on the plan
