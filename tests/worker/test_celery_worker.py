@@ -84,7 +84,7 @@ def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.sha256
         with tarfile.open(path) as tar:
             names = tar.getnames()
-        expected = "adapter_config.json" if kind == "adapter" else "config.json"
+        expected = "config.json" if kind == "merged" else "adapter_config.json"
         assert f"{kind}/{expected}" in names, names
 
 
