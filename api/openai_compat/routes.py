@@ -27,7 +27,15 @@ from api.openai_compat.schemas import (
     JobCreateRequest,
     ListPage,
 )
-from api.openai_compat.translate import fine_tuned_model, job_spec, param_for, present_file, present_job, unix
+from api.openai_compat.translate import (
+    continued_job_id,
+    fine_tuned_model,
+    job_spec,
+    param_for,
+    present_file,
+    present_job,
+    unix,
+)
 from api.routes.jobs import eta_seconds
 from api.schemas import JobCreate
 from api.upload_flow import store_upload
@@ -115,7 +123,13 @@ async def create_job(body: JobCreateRequest, session: SessionDep, tenant: Tenant
     if training_file is None:
         raise OpenAIError(400, f"invalid training_file: no file {body.training_file} for this API key; upload it "
                           "with files.create(file=..., purpose='fine-tune')", "training_file", "invalid_file")
-    spec = job_spec(body, training_file)
+    continue_from = None
+    if (earlier_id := continued_job_id(body.model)) is not None:  # fine-tune a fine-tuned model further
+        continue_from = await session.scalar(select(Job).where(Job.id == earlier_id, Job.tenant_id == tenant_id))
+        if continue_from is None or continue_from.status != "succeeded":
+            raise OpenAIError(400, f"model {body.model!r}: no succeeded fine-tuning job {earlier_id} of yours to "
+                              "continue from", "model", "model_not_found")
+    spec = job_spec(body, training_file, continue_from)
     try:
         checked = JobCreate.model_validate(spec)
     except ValidationError as exc:

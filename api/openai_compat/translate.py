@@ -37,7 +37,7 @@ METADATA_FIELDS: dict[str, tuple[str, type]] = {
     "adalora_max_seq_len": ("training.max_seq_len", int),
 }
 # Our field → the request parameter a user wrote, for error messages.
-PARAMS = {"dataset.file_id": "training_file", "dataset.validation_file_id": "validation_file", "model": "model",
+PARAMS = {"dataset.file_id": "training_file", "from_checkpoint": "model", "dataset.validation_file_id": "validation_file", "model": "model",
           "name": "suffix", "training.epochs": "method.supervised.hyperparameters.n_epochs",
           "training.batch_size": "method.supervised.hyperparameters.batch_size",
           "training.learning_rate": "method.supervised.hyperparameters.learning_rate_multiplier",
@@ -90,8 +90,10 @@ def hyperparameters(request: JobCreateRequest) -> Hyperparameters:
     return chosen
 
 
-def job_spec(request: JobCreateRequest, training_file: File) -> dict[str, Any]:
-    """The job spec (unvalidated) for a create request; "auto" and absent values take our defaults."""
+def job_spec(request: JobCreateRequest, training_file: File, continue_from: Job | None = None) -> dict[str, Any]:
+    """The job spec (unvalidated) for a create request; "auto" and absent values take our defaults.
+    `continue_from`: the succeeded job a `model="ft:..."` names; the new job starts from its final state, on
+    its base model and with its budget (metadata may still change the target)."""
     chosen = hyperparameters(request)
     training: dict[str, Any] = {"seed": request.seed if request.seed is not None else random.randrange(2**31)}
     if chosen.n_epochs not in (None, "auto"):
@@ -105,6 +107,11 @@ def job_spec(request: JobCreateRequest, training_file: File) -> dict[str, Any]:
         dataset["validation_file_id"] = request.validation_file
     spec: dict[str, Any] = {"name": request.suffix, "model": request.model, "task": "causal_lm",
                             "dataset": dataset, "training": training, "metadata": request.metadata}
+    if continue_from is not None:
+        earlier = continue_from.spec
+        spec.update(model=earlier["model"], from_checkpoint=continue_from.id,
+                    budget={k: v for k, v in earlier.get("budget", {}).items()
+                            if k in ("init_r", "target_modules", "target_r", "target_params", "unit", "lora_alpha")})
     for key, value in (request.metadata or {}).items():
         if key.startswith("adalora_"):
             _set(spec, key, value)
@@ -123,6 +130,11 @@ def _set(spec: dict[str, Any], key: str, value: str) -> None:
                           f"{value!r}", f"metadata.{key}") from None
     section, name = field.split(".")
     spec.setdefault(section, {})[name] = parsed
+
+
+def continued_job_id(model: str) -> str | None:
+    """The job id at the end of a fine-tuned model's name (`ft:<model>:<suffix>:<job id>`), if it is one."""
+    return model.rsplit(":", 1)[-1] if model.startswith("ft:") else None
 
 
 def fine_tuned_model(job: Job) -> str | None:

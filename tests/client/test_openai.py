@@ -224,3 +224,21 @@ def test_bad_requests_answer_4xx_in_openais_shape(live_service, api_key, method,
     assert 400 <= answer.status_code < 500, answer.text
     error = answer.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error", error
+
+
+def test_a_fine_tuned_model_is_fine_tuned_further(oa, succeeded_job, prompt_file, live_service, api_key):
+    """OpenAI's way to continue: model="ft:...". The new job starts from that job's final state."""
+    job = oa.fine_tuning.jobs.create(model=succeeded_job.fine_tuned_model, training_file=prompt_file.id,
+                                     metadata={"adalora_max_steps": "12"})
+    assert job.model == "tiny-chat-gpt2"
+    done = wait(oa, job.id)
+    assert done.status == "succeeded", done.error
+    with httpx.Client(base_url=live_service.url, headers={"Authorization": f"Bearer {api_key}"}) as ours:
+        spec = ours.get(f"/v1/jobs/{job.id}").json()["spec"]
+        events = [e["message"] for e in ours.get(f"/v1/jobs/{job.id}/events", params={"limit": 100}).json()["data"]]
+    assert spec["from_checkpoint"] == succeeded_job.id and spec["budget"]["init_r"] == 4
+    assert any(m.startswith(f"starting from {succeeded_job.id}") for m in events), events
+    with pytest.raises(openai.BadRequestError) as refused:
+        oa.fine_tuning.jobs.create(model="ft:tiny-chat-gpt2:x:00000000-0000-0000-0000-000000000000",
+                                   training_file=prompt_file.id)
+    assert refused.value.body["param"] == "model"
