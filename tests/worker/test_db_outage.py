@@ -25,7 +25,7 @@ from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter
 
 # What adalora_core.plan_run reports for two modules at init_r 4 -> 2 on a budget in parameters (10 each per rank).
 TWO_MODULE_PLAN = {"ranks_init": {"a": 4, "b": 4}, "budget_unit": "params", "budget_init": 80, "budget_final": 40,
-                   "adapter_params_init": 80}
+                   "adapter_params_init": 80, "adapter_params_start": 80}
 
 
 @pytest.fixture(scope="module")

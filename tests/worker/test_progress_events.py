@@ -17,7 +17,7 @@ from tests.worker.test_celery_worker import submit, wait_until_finished
 from worker.reporting import ProgressReporter
 
 PLAN = {"ranks_init": {"a": 4, "b": 4}, "budget_unit": "ranks", "budget_init": 8, "budget_final": 4,
-        "adapter_params_init": 520}
+        "adapter_params_init": 520, "adapter_params_start": 520}
 
 
 def messages(job_id: str) -> list[str]:
