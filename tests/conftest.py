@@ -97,6 +97,17 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
         yield url
 
 
+def sqlite_only_database_url():
+    """`database_url = sqlite_only_database_url()` in a module runs it on SQLite alone: for the modules that
+    train models, where a second backend costs minutes and tests nothing more of the database."""
+    @pytest.fixture(scope="module", name="database_url")
+    def sqlite_database_url(tmp_path_factory) -> Iterator[str]:
+        with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
+            migrate(url)
+            yield url
+    return sqlite_database_url
+
+
 def reset_service_caches() -> None:
     """Forget settings, engines and the Celery app so the next use reads the current environment."""
     from service import db

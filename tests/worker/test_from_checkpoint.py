@@ -14,16 +14,12 @@ from api.errors import SpecError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.models import Checkpoint, Job, RankSnapshot, Tenant
-from tests.conftest import empty_database, migrate, tiny_job_spec
+from tests.conftest import sqlite_only_database_url, tiny_job_spec
 from tests.worker.test_task_kinds import finished
 from worker.runner import final_state_path, run_job
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
-        migrate(url)
-        yield url
+database_url = sqlite_only_database_url()
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,13 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
 from service.models import Metric
-from tests.conftest import empty_database, migrate, sentiment_rows
+from tests.conftest import sqlite_only_database_url, sentiment_rows
 from tests.worker.test_runner import queued_job
 from tests.worker.test_task_kinds import extract, finished, spec, succeeded, write_jsonl
 from worker.runner import describe_failure, wants_gradient_checkpointing
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
-        migrate(url)
-        yield url
+database_url = sqlite_only_database_url()
 
 
 def losses(job_id: str) -> list[float]:

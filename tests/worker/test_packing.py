@@ -8,7 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from service.jobspec import JobSpec
-from tests.conftest import empty_database, migrate, sentiment_rows
+from tests.conftest import sqlite_only_database_url, sentiment_rows
 from tests.worker.test_runner import queued_job
 from tests.worker.test_task_kinds import finished, spec, succeeded, write_jsonl
 from worker.data import IGNORE_INDEX, make_collate
@@ -22,11 +22,7 @@ EXAMPLES = [  # prompt tokens ignored, completion learned, as prompt_completion_
 ]
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
-        migrate(url)
-        yield url
+database_url = sqlite_only_database_url()
 
 
 def test_packing_keeps_every_token_in_order_and_restarts_positions():

@@ -26,9 +26,8 @@ from tests.conftest import (
     FILLER,
     NEGATIVE,
     POSITIVE,
-    empty_database,
-    migrate,
     sentiment_rows,
+    sqlite_only_database_url,
     tiny_job_spec,
 )
 from tests.worker.test_runner import queued_job
@@ -37,11 +36,7 @@ from worker.data import metrics
 from worker.runner import run_job
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    with empty_database("sqlite", tmp_path_factory.mktemp("db")) as url:
-        migrate(url)
-        yield url
+database_url = sqlite_only_database_url()
 
 
 @pytest.fixture(scope="module")
