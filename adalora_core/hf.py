@@ -46,6 +46,15 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> bool:
     return True
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """The model's parameters as its architecture counts them: a packed 4-bit weight holds two per byte, so
+    it is counted by the shape in its quant_state, not by its numel."""
+    def count(p: torch.nn.Parameter) -> int:
+        state = getattr(p, "quant_state", None)
+        return state.shape.numel() if state is not None else p.numel()
+    return sum(count(p) for p in model.parameters())
+
+
 def nf4_loading(dtype: torch.dtype, device: torch.device | str) -> dict:
     """from_pretrained's options for a 4-bit NF4 base (double quantization, as QLoRA): task heads stay whole."""
     from importlib.util import find_spec

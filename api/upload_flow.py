@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Request, status
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -26,8 +26,10 @@ DEFAULT_PURPOSE = "fine-tune"
 
 
 async def store_upload(request: Request, session: AsyncSession, tenant_id: int, idempotency_key: str | None, *,
-                       present: Callable[[File], BaseModel], surface: str) -> BaseModel | JSONResponse:
-    """A file that does not parse is refused (422, naming the line and the problem) and nothing is kept."""
+                       present: Callable[[File], BaseModel], surface: str,
+                       success_status: int) -> BaseModel | JSONResponse:
+    """A file that does not parse is refused (422, naming the line and the problem) and nothing is kept.
+    `success_status` is the route's own, so a replay under an Idempotency-Key answers with the same status."""
     await session.commit()  # the key check's transaction ends: no pooled connection waits on the upload
     incoming = incoming_path()
     try:
@@ -57,15 +59,16 @@ async def store_upload(request: Request, session: AsyncSession, tenant_id: int, 
         raise
     public = present(file)
     if idempotency_key:
-        return await session.run_sync(_remember_upload, tenant_id, idempotency_key, hash_, file, public)
+        return await session.run_sync(_remember_upload, tenant_id, idempotency_key, hash_, file, public,
+                                      success_status)
     return public
 
 
 def _remember_upload(session: Session, tenant_id: int, key: str, hash_: str, file: File,
-                     public: BaseModel) -> BaseModel | JSONResponse:
+                     public: BaseModel, success_status: int) -> BaseModel | JSONResponse:
     """Records the answer after the file is stored (and committed); if a concurrent upload with the
     same key got there first, this one's file is deleted and the first one's answer returned."""
-    remember(session, tenant_id, key, hash_, status.HTTP_201_CREATED, public.model_dump(mode="json"))
+    remember(session, tenant_id, key, hash_, success_status, public.model_dump(mode="json"))
     try:
         session.commit()
         return public

@@ -214,7 +214,7 @@ def ada_config(opts, model, paper: bool, targets: list[str] = TARGETS) -> AdaLor
     return AdaLoraConfig(init_r=init_r(opts), **budget, budget_unit=opts.budget_unit, target_modules=targets,
                          init=init, e_lr_multiplier=e_lr, tinit=opts.tinit, tfinal=opts.tfinal,
                          delta_t=opts.delta_t, orth_reg_weight=opts.orth, orth_target=orth_target,
-                         lora_alpha=opts.ada_alpha)
+                         lora_alpha=opts.ada_alpha, lora_dropout=opts.dropout)
 
 
 def train_adalora(model, args: TrainArgs, data, collate, paper: bool, opts, targets: list[str] = TARGETS) -> dict:
@@ -242,7 +242,7 @@ def train_lora(model, args: TrainArgs, data, collate, opts, task_type: str = "SE
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     seed_everything(args.seed)  # as train() does before injecting
-    cfg = LoraConfig(task_type=task_type, r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0,
+    cfg = LoraConfig(task_type=task_type, r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.dropout,
                      target_modules=targets, modules_to_save=["classifier"] if task_type == "SEQ_CLS" else None)
     model = get_peft_model(model, cfg)
     model.to(device)
@@ -285,8 +285,8 @@ ADA_DEFAULTS = {"lora_r": 2, "init_r": None, "init": AdaLoraConfig.init, "e_lr":
                 "ada_alpha": AdaLoraConfig.lora_alpha, "orth": AdaLoraConfig.orth_reg_weight,
                 "orth_target": AdaLoraConfig.orth_target,
                 "tinit": AdaLoraConfig.tinit, "tfinal": AdaLoraConfig.tfinal, "delta_t": AdaLoraConfig.delta_t,
-                "budget_unit": AdaLoraConfig.budget_unit}
-LORA_DEFAULTS = {"lora_r": 2, "lora_alpha": 8.0}  # PEFT's default alpha
+                "budget_unit": AdaLoraConfig.budget_unit, "dropout": AdaLoraConfig.lora_dropout}
+LORA_DEFAULTS = {"lora_r": 2, "lora_alpha": 8.0, "dropout": 0.0}  # PEFT's default alpha and dropout
 
 
 def init_r(opts) -> int:
@@ -477,6 +477,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta-t", type=int, default=ADA_DEFAULTS["delta_t"])
     p.add_argument("--orth", type=float, default=ADA_DEFAULTS["orth"], help="orth_reg_weight")
     p.add_argument("--orth-target", default=ADA_DEFAULTS["orth_target"], choices=["orthogonal", "orthonormal"])
+    p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout on the adapter's input, for every method")
     p.add_argument("--ada-alpha", type=float, default=ADA_DEFAULTS["ada_alpha"],
                    help="AdaLoRA's lora_alpha (scaling alpha / init_r)")
 

@@ -264,9 +264,9 @@ def wants_gradient_checkpointing(spec: JobSpec, parameters: int) -> bool:
 
 def report_memory_savers(reporter: ProgressReporter, spec: JobSpec, model, dtype) -> None:
     """Turns gradient checkpointing on when asked (or by default), and says what the model runs with."""
-    from adalora_core import enable_gradient_checkpointing
+    from adalora_core import enable_gradient_checkpointing, parameter_count
 
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = parameter_count(model)
     checkpointing = wants_gradient_checkpointing(spec, parameters)
     if checkpointing and not enable_gradient_checkpointing(model):
         reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")

@@ -42,9 +42,18 @@ def snapshot_index(columns: RankColumns, step: int | None) -> int:
     return earlier[-1]
 
 
+def top_rank(columns: RankColumns) -> int:
+    """The brightest shade: the largest rank of the first snapshot (the initial rank), at least 1."""
+    return max((r or 0 for ranks in columns.ranks[:1] for r in ranks), default=0) or 1
+
+
+def timeline_window(columns: RankColumns, width: int) -> list[int]:
+    """The snapshots a timeline of `width` columns shows: the latest ones, one column each."""
+    return list(range(len(columns.steps)))[-max(1, width - 30):]
+
+
 def layer_grid(columns: RankColumns, index: int) -> Table:
-    ranks = columns.ranks[index]
-    top = max((r or 0 for r in columns.ranks[0]), default=0) or max((r or 0 for r in ranks), default=1)
+    ranks, top = columns.ranks[index], top_rank(columns)
     types = list(dict.fromkeys(m.type for m in columns.modules))
     rows: dict[str, dict[str, int | None]] = {}
     for module, rank in zip(columns.modules, ranks):
@@ -71,8 +80,7 @@ def layer_grid(columns: RankColumns, index: int) -> Table:
 
 def timeline(columns: RankColumns, width: int) -> Table:
     """Each module's rank at every snapshot (the latest ones when there are more than fit)."""
-    top = max((r or 0 for r in columns.ranks[0]), default=1)
-    keep = list(range(len(columns.steps)))[-max(1, width - 30):]
+    top, keep = top_rank(columns), timeline_window(columns, width)
     grid = Table(box=None, show_header=False, padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(no_wrap=True)
@@ -86,8 +94,7 @@ def timeline(columns: RankColumns, width: int) -> Table:
 
 
 def _timeline_title(columns: RankColumns, width: int) -> str:
-    keep = list(range(len(columns.steps)))[-max(1, width - 30):]
-    top = max((r or 0 for r in columns.ranks[0]), default=1)
+    top, keep = top_rank(columns), timeline_window(columns, width)
     return (f"ranks over {len(keep)} snapshots, steps {columns.steps[keep[0]]}–{columns.steps[keep[-1]]}, one "
             f"column each (dark 0 … bright {top}); the number is the latest rank")
 

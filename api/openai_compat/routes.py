@@ -71,7 +71,8 @@ async def owned_file(session: AsyncSession, tenant_id: int, file_id: str) -> Fil
 async def create_file(request: Request, session: SessionDep, tenant: TenantDep,
                       idempotency_key: IdempotencyKeyHeader = None) -> FileObject | JSONResponse:
     """multipart/form-data with `file` (JSON Lines: chat or prompt/completion) and `purpose`."""
-    return await store_upload(request, session, tenant.id, idempotency_key, present=present_file, surface="openai")
+    return await store_upload(request, session, tenant.id, idempotency_key, present=present_file, surface="openai",
+                              success_status=status.HTTP_200_OK)
 
 
 @files_router.get("", response_model=ListPage[FileObject])

@@ -52,7 +52,7 @@ async def upload_file(request: Request, session: SessionDep, tenant: TenantDep,
     """Stores a dataset after parsing every row; a file that does not parse is refused (422, naming the line
     and the problem) and nothing is kept. With an Idempotency-Key, a retried upload returns the first file."""
     return await store_upload(request, session, tenant.id, idempotency_key, present=FilePublic.model_validate,
-                              surface="v1")
+                              surface="v1", success_status=status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=FilesPublic)

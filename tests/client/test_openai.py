@@ -194,6 +194,17 @@ def test_deleting_a_file(oa, tmp_path):
         oa.files.retrieve(spare.id)
 
 
+def test_a_retried_upload_answers_like_the_first(live_service, api_key):
+    """OpenAI answers an upload with 200; a replay under the same Idempotency-Key must too, with the same file."""
+    def upload():
+        return httpx.post(f"{live_service.url}/openai/v1/files", data={"purpose": "fine-tune"},
+                          files={"file": ("retry.jsonl", b'{"prompt": "fine film :", "completion": " good"}\n')},
+                          headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": "openai-upload-retry"})
+    first, second = upload(), upload()
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+    assert first.json()["id"] == second.json()["id"] and second.headers.get("idempotent-replayed") == "true"
+
+
 def test_the_schema_of_the_openai_routes(live_service):
     schema = httpx.get(f"{live_service.url}/openai/v1/openapi.json").json()
     assert schema["servers"] == [{"url": "/openai/v1"}]

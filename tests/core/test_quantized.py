@@ -9,7 +9,8 @@ import torch
 
 pytest.importorskip("bitsandbytes")
 
-from adalora_core import AdaLoraConfig, TrainArgs, build_model, save_merged, save_peft_adapter, train  # noqa: E402
+from adalora_core import (AdaLoraConfig, TrainArgs, build_model, parameter_count, save_merged,  # noqa: E402
+                          save_peft_adapter, train)
 from adalora_core.layer import is_quantized  # noqa: E402
 from tests.core.tiny import collate  # noqa: E402
 
@@ -34,6 +35,8 @@ def test_adapters_train_on_a_4bit_base_and_merge_into_full_precision(llama_dir, 
     model = build_model(llama_dir, "causal_lm", dtype=torch.float32, quantization="nf4", device="cpu")
     q_proj = model.model.layers[0].self_attn.q_proj
     assert is_quantized(q_proj) and q_proj.weight.dtype == torch.uint8
+    full_size = parameter_count(build_model(llama_dir, "causal_lm", empty=True))
+    assert parameter_count(model) == full_size > sum(p.numel() for p in model.parameters())  # packed, counted whole
     torch.manual_seed(1)
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(1, 100, (32, 16))]
     batch = collate(data[:16])
