@@ -141,9 +141,11 @@ class Jobs:
         return Job.model_validate(self._t.json("POST", "/v1/jobs", json=body,
                                                headers=_idempotency(idempotency_key)))
 
-    def dry_run(self, spec: dict[str, Any]) -> DryRun:
-        """The plan for `spec` (parameter counts, steps, the budget schedule) without queueing anything."""
-        return DryRun.model_validate(self._t.json("POST", "/v1/jobs", json={**spec, "dry_run": True}))
+    def dry_run(self, spec: dict[str, Any], *, gpu: str | None = None) -> DryRun:
+        """The plan for `spec` (parameter counts, steps, the budget schedule, the peak GPU memory) without
+        queueing anything. `gpu` (a card name such as "A100-40GB", or "24GB") checks the memory against it."""
+        body = {**spec, "dry_run": True, **({"gpu": gpu} if gpu else {})}
+        return DryRun.model_validate(self._t.json("POST", "/v1/jobs", json=body))
 
     def list(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Page[Job]:
         params = {"status": status, "limit": limit, "offset": offset}

@@ -67,8 +67,40 @@ class Job(Record):
         return self.status in FINISHED
 
 
+class Card(Record):
+    name: str
+    memory_bytes: int
+    bf16: bool
+
+
+class MemoryEstimate(Record):
+    """A training step's estimated peak GPU memory, by part, and whether it fits the card asked."""
+
+    dtype: str
+    dtype_from: str
+    batch_size: int
+    seq_len: int
+    notes: list[str]
+    quantization: str
+    gradient_checkpointing: bool
+    weights_bytes: int
+    trainable_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    allocator_bytes: int
+    activations_bytes: int
+    backward_bytes: int
+    peak_bytes: int
+    peak_checkpointing_off_bytes: int
+    peak_checkpointing_on_bytes: int | None
+    card: Card | None
+    fits: bool | None
+    advice: list[str]
+
+
 class DryRun(Record):
-    """The plan for a spec: parameter counts, steps and the budget schedule; nothing was queued."""
+    """The plan for a spec: parameter counts, steps, the budget schedule and the memory estimate; nothing was
+    queued."""
 
     model: str
     adapted_modules: int
@@ -85,6 +117,8 @@ class DryRun(Record):
     tinit: int
     tfinal: int
     schedule: list[tuple[int, float]]
+    memory: MemoryEstimate | None = None
+    memory_problem: str | None = None
 
 
 class Event(Record):

@@ -10,8 +10,10 @@ from transformers import AutoTokenizer
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
 
 from api.errors import SpecError
-from api.schemas import DryRunPublic
+from api.memory_plan import plan_memory
+from api.schemas import DryRunPublic, MemoryPublic
 from service.dataset import DataError
+from service.gpu_cards import Card
 from service.dataset.columns import map_columns, texts_of
 from service.dataset.packing import pack_texts, require_vocabulary
 from service.dataset.readers import count_training_rows, n_rows, read_splits
@@ -20,7 +22,7 @@ from service.model_problems import load_problem
 from service.redaction import first_line, hide_server_paths
 
 
-def plan_job(spec: JobSpec) -> DryRunPublic:
+def plan_job(spec: JobSpec, card: Card | None = None) -> DryRunPublic:
     total_steps, basis = _total_steps(spec)
     try:
         config = AdaLoraConfig(**spec.to_adalora_kwargs())
@@ -34,7 +36,19 @@ def plan_job(spec: JobSpec) -> DryRunPublic:
         plan = plan_run(model, config, total_step=total_steps)
     except ConfigError as exc:
         raise SpecError(_field_of(str(exc)), str(exc)) from exc
-    return DryRunPublic(model=spec.model, total_steps=plan.pop("total_step"), total_steps_from=basis, **plan)
+    total_steps = plan.pop("total_step")
+    memory, problem = _memory(spec, total_steps, card)
+    return DryRunPublic(model=spec.model, total_steps=total_steps, total_steps_from=basis, memory=memory,
+                        memory_problem=problem, **plan)
+
+
+def _memory(spec: JobSpec, total_steps: int, card: Card | None) -> tuple[MemoryPublic | None, str | None]:
+    """The estimate, or why there is none: the plan above stands without it."""
+    try:
+        return plan_memory(spec, total_steps, card), None
+    except Exception as exc:  # an architecture whose forward pass does not run on meta tensors
+        return None, ("the peak memory could not be estimated: the model's forward pass did not run on shapes "
+                      f"alone ({hide_server_paths(first_line(exc))})")
 
 
 def _total_steps(spec: JobSpec) -> tuple[int, str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.gpu_cards import CARDS, Card, find_card
 from service.jobspec import JobSpec
 
 
@@ -22,8 +23,26 @@ class JobCreate(JobSpec):
         "dry_run": True,
     }]})
 
-    dry_run: bool = Field(default=False, description="only report parameter counts, steps and the budget "
-                                                     "schedule; nothing is queued")
+    dry_run: bool = Field(default=False, description="only report parameter counts, steps, the budget "
+                                                     "schedule and the memory estimate; nothing is queued")
+    gpu: str | None = Field(default=None, description="with dry_run: the card to check the memory estimate "
+                            f"against, by name ({', '.join(c.name for c in CARDS)}) or by size (\"24GB\")")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_card(cls, value: str | None) -> str | None:
+        if value is not None:
+            find_card(value)  # its ValueError names the cards this server knows
+        return value
+
+    @model_validator(mode="after")
+    def _gpu_for_dry_runs(self) -> JobCreate:
+        if self.gpu is not None and not self.dry_run:
+            raise ValueError("gpu: only a dry run checks a job against a card; add \"dry_run\": true, or remove gpu")
+        return self
+
+    def card(self) -> Card | None:
+        return None if self.gpu is None else find_card(self.gpu)
 
 
 class JobPublic(BaseModel):
@@ -58,6 +77,39 @@ class JobsPublic(BaseModel):
     count: int = Field(description="jobs matching the filter, across all pages")
 
 
+class CardPublic(BaseModel):
+    name: str
+    memory_bytes: int
+    bf16: bool
+
+
+class MemoryPublic(BaseModel):
+    """A training step's estimated peak GPU memory. The activations come from tracing the model's forward pass
+    at full batches of max_seq_len tokens (real batches are padded only to their longest row)."""
+
+    dtype: str = Field(description="the base weights' dtype the estimate is for (adapters and heads are fp32)")
+    dtype_from: str = Field(description="how that dtype was chosen")
+    batch_size: int
+    seq_len: int = Field(description="training.max_seq_len, or the model's positions where those are fewer")
+    notes: list[str] = Field(description="what the estimate assumed that the spec may want to change")
+    quantization: str
+    gradient_checkpointing: bool = Field(description="whether the job trains with it (its own choice or the default)")
+    weights_bytes: int = Field(description="the frozen base weights")
+    trainable_bytes: int = Field(description="adapters and task heads, fp32")
+    gradients_bytes: int
+    optimizer_bytes: int = Field(description="AdamW's two moments")
+    allocator_bytes: int = Field(description="the rank allocator's two sensitivity averages per adapter parameter")
+    activations_bytes: int = Field(description="what the forward pass keeps for the backward pass")
+    backward_bytes: int = Field(description="the largest gradient the backward pass holds at once")
+    peak_bytes: int = Field(description="the sum: tensor memory at the peak of a step")
+    peak_checkpointing_off_bytes: int
+    peak_checkpointing_on_bytes: int | None = Field(description="None: the model does not support checkpointing")
+    card: CardPublic | None = Field(description="the card asked in `gpu`")
+    fits: bool | None = Field(description="whether the peak fits the card, leaving 10 % for allocator "
+                              "fragmentation and 0.5 GiB for the CUDA context; None without a card")
+    advice: list[str] = Field(description="when it does not fit: each knob, and the peak it gives")
+
+
 class DryRunPublic(BaseModel):
     """The plan for a spec, computed on the model's architecture without reading weights."""
 
@@ -79,6 +131,9 @@ class DryRunPublic(BaseModel):
     tinit: int
     tfinal: int
     schedule: list[tuple[int, float]] = Field(description="[step, budget] points where the budget changes")
+    memory: MemoryPublic | None = Field(description="the estimated peak GPU memory; None when the model could "
+                                        "not be traced (memory_problem says why)")
+    memory_problem: str | None = None
 
 
 class EventPublic(BaseModel):

@@ -408,6 +408,12 @@ class JobSpec(Strict):
                                  f"training.max_steps ({total}): lower tinit or tfinal, or train longer")
         return self
 
+    def gradient_checkpointing_for(self, parameters: int) -> bool:
+        """The spec's choice, or by default on for generative models above CHECKPOINTING_ABOVE_PARAMS."""
+        if self.training.gradient_checkpointing is not None:
+            return self.training.gradient_checkpointing
+        return self.task in ("causal_lm", "seq2seq") and parameters > CHECKPOINTING_ABOVE_PARAMS
+
     def checkpoint_source(self) -> tuple[str, int | None] | None:
         """(job id, step or None) of from_checkpoint."""
         if self.from_checkpoint is None:

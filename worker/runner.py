@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from service import artifacts
 from service.dataset import DataError
 from service.db import session_scope
-from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
+from service.jobspec import JobSpec
 from service.lifecycle import claim_job, finish_job, requeue_job
 from service.model_problems import load_problem
 from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
@@ -255,19 +255,12 @@ def build(spec: JobSpec, source: str, **options):
         raise JobError(unknown_model_message(spec.model, e)) from e
 
 
-def wants_gradient_checkpointing(spec: JobSpec, parameters: int) -> bool:
-    """The spec's choice, or by default on for generative models above CHECKPOINTING_ABOVE_PARAMS."""
-    if spec.training.gradient_checkpointing is not None:
-        return spec.training.gradient_checkpointing
-    return spec.task in ("causal_lm", "seq2seq") and parameters > CHECKPOINTING_ABOVE_PARAMS
-
-
 def report_memory_savers(reporter: ProgressReporter, spec: JobSpec, model, dtype) -> None:
     """Turns gradient checkpointing on when asked (or by default), and says what the model runs with."""
     from adalora_core import enable_gradient_checkpointing, parameter_count
 
     parameters = parameter_count(model)
-    checkpointing = wants_gradient_checkpointing(spec, parameters)
+    checkpointing = spec.gradient_checkpointing_for(parameters)
     if checkpointing and not enable_gradient_checkpointing(model):
         reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")
         checkpointing = False

@@ -76,7 +76,7 @@ def files_delete(client: Client, args) -> int:
 def jobs_create(client: Client, args) -> int:
     spec = build_spec(args, client)
     if args.dry_run:
-        plan = client.jobs.dry_run(spec)
+        plan = client.jobs.dry_run(spec, gpu=args.gpu)
         show(args, plan, lambda: fields([
             ("model", plan.model), ("adapted modules", plan.adapted_modules),
             ("adapter params", f"{plan.adapter_params_init:,} at the start → {plan.adapter_params_final:,} at the end"),
@@ -85,14 +85,38 @@ def jobs_create(client: Client, args) -> int:
             ("budget", f"{number(plan.budget_init)} → {number(plan.budget_final)} {plan.budget_unit} "
                        f"(average final rank {plan.target_r:.2f})"),
             ("steps", f"{plan.total_steps:,} (pruning from step {plan.tinit} to {plan.total_steps - plan.tfinal})"),
+            *memory_lines(plan),
             ("queued", "no: a dry run only plans")]))
         return 0
+    if args.gpu:
+        raise SpecProblem("--gpu checks a dry run against a card: add --dry-run")
     job = client.jobs.create(spec)
     if args.follow:
         return follow_job(client, job.id, args)
     show(args, job, lambda: console.print(f"created [bold]{job.id}[/] ({job.status}); follow it with "
                                           f"`adalora jobs follow {job.id}`"))
     return 0
+
+
+def memory_lines(plan) -> list[tuple[str, str]]:
+    """The dry run's memory estimate: the peak, its largest parts, and the verdict for the card asked."""
+    memory = plan.memory
+    if memory is None:
+        return [("peak memory", plan.memory_problem or "not estimated")]
+    gib = lambda n: f"{n / 2**30:.2f} GiB"  # noqa: E731
+    on = memory.peak_checkpointing_on_bytes
+    trained = memory.trainable_bytes + memory.gradients_bytes + memory.optimizer_bytes + memory.allocator_bytes
+    lines = [("peak memory", f"{gib(memory.peak_bytes)} at batch {memory.batch_size} x {memory.seq_len} tokens, "
+                             f"{memory.dtype} base, checkpointing {'on' if memory.gradient_checkpointing else 'off'} "
+                             f"(off {gib(memory.peak_checkpointing_off_bytes)}"
+                             + (f", on {gib(on)})" if on is not None else ", not supported)")),
+             ("  of which", f"weights {gib(memory.weights_bytes)}, activations {gib(memory.activations_bytes)}, "
+                            f"adapters with gradients and optimizer state {gib(trained)}")]
+    lines += [("  note", note) for note in memory.notes]
+    if memory.card is not None:
+        lines.append((memory.card.name, "fits" if memory.fits else "does not fit"))
+        lines += [("  try", advice) for advice in memory.advice]
+    return lines
 
 
 def follow_job(client: Client, job_id: str, args) -> int:
@@ -233,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = command(jobs, "create", jobs_create, "create a job from a spec file and/or flags")
     add_spec_flags(create)
     create.add_argument("--dry-run", action="store_true", help="only show the plan; nothing is queued")
+    create.add_argument("--gpu", help="with --dry-run: check the memory estimate against a card (A100-40GB, L4, "
+                                      "24GB, ...)")
     create.add_argument("--follow", action="store_true", help="then follow it to the end (as `jobs follow`)")
     job_list = command(jobs, "list", jobs_list, "list your jobs, newest first")
     job_list.add_argument("--status", choices=JOB_STATUSES)

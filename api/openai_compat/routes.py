@@ -142,7 +142,7 @@ async def create_job(body: JobCreateRequest, session: SessionDep, tenant: Tenant
     except SpecError as exc:  # named by the request's own parameter
         raise OpenAIError(400, f"{param_for(exc.field)}: {exc.message}", param_for(exc.field),
                           "invalid_value") from None
-    return await submit_job(session, tenant_id, checked.model_dump(mode="json", exclude={"dry_run"}),
+    return await submit_job(session, tenant_id, checked.model_dump(mode="json", exclude={"dry_run", "gpu"}),
                             idempotency_key, present=present_job, surface="openai")
 
 

@@ -60,14 +60,14 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
         response.status_code = status.HTTP_200_OK
         await session.close()  # no pooled connection waits on the plan
         return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
-    return await submit_job(session, tenant_id, body.model_dump(mode="json", exclude={"dry_run"}),
+    return await submit_job(session, tenant_id, body.model_dump(mode="json", exclude={"dry_run", "gpu"}),
                             idempotency_key, present=job_public, surface="v1")
 
 
 def _plan(body: JobCreate) -> DryRunPublic:
     from api.dry_run import plan_job  # imports torch; only dry runs pay for it
 
-    return plan_job(body)
+    return plan_job(body, body.card())
 
 
 @router.get("", response_model=JobsPublic)

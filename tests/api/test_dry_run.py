@@ -154,3 +154,76 @@ def test_batch_larger_than_the_packed_blocks_names_the_blocks(client, alice, tin
 def test_api_start_up_does_not_import_torch():
     code = "import sys, api.main; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_memory_estimate_parts_add_up_and_checkpointing_lowers_the_peak(client, alice):
+    spec = tiny_spec()
+    spec["training"] = {**spec["training"], "base_dtype": "fp32"}
+    plan = dry_run(client, alice, spec)
+    assert plan["memory_problem"] is None
+    memory = plan["memory"]
+    parts = ("weights", "trainable", "gradients", "optimizer", "allocator", "activations", "backward")
+    assert memory["peak_bytes"] == sum(memory[f"{part}_bytes"] for part in parts)
+    assert (memory["dtype"], memory["dtype_from"]) == ("fp32", "training.base_dtype fp32")
+    # max_seq_len defaults to 128, but the tiny BERT has 64 positions: no row is longer.
+    assert (memory["batch_size"], memory["seq_len"]) == (spec["training"]["batch_size"], 64)
+    assert memory["notes"] == ["training.max_seq_len 128 is above the 64 positions of 'tiny-bert': estimated at "
+                               "64 tokens. Rows longer than that do not fit the model; lower max_seq_len to 64"]
+    trainable = 4 * PER_RANK + CLASSIFIER  # at the initial budget: fp32 value, gradient, AdamW's two moments
+    assert (memory["trainable_bytes"], memory["gradients_bytes"], memory["optimizer_bytes"]) == \
+        (4 * trainable, 4 * trainable, 8 * trainable)
+    assert memory["allocator_bytes"] == 8 * 4 * PER_RANK
+    # A classifier trains without checkpointing by default; with it, the peak is lower.
+    assert memory["gradient_checkpointing"] is False and memory["peak_bytes"] == memory["peak_checkpointing_off_bytes"]
+    assert memory["peak_checkpointing_on_bytes"] < memory["peak_checkpointing_off_bytes"]
+    assert memory["card"] is None and memory["fits"] is None and memory["advice"] == []
+
+
+def test_base_dtype_auto_follows_the_card(client, alice):
+    def memory(gpu):
+        response = client.post("/v1/jobs", json={**tiny_spec(), "dry_run": True, "gpu": gpu}, headers=alice)
+        assert response.status_code == 200, response.text
+        return response.json()["memory"]
+
+    t4, h100 = memory("T4"), memory("h100 80gb")
+    assert (t4["dtype"], h100["dtype"]) == ("fp32", "bf16")
+    assert "no bf16" in t4["dtype_from"] and h100["card"] == {"name": "H100-80GB", "memory_bytes": 81_559 * 2**20,
+                                                               "bf16": True}
+    assert h100["weights_bytes"] == t4["weights_bytes"] // 2
+    assert t4["fits"] is True and h100["fits"] is True and t4["advice"] == []
+
+
+def test_a_job_too_large_for_the_card_is_told_which_knobs_fit_it(client, alice):
+    spec = tiny_spec()
+    spec["training"] = {**spec["training"], "batch_size": 4096, "max_seq_len": 64, "base_dtype": "fp32"}
+    response = client.post("/v1/jobs", json={**spec, "dry_run": True, "gpu": "1GB"}, headers=alice)
+    assert response.status_code == 200, response.text
+    memory = response.json()["memory"]
+    assert memory["fits"] is False and memory["peak_bytes"] > 2**30, memory
+    advice = memory["advice"]
+    assert advice[0].startswith("training.gradient_checkpointing true: peak ")
+    assert any(a.startswith("training.base_dtype bf16: peak ") for a in advice)
+    assert any(a.startswith("training.quantization nf4: peak ") for a in advice)
+    batch = next(a for a in advice if a.startswith("training.batch_size "))
+    assert "with training.grad_accum" in batch and batch.endswith("(fits)")
+    assert advice[-1].startswith("or a card with more memory than the 1GB's 1.0 GiB")
+
+
+def test_nf4_quantization_shrinks_the_weights_of_the_adapted_layers(client, alice):
+    plain, nf4 = tiny_spec(), tiny_spec()
+    for spec, quantization in ((plain, "none"), (nf4, "nf4")):
+        spec["training"] = {**spec["training"], "quantization": quantization, "base_dtype": "fp32"}
+    assert dry_run(client, alice, nf4)["memory"]["weights_bytes"] < dry_run(client, alice, plain)["memory"]["weights_bytes"]
+
+
+def test_an_unknown_card_or_a_card_outside_a_dry_run_is_refused(client, alice):
+    response = client.post("/v1/jobs", json={**tiny_spec(), "dry_run": True, "gpu": "GTX 480"}, headers=alice)
+    assert response.status_code == 422
+    message = {e["field"]: e["message"] for e in response.json()["detail"]}["gpu"]
+    assert "'GTX 480' is not a card this server knows" in message and "H100-80GB" in message and '"24GB"' in message
+    for size in ("0GB", "99999GB"):
+        response = client.post("/v1/jobs", json={**tiny_spec(), "dry_run": True, "gpu": size}, headers=alice)
+        assert response.status_code == 422 and "a size must be above 0" in response.text
+    response = client.post("/v1/jobs", json={**tiny_spec(), "gpu": "A100-40GB"}, headers=alice)
+    assert response.status_code == 422 and "only a dry run checks a job against a card" in response.text
+    assert client.get("/v1/jobs", headers=alice).json()["count"] == 0

@@ -97,6 +97,9 @@ def test_the_dry_run_plans_without_queueing(client, tiny_dataset_file):
     before = client.jobs.list().count
     plan = client.jobs.dry_run(tiny_job_spec())
     assert (plan.total_steps, plan.adapted_modules) == (24, 12) and plan.adapter_params_final > 0
+    assert plan.memory.peak_bytes > plan.memory.weights_bytes > 0 and plan.memory.card is None
+    on_a_t4 = client.jobs.dry_run(tiny_job_spec(), gpu="T4").memory
+    assert (on_a_t4.card.name, on_a_t4.dtype, on_a_t4.fits) == ("T4", "fp32", True)
     assert client.jobs.list().count == before
 
 

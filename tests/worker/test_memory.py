@@ -18,7 +18,7 @@ from service.models import Metric
 from tests.conftest import sqlite_only_database_url, sentiment_rows
 from tests.worker.test_runner import queued_job
 from tests.worker.test_task_kinds import extract, finished, spec, succeeded, write_jsonl
-from worker.runner import describe_failure, wants_gradient_checkpointing
+from worker.runner import describe_failure
 
 
 database_url = sqlite_only_database_url()
@@ -60,12 +60,12 @@ def test_checkpointing_defaults_on_only_for_big_generative_models():
         return JobSpec.model_validate({"model": "org/name", "task": task, "dataset": {"source": "hub", "path": "o/d"},
                                        "training": training})
     big, small = CHECKPOINTING_ABOVE_PARAMS + 1, CHECKPOINTING_ABOVE_PARAMS
-    assert wants_gradient_checkpointing(job("causal_lm"), big)
-    assert wants_gradient_checkpointing(job("seq2seq"), big)
-    assert not wants_gradient_checkpointing(job("causal_lm"), small)
-    assert not wants_gradient_checkpointing(job("sequence_classification"), big)
-    assert not wants_gradient_checkpointing(job("causal_lm", gradient_checkpointing=False), big)
-    assert wants_gradient_checkpointing(job("sequence_classification", gradient_checkpointing=True), small)
+    assert job("causal_lm").gradient_checkpointing_for(big)
+    assert job("seq2seq").gradient_checkpointing_for(big)
+    assert not job("causal_lm").gradient_checkpointing_for(small)
+    assert not job("sequence_classification").gradient_checkpointing_for(big)
+    assert not job("causal_lm", gradient_checkpointing=False).gradient_checkpointing_for(big)
+    assert job("sequence_classification", gradient_checkpointing=True).gradient_checkpointing_for(small)
 
 
 def test_fp16_is_refused_with_the_reason():
