@@ -23,8 +23,9 @@ COPY api ./api
 COPY worker ./worker
 COPY cli ./cli
 COPY migrations ./migrations
-# Editable, so `adalora-svc migrate` finds migrations/ and alembic.ini beside the code.
-RUN pip install -e .
+# Editable, so `adalora-svc migrate` finds migrations/ and alembic.ini beside the code. The trackers extra
+# lets job specs name MLflow, W&B and TensorBoard integrations.
+RUN pip install -e ".[trackers]"
 
 USER app
 EXPOSE 8000

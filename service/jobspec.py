@@ -325,6 +325,41 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 MAX_METADATA_PAIRS = 16
+TRACKER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$"
+# Where a tracker's secrets and addresses come from: the worker's environment, never a spec (a spec is
+# stored, shown back and shared; a tracking URI in it would also let a user point a worker at any host).
+TRACKER_ENVIRONMENT = {"mlflow": "MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN", "wandb": "WANDB_API_KEY, WANDB_MODE",
+                       "tensorboard": "TENSORBOARD_DIR"}
+
+
+class Integration(Strict):
+    """An experiment tracker that receives the job's metrics, evaluation scores and rank snapshots."""
+
+    type: Literal["mlflow", "wandb", "tensorboard"]
+    project: str | None = Field(default=None, pattern=TRACKER_NAME, description="mlflow: the experiment; wandb: "
+                                "the project (default: adalora). TensorBoard writes to TENSORBOARD_DIR/<job id>")
+    run_name: str | None = Field(default=None, pattern=TRACKER_NAME, description="default: the job's name or id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, value: object) -> object:
+        if isinstance(value, dict):
+            extra = sorted(set(value) - {"type", "project", "run_name"})
+            if extra:
+                kind = value.get("type")
+                where = TRACKER_ENVIRONMENT.get(kind, "the tracker's own variables") if isinstance(kind, str) else \
+                    "the tracker's own variables"
+                raise ValueError(f"integrations: {', '.join(map(str, extra))[:80]}: an integration takes only type, "
+                                 f"project and run_name; credentials and server addresses come from the worker's "
+                                 f"environment ({where}), never from a job spec")
+        return value
+
+    @model_validator(mode="after")
+    def _tensorboard_has_no_project(self) -> Integration:
+        if self.type == "tensorboard" and self.project is not None:
+            raise ValueError("integrations: tensorboard takes no project (its event files go to the worker's "
+                             "TENSORBOARD_DIR/<job id>); remove project")
+        return self
 
 
 class JobSpec(Strict):
@@ -343,6 +378,17 @@ class JobSpec(Strict):
                     "model, task, budget.init_r and target modules as that job")
     metadata: dict[str, str] | None = Field(default=None, description="up to 16 string pairs of your own (keys up "
                                             "to 64 characters, values up to 512), returned with the job")
+    integrations: list[Integration] = Field(
+        default_factory=list, max_length=3, description="experiment trackers (mlflow, wandb, tensorboard) that "
+        "receive the same metrics, evaluation scores and rank snapshots as this service; one of each at most")
+
+    @field_validator("integrations")
+    @classmethod
+    def _one_of_each(cls, value: list[Integration]) -> list[Integration]:
+        kinds = [i.type for i in value]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("integrations: name each tracker once")
+        return value
 
     @field_validator("metadata")
     @classmethod

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     queue_name: str = "training"             # workers of one GPU pool share a queue
     artifact_dir: Path = VAR_DIR / "artifacts"
+    tensorboard_dir: Path = VAR_DIR / "tensorboard"  # a job's TensorBoard event files: <this>/<job id>
     # Server folders that hold models / datasets a job may name; nothing outside them is readable.
     # From the environment: a comma-separated list (MODEL_DIRS=/models,/mnt/shared/models).
     model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)

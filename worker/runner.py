@@ -25,6 +25,7 @@ from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
 from service.redaction import hide_server_paths
 from service.settings import get_settings
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
+from worker.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +154,28 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     if warm_start:
         reporter.event("info", f"starting from {spec.from_checkpoint}: its weights, rank pattern and importance "
                                "scores, under this job's own budget schedule")
-    result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn, callbacks=reporter,
-                        resume_from=latest_checkpoint(job_id, link), batch_order=batch_order,
-                        warm_start=warm_start)
-    if result.stopped:
-        return WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
-    reporter.event("info", "writing the adapter and the merged model")
-    reporter.flush()
-    full_base = None
-    if quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
-        full_base = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
-                          dtype=dtype)
-    export(job_id, spec, result, tokenizer, link, full_base=full_base)
-    core.save_warm_start(str(final_state_path(job_id)), result)  # what a later from_checkpoint starts from
-    discard_checkpoints(job_id, link)
-    return "succeeded"
+    trackers = Trackers(job_id, spec, warn=lambda message: reporter.event("warning", message))
+    outcome = "failed"
+    try:
+        result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn,
+                            callbacks=trackers.around(reporter), resume_from=latest_checkpoint(job_id, link),
+                            batch_order=batch_order, warm_start=warm_start)
+        if result.stopped:
+            outcome = WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
+            return outcome
+        reporter.event("info", "writing the adapter and the merged model")
+        reporter.flush()
+        full_base = None
+        if quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
+            full_base = build(spec, source, num_labels=data.num_labels,
+                              config_overrides=data.model_config_overrides(), dtype=dtype)
+        export(job_id, spec, result, tokenizer, link, full_base=full_base)
+        core.save_warm_start(str(final_state_path(job_id)), result)  # what a later from_checkpoint starts from
+        discard_checkpoints(job_id, link)
+        outcome = "succeeded"
+        return outcome
+    finally:
+        trackers.finish(outcome)
 
 
 def hand_back(job_id: str, step: int, link: DatabaseLink) -> bool:
@@ -340,8 +348,9 @@ def _summary(error: ValidationError) -> str:
     problems = []
     for e in error.errors():
         message = e["msg"].removeprefix("Value error, ")
-        problems.append(message if message.startswith(str(e["loc"][0])) else
-                        f"{'.'.join(map(str, e['loc']))}: {message}")
+        loc = e["loc"]  # empty for a check across fields, whose message names them
+        problems.append(message if not loc or message.startswith(str(loc[0])) else
+                        f"{'.'.join(map(str, loc))}: {message}")
     return "; ".join(problems)
 
 

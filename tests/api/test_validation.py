@@ -97,3 +97,21 @@ def test_oversized_body_is_413(client, alice):
     body = {**tiny_spec(), "name": "x" * (2 << 20)}  # the default limit is 1 MiB
     response = client.post("/v1/jobs", json=body, headers=alice)
     assert response.status_code == 413
+
+
+def test_integrations_take_no_credentials_and_name_each_tracker_once(client, alice):
+    def integrations(*items):
+        return errors_for(client, alice, tiny_spec(integrations=list(items)))
+
+    errors = integrations({"type": "wandb", "api_key": "secret"})
+    [message] = errors.values()
+    assert "credentials and server addresses come from the worker's environment (WANDB_API_KEY" in message
+    assert "secret" not in message
+    [message] = integrations({"type": "mlflow", "tracking_uri": "http://attacker:5000"}).values()
+    assert "MLFLOW_TRACKING_URI" in message
+    assert "name each tracker once" in str(integrations({"type": "tensorboard"}, {"type": "tensorboard"}))
+    assert "tensorboard takes no project" in str(integrations({"type": "tensorboard", "project": "p"}))
+    assert "integrations.0.type" in integrations({"type": "comet"})
+    assert "integrations.0.project" in integrations({"type": "wandb", "project": "../../etc"})
+    assert client.post("/v1/jobs", json=tiny_spec(integrations=[{"type": "wandb", "project": "sentiment-runs"}]),
+                       headers=alice).status_code == 201

@@ -91,6 +91,15 @@ def test_a_schedule_that_does_not_fit_the_run_fails_before_loading_weights(engin
     assert error.startswith("configuration: tinit + tfinal (4 + 6)") and "train longer" in error
 
 
+def test_a_stored_spec_this_worker_refuses_across_fields_fails_with_the_readable_message(engine):
+    job_id = queued_job(tiny_job_spec(max_steps=6))  # stored as is: the API would have refused it
+    assert run_job(job_id) == "failed"
+    with session_scope() as session:
+        error = session.get(Job, job_id).error
+    assert error == ("the job spec is not valid on this worker: schedule: tinit + tfinal (4 + 6 steps) must be below "
+                     "training.max_steps (6): lower tinit or tfinal, or train longer")
+
+
 def test_a_model_without_a_form_for_the_task_fails_naming_what_to_use(engine):
     spec = tiny_job_spec()
     spec["task"] = "seq2seq"  # the tiny BERT has no encoder-decoder form
