@@ -48,7 +48,7 @@ async def submit_job(session: AsyncSession, tenant_id: int, spec: dict, idempote
             return earlier
         raise
     try:
-        job.celery_task_id = await run_in_threadpool(enqueue_job, job.id)  # a blocking broker client
+        job.celery_task_id = await run_in_threadpool(enqueue_job, job.id, job.spec)  # a blocking broker client
     except Exception as exc:  # the broker is down: fail the job rather than leave it queued forever
         log.exception("could not enqueue job %s", job.id)
         await session.run_sync(fail_unsent, job.id, hide_server_paths(f"could not queue the job: {exc}"))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli.dev import PortTaken, StopOnSignals, announce_when_listening, check_port_free, default_folders, stop
+from service.jobspec import GPU_CLASS
 from service.settings import VAR_DIR, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,12 +121,24 @@ def serve(host: str, port: int, on_listening: Callable[[], None] | None = None) 
     server.run()
 
 
-def worker(loglevel: str) -> None:
-    """One worker process trains one job at a time (one GPU per worker)."""
+def worker(loglevel: str, classes: list[str]) -> None:
+    """One worker process trains one job at a time (one GPU per worker): jobs of any class, and jobs that ask
+    for one of `classes`."""
+    from service.routing import worker_queues
     from worker.celery_app import app
 
-    app.worker_main(["worker", "-Q", get_settings().queue_name, "--concurrency", "1", "--loglevel", loglevel,
+    app.worker_main(["worker", "-Q", ",".join(worker_queues(classes)), "--concurrency", "1", "--loglevel", loglevel,
                      "--without-gossip", "--without-mingle"])
+
+
+def gpu_classes(text: str) -> list[str]:
+    """--queues gpu-80g,gpu-24g: class names as a job spec's resources.queue takes them."""
+    classes = [part.strip() for part in text.split(",") if part.strip()]
+    for name in classes:
+        if not re.match(GPU_CLASS, name):
+            raise argparse.ArgumentTypeError(f"{name!r}: a class is lowercase letters, digits and dashes "
+                                             "(up to 63), e.g. gpu-80g")
+    return classes
 
 
 def dev(host: str, port: int) -> int:
@@ -208,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
                          help="default: $PORT, else 8000")
     run_worker = commands.add_parser("worker", help="run a training worker (one job at a time)")
     run_worker.add_argument("--loglevel", default="info")
+    run_worker.add_argument("--queues", type=gpu_classes, default=[], metavar="CLASS,...",
+                            help="GPU classes this worker also serves (e.g. gpu-80g,gpu-24g); a job asks for one "
+                                 "with resources.queue. Jobs without a class run on any worker")
     return p
 
 
@@ -234,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "serve":
         serve(args.host, args.port)
     elif args.command == "worker":
-        worker(args.loglevel)
+        worker(args.loglevel, args.queues)
     elif args.command == "dev":
         try:
             return dev(args.host, args.port)

@@ -325,6 +325,13 @@ TASK_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 MAX_METADATA_PAIRS = 16
+GPU_CLASS = r"^[a-z0-9][a-z0-9-]{0,62}$"  # a worker queue's class name (service.routing)
+
+
+class Resources(Strict):
+    queue: str | None = Field(default=None, pattern=GPU_CLASS, description="the GPU class to run on: one of the "
+                              "classes workers are started with (`adalora-svc worker --queues gpu-80g`); default: "
+                              "any worker")
 TRACKER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$"
 # Where a tracker's secrets and addresses come from: the worker's environment, never a spec (a spec is
 # stored, shown back and shared; a tracking URI in it would also let a user point a worker at any host).
@@ -378,6 +385,7 @@ class JobSpec(Strict):
                     "model, task, budget.init_r and target modules as that job")
     metadata: dict[str, str] | None = Field(default=None, description="up to 16 string pairs of your own (keys up "
                                             "to 64 characters, values up to 512), returned with the job")
+    resources: Resources = Field(default_factory=Resources)
     integrations: list[Integration] = Field(
         default_factory=list, max_length=3, description="experiment trackers (mlflow, wandb, tensorboard) that "
         "receive the same metrics, evaluation scores and rank snapshots as this service; one of each at most")

@@ -250,3 +250,14 @@ class IdempotentRequest(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerQueue(Base):
+    """A broker queue some worker has consumed: a job may ask for a GPU class only once a worker serves it."""
+
+    __tablename__ = "worker_queues"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_worker: Mapped[str | None] = mapped_column(String(200))

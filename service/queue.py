@@ -59,9 +59,12 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def enqueue_job(job_id: str) -> str:
-    """Send the job to the training queue; call only after the job row is committed. Returns the task id."""
-    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue_name)
+def enqueue_job(job_id: str, spec: dict) -> str:
+    """Send the job to its queue (service.routing); call only after the job row is committed. Returns the
+    task id."""
+    from service.routing import queue_for
+
+    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
     return result.id
 
 

@@ -47,28 +47,29 @@ class Reconciled:
 
 
 def reconcile(session: Session, now: datetime, settings: Settings | None = None,
-              send: Callable[[str], object] | None = None) -> Reconciled:
+              send: Callable[[str, dict], object] | None = None) -> Reconciled:
     """One pass; commits each job's change before sending its id, so a sent id always names a queued row."""
     from service.queue import enqueue_job
 
     settings, send = settings or get_settings(), send or enqueue_job
     done = Reconciled()
     queued_cutoff = now - timedelta(seconds=settings.queued_grace_seconds)
-    for job_id in session.scalars(select(Job.id).where(Job.status == "queued", LAST_SENT < queued_cutoff)).all():
+    for job_id, spec in session.execute(select(Job.id, Job.spec)
+                                        .where(Job.status == "queued", LAST_SENT < queued_cutoff)).all():
         if mark_resent(session, job_id, queued_cutoff, now):
             session.commit()
             done.resent.append(job_id)
-            send(job_id)
+            send(job_id, spec)
 
     stale_cutoff = now - timedelta(seconds=settings.stale_job_seconds)
-    stale = session.execute(select(Job.id, Job.status, Job.attempts, Job.heartbeat_at)
+    stale = session.execute(select(Job.id, Job.status, Job.attempts, Job.heartbeat_at, Job.spec)
                             .where(Job.status.in_(RUNNING_STATUSES), Job.heartbeat_at < stale_cutoff)).all()
-    for job_id, status, attempts, seen in stale:
+    for job_id, status, attempts, seen, spec in stale:
         outcome = recover_dead_run(session, job_id, status, attempts, seen, stale_cutoff, now, settings.max_attempts)
         if outcome == "queued":
             session.commit()
             done.requeued.append(job_id)
-            send(job_id)
+            send(job_id, spec)
         elif outcome == "failed":
             done.failed.append(job_id)
         elif outcome == "cancelled":

@@ -272,14 +272,16 @@ class WorkerProcess:
 
 
 def start_worker(service_env: dict[str, str], folder: Path, pool: str = "solo",
-                 extra_env: dict[str, str] | None = None) -> WorkerProcess:
-    """`celery -A worker.celery_app worker` as a subprocess on the given database, broker and queue."""
+                 extra_env: dict[str, str] | None = None, queues: list[str] | None = None,
+                 name: str | None = None) -> WorkerProcess:
+    """`celery -A worker.celery_app worker` as a subprocess on the given database, broker and queues (default:
+    the module's QUEUE_NAME)."""
     log_path = folder / "worker.log"
     env = {**os.environ, **service_env, **(extra_env or {}), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", service_env["QUEUE_NAME"],
-               "-c", "1", "--pool", pool, "--without-heartbeat", "--without-gossip", "--without-mingle",
-               "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "-l", "info"]
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+               "-Q", ",".join(queues or [service_env["QUEUE_NAME"]]), "-c", "1", "--pool", pool, "--without-heartbeat",
+               "--without-gossip", "--without-mingle", "-n", name or f"test-{uuid.uuid4().hex[:6]}@%h", "-l", "info"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import threading
 
 import billiard
@@ -12,9 +14,11 @@ from celery.signals import task_prerun, worker_process_init, worker_ready, worke
 from service import db
 from service.queue import get_celery
 from service.reconcile import reconciler_thread
+from service.routing import record_served
 from service.settings import get_settings
 from worker.reporting import SHUTDOWN
 
+log = logging.getLogger(__name__)
 app = get_celery()
 app.conf.include = ["worker.tasks"]
 
@@ -42,6 +46,17 @@ def _start_reconciler(**_kwargs) -> None:
     interval = get_settings().reconcile_seconds
     if interval > 0:
         reconciler_thread(interval).start()
+
+
+@worker_ready.connect
+def _record_served_queues(sender=None, **_kwargs) -> None:
+    # What this worker consumes, so that the API refuses a job asking for a GPU class no worker serves.
+    queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    try:
+        with db.session_scope() as session:
+            record_served(session, queues, f"{socket.gethostname()} pid {os.getpid()}")
+    except Exception:  # the database is down: the worker trains all the same, and records them next start
+        log.warning("could not record the queues this worker serves (%s)", ", ".join(queues), exc_info=True)
 
 
 @worker_shutting_down.connect

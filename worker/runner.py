@@ -92,7 +92,7 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
                     "reach the database; this run records nothing more", job_id, reporter.step)
         return None
     try:
-        return record_outcome(job_id, status, error, reporter, link)
+        return record_outcome(job_id, spec_json, status, error, reporter, link)
     except DatabaseUnavailable as e:
         # The row stays running without a heartbeat: once the database is back, the reconciler requeues it.
         log.error("job %s: its outcome (%s%s) could not be recorded: %s", job_id, status,
@@ -100,12 +100,12 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         return None
 
 
-def record_outcome(job_id: str, status: str, error: str | None, reporter: ProgressReporter,
+def record_outcome(job_id: str, spec: dict, status: str, error: str | None, reporter: ProgressReporter,
                    link: DatabaseLink) -> str:
     """The rest of the progress, then the job's final status; each write waits through a database outage."""
     reporter.flush()
     if status == WORKER_SHUTDOWN:
-        if hand_back(job_id, reporter.step, link):
+        if hand_back(job_id, spec, reporter.step, link):
             return "queued"
         status = "cancelled"  # a cancel arrived while this worker was shutting down
     message = {"succeeded": "succeeded", "cancelled": f"cancelled at step {reporter.step}"}.get(status, error)
@@ -178,7 +178,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
         trackers.finish(outcome)
 
 
-def hand_back(job_id: str, step: int, link: DatabaseLink) -> bool:
+def hand_back(job_id: str, spec: dict, step: int, link: DatabaseLink) -> bool:
     """This worker is shutting down: put the job back on the queue, to resume from the checkpoint just saved."""
     from service.queue import enqueue_job
 
@@ -190,7 +190,7 @@ def hand_back(job_id: str, step: int, link: DatabaseLink) -> bool:
         return True
     if not link.write(requeue, "handing the job back"):
         return False
-    enqueue_job(job_id)  # after the commit: the message must find the job queued
+    enqueue_job(job_id, spec)  # after the commit: the message must find the job queued
     return True
 
 

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.checkpoint_checks import check_from_checkpoint
 from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep, authorized_job, job_for_key
-from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
+from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, SpecError, error_response
 from api.etags import NOT_MODIFIED_RESPONSE, if_none_match, weak_etag
 from api.idempotency import IdempotencyKeyHeader
 from api.job_submission import submit_job
@@ -20,6 +21,7 @@ from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.db import read_connection
 from service.lifecycle import request_cancel
+from service.routing import unserved_class_problem
 from service.models import JOB_STATUSES, Job, Metric, utcnow
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=AUTHENTICATED_RESPONSES)
 
@@ -56,12 +58,18 @@ async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, re
     # The shared checks below are plain functions on a blocking Session: run_sync hands them this one.
     await session.run_sync(check_file_dataset, tenant_id, body)  # uploaded files: the caller's, columns named
     await session.run_sync(check_from_checkpoint, tenant_id, body)  # the earlier job: the caller's, finished
+    await session.run_sync(check_gpu_class, body)  # some worker serves the class asked for
     if body.dry_run:  # creates nothing, so there is nothing to make idempotent
         response.status_code = status.HTTP_200_OK
         await session.close()  # no pooled connection waits on the plan
         return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
     return await submit_job(session, tenant_id, body.model_dump(mode="json", exclude={"dry_run", "gpu"}),
                             idempotency_key, present=job_public, surface="v1")
+
+
+def check_gpu_class(session: Session, spec: JobCreate) -> None:
+    if (problem := unserved_class_problem(session, spec.resources.queue)) is not None:
+        raise SpecError("resources.queue", problem)
 
 
 def _plan(body: JobCreate) -> DryRunPublic:

@@ -12,7 +12,7 @@ from service.models import Base
 from tests.conftest import BACKENDS, migrate
 
 TABLES = {"tenants", "api_keys", "jobs", "job_events", "metrics", "rank_snapshots", "checkpoints", "artifacts",
-          "files", "idempotent_requests"}
+          "files", "idempotent_requests", "worker_queues"}
 
 
 def table_names(url: str) -> set[str]:

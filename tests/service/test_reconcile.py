@@ -38,7 +38,7 @@ def run_pass(job_ids: set[str]) -> list[str]:
     """One reconcile pass; the ids it sent, among `job_ids` (other tests' jobs share the database)."""
     sent: list[str] = []
     with session_scope() as session:
-        reconcile(session, utcnow(), settings(), send=sent.append)
+        reconcile(session, utcnow(), settings(), send=lambda job_id, _spec: sent.append(job_id))
     return [job_id for job_id in sent if job_id in job_ids]
 
 
@@ -94,7 +94,7 @@ def test_two_reconcilers_at_once_send_each_job_once(engine):
         try:
             barrier.wait()
             mine: list[str] = []
-            reconcile(session, utcnow(), settings(), send=mine.append)
+            reconcile(session, utcnow(), settings(), send=lambda job_id, _spec: mine.append(job_id))
             with lock:
                 sent.extend(job_id for job_id in mine if job_id in jobs)
         finally:
@@ -120,7 +120,7 @@ def test_each_pass_deletes_the_idempotency_answers_past_their_ttl(engine):
                                           response_body={}, created_at=now - timedelta(hours=age)))
     day = settings().model_copy(update={"idempotency_ttl_hours": 24})
     with session_scope() as session:
-        assert reconcile(session, now, day, send=lambda _: None).expired_keys >= 1  # other tests' rows too
+        assert reconcile(session, now, day, send=lambda *_: None).expired_keys >= 1  # other tests' rows too
     with session_scope() as session:
         keys = session.scalars(select(IdempotentRequest.key).where(IdempotentRequest.tenant_id == tenant.id)).all()
     assert keys == ["fresh"]

@@ -28,7 +28,7 @@ def submit(spec: dict) -> str:
             session.flush()
         job = Job(tenant_id=tenant.id, spec=spec)
         session.add(job)
-    enqueue_job(job.id)
+    enqueue_job(job.id, job.spec)
     return job.id
 
 
