@@ -21,6 +21,8 @@ from torch import nn
 
 from .allocator import Allocation, RankAllocator
 from .config import AdaLoraConfig, ConfigError
+from .distributed import (accumulating, check_batch, data_parallel, mean_over_processes, rank0_says, shard,
+                          world)
 from .inject import Adapted, inject_adalora
 from .plan import describe_plan
 from .regularizer import orthogonal_penalty
@@ -123,8 +125,13 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     optimizer state and this run's own schedule. `batch_order(epoch)` may give each epoch's batches as lists of row
     indices (e.g. grouped by length; len(train_data) // batch_size of them, a pure function of the epoch
     so that resuming is exact); by default each epoch is a seeded random permutation. `clock` (seconds)
-    times args.checkpoint_every_seconds; tests pass a fake one."""
-    callbacks = callbacks or TrainCallbacks()
+    times args.checkpoint_every_seconds; tests pass a fake one.
+
+    Under a torch.distributed process group the run is data-parallel (adalora_core.distributed): every
+    process calls train with the same arguments; only rank 0's callbacks hear of it."""
+    rank, size = world()
+    check_batch(args.batch_size, size)
+    callbacks = (callbacks or TrainCallbacks()) if rank == 0 else TrainCallbacks()
     total = args.total_steps(len(train_data))
     config = config.with_total_step(total)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -145,29 +152,32 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order)
+    batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order, rank, size)
     result = TrainResult(adapted, allocator, config, start, stopped=False)
     checkpoint_due = _checkpoint_timer(args, start, clock)
+    net = data_parallel(model, device, size)
 
     model.train()
     for step in range(start, total):
-        if callbacks.should_stop():
+        if rank0_says(callbacks.should_stop(), device, size):
             result.stopped = True
             callbacks.on_event("info", f"stopped at step {step} of {total}")
-            if args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
+            if rank == 0 and args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
                 # At a step boundary the state (RNG included) is exactly what a periodic checkpoint holds.
                 path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator, config)
                 callbacks.on_checkpoint(step, path)
             break
         losses = torch.zeros(2, device=device)  # task loss, orth loss: read once per step (one device sync)
-        for _ in range(args.grad_accum):
+        for micro in range(args.grad_accum):
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**batch).loss
-            orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
-                    else loss.new_zeros(()))
-            ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
+            with accumulating(net, last=micro == args.grad_accum - 1):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = net(**batch).loss
+                orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
+                        else loss.new_zeros(()))
+                ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
             losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
+        mean_over_processes(losses, size)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
         optimizer.step()
         scheduler.step()
@@ -184,11 +194,11 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
                    "grad_norm": grad_norm, "budget": float(allocator.current_budget),
                    "adapter_params": float(allocator.kept_params())}
-        if eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
+        if rank == 0 and eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
             metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
         callbacks.on_metrics(done, metrics)
         result.step, result.metrics = done, metrics
-        if done < total and checkpoint_due(done):
+        if rank == 0 and done < total and checkpoint_due(done):
             path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
             callbacks.on_checkpoint(done, path)
     return result
@@ -260,9 +270,11 @@ def lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
 
 
 def micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int,
-                   batch_order: Callable[[int], list[list[int]]] | None) -> Iterator[dict[str, torch.Tensor]]:
+                  batch_order: Callable[[int], list[list[int]]] | None, rank: int = 0,
+                  size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Endless micro-batches, epoch after epoch, starting `skip` micro-batches in. Deterministic in
-    (args.seed, epoch), which is what makes a resumed run, or a baseline, see the same batches."""
+    (args.seed, epoch), which is what makes a resumed run, or a baseline, see the same batches. Process
+    `rank` of `size` gets its share of each."""
     per_epoch = len(data) // args.batch_size
     epoch, index = divmod(skip, per_epoch)
     while True:
@@ -270,7 +282,7 @@ def micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainAr
         if len(batches) != per_epoch:
             raise ValueError(f"batch_order gave {len(batches)} batches for epoch {epoch}; expected {per_epoch}")
         for rows in batches[index:]:
-            yield collate([data[j] for j in rows])
+            yield collate([data[j] for j in shard(rows, rank, size)])
         epoch, index = epoch + 1, 0
 
 
