@@ -329,6 +329,9 @@ GPU_CLASS = r"^[a-z0-9][a-z0-9-]{0,62}$"  # a worker queue's class name (service
 
 
 class Resources(Strict):
+    gpus: int = Field(default=1, ge=1, le=8, description="devices to train on, data-parallel (one process per "
+                      "device, DDP); batch_size stays the whole batch and must divide by gpus. The worker must "
+                      "see that many GPUs; on a CPU-only worker, processes")
     queue: str | None = Field(default=None, pattern=GPU_CLASS, description="the GPU class to run on: one of the "
                               "classes workers are started with (`adalora-svc worker --queues gpu-80g`); default: "
                               "any worker")
@@ -440,6 +443,9 @@ class JobSpec(Strict):
             if getattr(ds, field) is not None and self.task not in tasks:
                 raise ValueError(f"dataset.{field} does not apply to task {self.task}: remove it "
                                  f"(it is for {' or '.join(tasks)})")
+        if self.training.batch_size % self.resources.gpus:
+            raise ValueError(f"training.batch_size ({self.training.batch_size}) must divide by resources.gpus "
+                             f"({self.resources.gpus}): each device takes an equal share of every batch")
         if self.training.packing and self.task != "causal_lm":
             raise ValueError("training.packing applies to causal_lm only: remove it")
         if ds.label_type != "auto" and self.task != "sequence_classification":

@@ -10,7 +10,9 @@ import os
 import shutil
 import tempfile
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select
@@ -117,7 +119,24 @@ def record_outcome(job_id: str, spec: dict, status: str, error: str | None, repo
     return status
 
 
-def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, link: DatabaseLink) -> str:
+@dataclass
+class RunSetup:
+    """What every process of a run builds the same way: the data, the model on its device, the loop's settings."""
+
+    tokenizer: Any
+    data: Any
+    config: Any
+    args: Any
+    model: Any
+    collate: Any
+    batch_order: Any
+    dtype: Any
+    quantization: str | None
+
+
+def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
+    """Tokenise (from the host's cache when an earlier attempt or process did), build the model on `device` with
+    the job's memory savers. `reporter` hears what the data became; peers of a multi-process run pass QUIET."""
     import torch
 
     import adalora_core as core  # torch and transformers load only here, inside the worker
@@ -126,7 +145,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
 
     transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
 
-    from worker.data import length_grouped_order, make_collate, make_eval_fn, prepare
+    from worker.data import length_grouped_order, make_collate, prepare
 
     source = spec.model_source()
     tokenizer = load_tokenizer(spec, source)
@@ -134,42 +153,54 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     report_data(reporter, spec, data)
     config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
     every = get_settings().checkpoint_every or None
-    # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as the training loop picks it
     dtype = core.base_dtype(spec.training.base_dtype, device)
+    # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
     args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
                           checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
-                          checkpoint_dir=str(checkpoint_dir(job_id)),
+                          checkpoint_dir=str(checkpoint_dir(job_id)), device=str(device),
                           bf16=True if dtype == torch.bfloat16 else None)  # a bf16 base runs under autocast
     set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
     quantization = None if spec.training.quantization == "none" else spec.training.quantization
     model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
                   dtype=dtype, quantization=quantization, device=device)
     report_memory_savers(reporter, spec, model, dtype)
-    collate = make_collate(tokenizer.pad_token_id)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
-    eval_fn = make_eval_fn(data.kind, data.validation, collate, args.batch_size * 2, data.num_labels,
-                           tokenizer=tokenizer)
+    return RunSetup(tokenizer, data, config, args, model, make_collate(tokenizer.pad_token_id), batch_order,
+                    dtype, quantization)
+
+
+def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, link: DatabaseLink) -> str:
+    import adalora_core as core
+    from worker.data import make_eval_fn
+    from worker.parallel import device_for, peers
+
+    gpus = spec.resources.gpus
+    run = set_up_run(job_id, spec, reporter, device_for(0, gpus))
+    data = run.data
+    eval_fn = make_eval_fn(data.kind, data.validation, run.collate, run.args.batch_size * 2, data.num_labels,
+                           tokenizer=run.tokenizer)
     warm_start = warm_start_path(spec, link)
     if warm_start:
         reporter.event("info", f"starting from {spec.from_checkpoint}: its weights, rank pattern and importance "
                                "scores, under this job's own budget schedule")
+    resume = latest_checkpoint(job_id, link)
     trackers = Trackers(job_id, spec, warn=lambda message: reporter.event("warning", message))
     outcome = "failed"
     try:
-        result = core.train(model, config, args, data.train, collate, eval_fn=eval_fn,
-                            callbacks=trackers.around(reporter), resume_from=latest_checkpoint(job_id, link),
-                            batch_order=batch_order, warm_start=warm_start)
+        with peers(job_id, spec, gpus, resume, warm_start, reporter):  # rank 0 is this process
+            result = core.train(run.model, run.config, run.args, data.train, run.collate, eval_fn=eval_fn,
+                                callbacks=trackers.around(reporter), resume_from=resume,
+                                batch_order=run.batch_order, warm_start=warm_start)
         if result.stopped:
             outcome = WORKER_SHUTDOWN if reporter.shutdown else "cancelled"
             return outcome
         reporter.event("info", "writing the adapter and the merged model")
         reporter.flush()
         full_base = None
-        if quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
-            full_base = build(spec, source, num_labels=data.num_labels,
-                              config_overrides=data.model_config_overrides(), dtype=dtype)
-        export(job_id, spec, result, tokenizer, link, full_base=full_base)
+        if run.quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
+            full_base = build(spec, spec.model_source(), num_labels=data.num_labels,
+                              config_overrides=data.model_config_overrides(), dtype=run.dtype)
+        export(job_id, spec, result, run.tokenizer, link, full_base=full_base)
         core.save_warm_start(str(final_state_path(job_id)), result)  # what a later from_checkpoint starts from
         discard_checkpoints(job_id, link)
         outcome = "succeeded"

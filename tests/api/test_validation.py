@@ -115,3 +115,10 @@ def test_integrations_take_no_credentials_and_name_each_tracker_once(client, ali
     assert "integrations.0.project" in integrations({"type": "wandb", "project": "../../etc"})
     assert client.post("/v1/jobs", json=tiny_spec(integrations=[{"type": "wandb", "project": "sentiment-runs"}]),
                        headers=alice).status_code == 201
+
+
+def test_a_batch_that_does_not_split_over_the_gpus_is_refused(client, alice):
+    spec = tiny_spec(resources={"gpus": 3})
+    errors = errors_for(client, alice, spec)
+    assert any("must divide by resources.gpus (3)" in message for message in errors.values()), errors
+    assert "resources.gpus" in errors_for(client, alice, tiny_spec(resources={"gpus": 9}))
