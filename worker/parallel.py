@@ -39,7 +39,7 @@ def device_for(rank: int, size: int):
     if size == 1:
         return torch.device("cuda")  # this worker's GPU, as CUDA_VISIBLE_DEVICES gives it
     if torch.cuda.device_count() < size:
-        from worker.runner import JobError
+        from worker.setup import JobError
         raise JobError(f"resources.gpus is {size}, but this worker sees {torch.cuda.device_count()} GPU(s): start "
                        f"it with {size} visible devices (CUDA_VISIBLE_DEVICES), or ask for fewer")
     return torch.device("cuda", rank)
@@ -59,7 +59,7 @@ def peers(job_id: str, spec: JobSpec, size: int, resume: str | None, warm_start:
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    from worker.runner import checkpoint_dir
+    from worker.setup import checkpoint_dir
 
     folder = checkpoint_dir(job_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ class Watchdog:
             time.sleep(0.1)
 
     def failure(self):
-        from worker.runner import JobError
+        from worker.setup import JobError
 
         process = self.dead
         rank = process.name.rsplit("-", 1)[-1]
@@ -154,7 +154,7 @@ def _peer(rank: int, size: int, init: str, job_id: str, spec_json: dict, resume:
     import torch.distributed as dist
 
     import adalora_core as core
-    from worker.runner import set_up_run
+    from worker.setup import set_up_run
 
     get_settings.cache_clear()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -10,9 +10,7 @@ import os
 import shutil
 import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import delete, select
@@ -22,11 +20,11 @@ from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import claim_job, finish_job, requeue_job
-from service.model_problems import load_problem
 from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
 from service.redaction import hide_server_paths
 from service.settings import get_settings
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
+from worker.setup import JobError, build, checkpoint_dir, set_up_run
 from worker.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -35,10 +33,6 @@ PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM
 # How a run ends when this worker is shutting down: not a job status, record_outcome turns it into one (the job
 # is handed back to the queue, or cancelled when a cancel came first).
 WORKER_SHUTDOWN = "worker shutdown"
-
-
-class JobError(Exception):
-    """A failure the user can fix; the message is stored on the job as it is."""
 
 
 class JobBusy(Exception):
@@ -119,56 +113,6 @@ def record_outcome(job_id: str, spec: dict, status: str, error: str | None, repo
     return status
 
 
-@dataclass
-class RunSetup:
-    """What every process of a run builds the same way: the data, the model on its device, the loop's settings."""
-
-    tokenizer: Any
-    data: Any
-    config: Any
-    args: Any
-    model: Any
-    collate: Any
-    batch_order: Any
-    dtype: Any
-    quantization: str | None
-
-
-def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
-    """Tokenise (from the host's cache when an earlier attempt or process did), build the model on `device` with
-    the job's memory savers. `reporter` hears what the data became; peers of a multi-process run pass QUIET."""
-    import torch
-
-    import adalora_core as core  # torch and transformers load only here, inside the worker
-    from transformers import set_seed
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
-
-    from worker.data import length_grouped_order, make_collate, prepare
-
-    source = spec.model_source()
-    tokenizer = load_tokenizer(spec, source)
-    data = prepare(spec, tokenizer, cache_dir=tokenized_cache_dir())
-    report_data(reporter, spec, data)
-    config = core.AdaLoraConfig(**spec.to_adalora_kwargs())
-    every = get_settings().checkpoint_every or None
-    dtype = core.base_dtype(spec.training.base_dtype, device)
-    # The folder is set even without periodic checkpoints: a worker shutdown checkpoints where it stops.
-    args = core.TrainArgs(**spec.to_train_kwargs(), checkpoint_every=every,
-                          checkpoint_every_seconds=get_settings().checkpoint_minutes * 60 or None,
-                          checkpoint_dir=str(checkpoint_dir(job_id)), device=str(device),
-                          bf16=True if dtype == torch.bfloat16 else None)  # a bf16 base runs under autocast
-    set_seed(spec.training.seed)  # a new task head is initialised at random: make that reproducible
-    quantization = None if spec.training.quantization == "none" else spec.training.quantization
-    model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
-                  dtype=dtype, quantization=quantization, device=device)
-    report_memory_savers(reporter, spec, model, dtype)
-    batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
-    return RunSetup(tokenizer, data, config, args, model, make_collate(tokenizer.pad_token_id), batch_order,
-                    dtype, quantization)
-
-
 def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, link: DatabaseLink) -> str:
     import adalora_core as core
     from worker.data import make_eval_fn
@@ -225,10 +169,6 @@ def hand_back(job_id: str, spec: dict, step: int, link: DatabaseLink) -> bool:
     return True
 
 
-def checkpoint_dir(job_id: str) -> Path:
-    return artifacts.job_dir(job_id) / "checkpoints"
-
-
 def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
     """The newest checkpoint an earlier attempt of this job left, to resume from; None for a fresh start."""
     paths = link.write(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
@@ -268,69 +208,6 @@ def discard_checkpoints(job_id: str, link: DatabaseLink) -> None:
     link.write(lambda session: session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id)),
                "discarding checkpoints")
     shutil.rmtree(checkpoint_dir(job_id), ignore_errors=True)
-
-
-def load_tokenizer(spec: JobSpec, source: str):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    except Exception as e:
-        raise JobError(unknown_model_message(spec.model, e)) from e
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise JobError(f"model {spec.model!r}: its tokenizer has neither a pad nor an eos token to pad with")
-        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models usually ship without one
-    return tokenizer
-
-
-def build(spec: JobSpec, source: str, **options):
-    """adalora_core.build_model for the job's task; a model that cannot be built fails the job in the user's terms."""
-    from adalora_core import build_model
-
-    try:
-        return build_model(source, spec.task, **options)
-    except Exception as e:
-        raise JobError(unknown_model_message(spec.model, e)) from e
-
-
-def report_memory_savers(reporter: ProgressReporter, spec: JobSpec, model, dtype) -> None:
-    """Turns gradient checkpointing on when asked (or by default), and says what the model runs with."""
-    from adalora_core import enable_gradient_checkpointing, parameter_count
-
-    parameters = parameter_count(model)
-    checkpointing = spec.gradient_checkpointing_for(parameters)
-    if checkpointing and not enable_gradient_checkpointing(model):
-        reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")
-        checkpointing = False
-    attention = getattr(model.config, "_attn_implementation", None) or "eager"
-    weights = str(dtype).removeprefix("torch.")
-    if spec.training.quantization == "nf4":
-        weights = f"4-bit NF4 (computing in {weights})"
-    reporter.event("info", f"model: {parameters:,} parameters in {weights}, attention {attention}, gradient "
-                           f"checkpointing {'on' if checkpointing else 'off'}")
-
-
-def tokenized_cache_dir() -> Path:
-    return artifacts.artifact_root() / "cache" / "tokenized"
-
-
-def report_data(reporter: ProgressReporter, spec: JobSpec, data) -> None:
-    """One event for what the data became; warnings for rows cut or dropped, so a user can fix them."""
-    labels = {"classification": f", {data.num_labels} labels", "regression": ", regression"}.get(data.kind, "")
-    reporter.event("info", f"data: {len(data.train)} training and {len(data.validation)} validation examples"
-                   f"{labels}; {data.columns}"
-                   + ("; tokenised data reused from the cache" if data.from_cache else ""))
-    if data.packed_from is not None:
-        reporter.event("info", f"packing: {data.packed_from} training examples joined into {len(data.train)} rows "
-                               f"of at most {spec.training.max_seq_len} tokens")
-    if data.truncated:
-        reporter.event("warning", f"{data.truncated} of {data.rows} rows exceed training.max_seq_len="
-                                  f"{spec.training.max_seq_len} tokens and were truncated; raise max_seq_len "
-                                  "to keep them whole")
-    if data.dropped:
-        reporter.event("warning", f"{data.dropped} of {data.rows} rows were left out: blank, or nothing to learn "
-                                  "from within max_seq_len (a prompt that fills it, a chat without assistant text)")
 
 
 def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, full_base=None) -> None:
@@ -383,10 +260,6 @@ def _summary(error: ValidationError) -> str:
         problems.append(message if not loc or message.startswith(str(loc[0])) else
                         f"{'.'.join(map(str, loc))}: {message}")
     return "; ".join(problems)
-
-
-def unknown_model_message(model: str, error: BaseException) -> str:
-    return f"model {load_problem(model, error)}"
 
 
 def describe_failure(error: BaseException, step: int) -> str:
