@@ -545,6 +545,8 @@ async function newJobPage(view) {
       field("batch_size", num("batch_size", 16, { id: "batch-size", min: 1, step: 1 })), field("learning_rate", num("learning_rate", 0.001, { id: "learning-rate" })),
       field("max_seq_len", num("max_seq_len", 128, { min: 8, step: 1 })), field("eval_every", num("eval_every", "", { id: "eval-every", min: 1, step: 1 })),
       field("warmup_ratio", num("warmup_ratio", 0.06, { id: "warmup-ratio", min: 0 }))),
+    h("fieldset", {}, h("legend", { text: "Memory check (dry run)" }),
+      field("GPU card", h("input", { name: "gpu", id: "gpu", placeholder: "e.g. A100-40GB, L4, T4 or 24GB" }))),
     h("div", { class: "row" }, h("button", { type: "button", id: "dry-run", onclick: () => send(true) }, "Dry run"),
       h("button", { type: "button", class: "primary", id: "submit", onclick: () => send(false) }, "Submit")));
   function syncSource() {
@@ -581,7 +583,8 @@ async function newJobPage(view) {
     problem.textContent = "";
     const body = spec(); specView.textContent = JSON.stringify(body, null, 2);
     try {
-      const answer = await api("/v1/jobs", { method: "POST", body: { ...body, dry_run: dryRun } });
+      const gpu = form.elements.gpu.value.trim();  // a dry run's card check; a real job is not sent one
+      const answer = await api("/v1/jobs", { method: "POST", body: { ...body, dry_run: dryRun, ...(dryRun && gpu ? { gpu } : {}) } });
       if (!dryRun) { location.hash = `#/jobs/${answer.id}`; return; }
       showPlan(answer);
     } catch (e) { problem.textContent = e.message; result.replaceChildren(); }
@@ -593,13 +596,28 @@ async function newJobPage(view) {
       stat("trainable at final budget", int(plan.trainable_params_final), "plan-trainable-final"),
       stat("adapted modules", plan.adapted_modules), stat("total steps", int(plan.total_steps), "plan-total-steps"),
       stat("budget", `${int(plan.budget_init)} → ${int(plan.budget_final)} ${plan.budget_unit}`, "plan-budget"),
-      stat("steps counted from", plan.total_steps_from))));
+      stat("steps counted from", plan.total_steps_from))), memoryPanel(plan));
     const chart = lineChart(result, "plan", "Budget schedule");
     const xs = [], ys = [];
     plan.schedule.forEach(([s, b], i) => { if (i) { xs.push(s); ys.push(plan.schedule[i - 1][1]); } xs.push(s); ys.push(b); });
     xs.push(plan.total_steps); ys.push(plan.schedule[plan.schedule.length - 1][1]);
     chart.update(xs, { budget: ys });
   }
+}
+
+function memoryPanel(plan) {
+  const m = plan.memory, gib = (n) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (!m) return h("div", { class: "panel" }, h("h2", { text: "Peak GPU memory" }), h("p", { class: "muted", id: "plan-memory", text: plan.memory_problem || "not estimated" }));
+  const stat = (label, value, id) => h("div", { class: "stat" }, h("div", { class: "label", text: label }), h("div", { class: "value", id, text: value }));
+  const verdict = m.card ? `${m.fits ? "fits" : "does not fit"} the ${m.card.name} (${gib(m.card.memory_bytes)})` : "name a card to check";
+  return h("div", { class: "panel" }, h("h2", { text: "Peak GPU memory" }), h("div", { class: "stats" },
+      stat(`peak, checkpointing ${m.gradient_checkpointing ? "on" : "off"}`, gib(m.peak_bytes), "plan-memory"),
+      stat("checkpointing off / on", `${gib(m.peak_checkpointing_off_bytes)} / ${m.peak_checkpointing_on_bytes == null ? "n/a" : gib(m.peak_checkpointing_on_bytes)}`),
+      stat("weights", `${gib(m.weights_bytes)} ${m.dtype}`), stat("activations", gib(m.activations_bytes)),
+      stat("card", verdict, "plan-fits")),
+    h("p", { class: "muted", text: `batch ${m.batch_size} x ${m.seq_len} tokens; ${m.dtype_from}` }),
+    ...m.notes.map((n) => h("p", { class: "muted", text: n })),
+    m.advice.length ? h("ul", { id: "plan-advice" }, ...m.advice.map((a) => h("li", { text: a }))) : null);
 }
 
 // -- files -----------------------------------------------------------------------------------------------

@@ -143,8 +143,11 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.click("#dry-run")
     assert "must not exceed budget.init_r" in page.wait_for_selector("#spec-error:has-text('target_r')").text_content()
     page.fill("#target-r", "2")
+    page.fill("#gpu", "T4")  # the dry run checks the peak memory against it; the submit below sends no card
     page.click("#dry-run")
     page.wait_for_selector("#plan-total-steps")
+    assert page.text_content("#plan-fits").startswith("fits the T4")
+    assert page.text_content("#plan-memory").endswith(" GiB")
     assert page.text_content("#spec-error") == ""
     spec = js(page, "JSON.parse(document.querySelector('#spec-json').textContent)")
     assert spec["dataset"] == {"source": "file", "file_id": uploaded["id"], "validation_file_id": None,
