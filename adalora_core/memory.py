@@ -120,12 +120,24 @@ def base_weight_bytes(adapted: Adapted, dtype: torch.dtype, quantized: bool) -> 
     adapters, heads = _trainable(adapted)
     trainable = {id(p) for p in adapters + heads}
     size = torch.empty((), dtype=dtype).element_size()
-    packed = {id(m.base.weight) for m in adapted.modules.values()} if quantized else set()
+    packed = _nf4_weights(adapted) if quantized else set()
     total = 0.0
     for p in adapted.model.parameters():
         if id(p) not in trainable:
             total += p.numel() * (NF4_BYTES_PER_WEIGHT if id(p) in packed else size)
     return round(total)
+
+
+def _nf4_weights(adapted: Adapted) -> set[int]:
+    """The weights a 4-bit load packs: every linear layer's (adapted or not) but the task heads' and lm_head's,
+    which hf.nf4_loading keeps whole."""
+    from transformers.pytorch_utils import Conv1D
+
+    from .inject import HEAD_NAMES
+
+    kept_whole = {*HEAD_NAMES, "lm_head"}  # matched by name component, as bitsandbytes' skip list is
+    return {id(module.weight) for name, module in adapted.model.named_modules()
+            if isinstance(module, (nn.Linear, Conv1D)) and not kept_whole & set(name.split("."))}
 
 
 def _trainable(adapted: Adapted) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -20,6 +20,7 @@ from service.gpu_cards import GIB, Card
 from service.jobspec import JobSpec
 
 DTYPE_NAMES = {dtype: name for name, dtype in BASE_DTYPES.items()}
+MAX_GRAD_ACCUM = 1024  # the spec's cap
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,15 @@ def plan_memory(spec: JobSpec, total_steps: int, card: Card | None) -> MemoryPub
     checkpointing = supported and spec.gradient_checkpointing_for(parameter_count(model))
     seq_len, notes = _length(spec, model)
     dtype, dtype_from = _dtype(spec, card)
-    shape = StepShape(inject_adalora(model, config), spec.task, spec.training.batch_size, seq_len, dtype,
+    gpus = spec.resources.gpus  # data-parallel: each device holds the model and its share of the batch
+    shape = StepShape(inject_adalora(model, config), spec.task, spec.training.batch_size // gpus, seq_len, dtype,
                       checkpointing, spec.training.quantization == "nf4")
     est = shape.estimate()
     fit = None if card is None else fits(est.peak, card.memory_bytes)
     return MemoryPublic(
-        dtype=DTYPE_NAMES[dtype], dtype_from=dtype_from, batch_size=shape.batch_size, seq_len=seq_len, notes=notes,
+        dtype=DTYPE_NAMES[dtype], dtype_from=dtype_from, batch_size=shape.batch_size, seq_len=seq_len,
+        notes=notes + ([f"per device: training.batch_size {spec.training.batch_size} over resources.gpus {gpus}; "
+                        "DDP's gradient buckets add about the adapters' gradients once more"] if gpus > 1 else []),
         quantization=spec.training.quantization, gradient_checkpointing=est.gradient_checkpointing,
         weights_bytes=est.weights, trainable_bytes=est.trainable, gradients_bytes=est.gradients,
         optimizer_bytes=est.optimizer, allocator_bytes=est.allocator, activations_bytes=est.activations,
@@ -103,13 +107,15 @@ def _advice(spec: JobSpec, card: Card, shape: StepShape, est: MemoryEstimate, su
     if not shape.quantized:
         nf4 = base_weight_bytes(shape.adapted, shape.dtype, quantized=True)
         advice.append(said("training.quantization nf4", est.peak - est.weights + nf4))
-    batch = shape.batch_size // 2
+    gpus, batch = spec.resources.gpus, shape.batch_size // 2  # per device
     while batch >= 1:  # the largest power-of-two fraction of the batch that fits, or a batch of one
         smaller = shape.estimate(batch_size=batch)
+        accum = spec.training.grad_accum * shape.batch_size // batch
+        if accum > MAX_GRAD_ACCUM:
+            break
         if fits(smaller.peak, card.memory_bytes) or batch == 1:
-            accum = spec.training.grad_accum * shape.batch_size // batch
-            advice.append(said(f"training.batch_size {batch} with training.grad_accum {accum} (the same effective "
-                               "batch)", smaller.peak))
+            advice.append(said(f"training.batch_size {batch * gpus} with training.grad_accum {accum} (the same "
+                               "effective batch)", smaller.peak))
             break
         batch //= 2
     if shape.seq_len >= 16:

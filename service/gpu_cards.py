@@ -41,7 +41,7 @@ def find_card(text: str) -> Card:
     if (size := _SIZE.match(text)) is not None:
         gib = float(size.group(1))
         if not 0 < gib <= MAX_CARD_GIB:
-            raise ValueError(f"gpu: {text!r}: a size must be above 0 and at most {MAX_CARD_GIB} GB")
+            raise ValueError(f"gpu: {text[:40]!r}: a size must be above 0 and at most {MAX_CARD_GIB} GB")
         return Card(f"{gib:g}GB", round(gib * GIB), True)
     card = _BY_KEY.get(re.sub(r"[^a-z0-9]", "", text.lower()))
     if card is None:

@@ -1,26 +1,37 @@
 """A job over several devices (`resources.gpus`): this worker process is rank 0 and starts one process per
-further device, all in one torch.distributed group (NCCL on GPUs, gloo on a CPU host, where `gpus` counts
-processes). Every process builds the same data and model on its own device and calls adalora_core.train,
-which runs data-parallel (adalora_core.distributed); only rank 0 talks to the database, the trackers and the
-artifact folder. A cancel or a shutdown reaches the others through rank 0's stop decision at the next step; a
-process that dies breaks the others' next collective, so the job fails with that error rather than hanging,
-and whatever survives is stopped when rank 0 leaves the group.
+further device (`python -m worker.parallel`, a plain subprocess: a Celery prefork child may not have
+multiprocessing children), all in one torch.distributed group (NCCL on GPUs, gloo on a CPU host, where `gpus`
+counts processes). Every process builds the same data and model on its own device and calls
+adalora_core.train, which runs data-parallel (adalora_core.distributed); only rank 0 talks to the database,
+the trackers and the artifact folder.
+
+A cancel or a shutdown reaches the others through rank 0's stop decision at the next step (they ignore
+SIGINT and SIGTERM, which a terminal or a service manager may send the whole group, and die with rank 0's
+process). A process that dies, before or after joining the group, fails the job with its own error rather
+than hanging it: rank 0 joins only once every peer says it is about to, and a watchdog aborts the group when
+one exits with an error.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 from service.jobspec import JobSpec
-from service.settings import get_settings
+from service.redaction import hide_server_paths
 
 COLLECTIVE_TIMEOUT = timedelta(hours=1)  # the longest rank 0 may evaluate while the others wait
-JOIN_SECONDS = 60.0
+READY_SECONDS = 600.0                    # a peer's start-up (imports) before it joins the group
+JOIN_SECONDS = 60.0                      # for all peers to exit once rank 0 leaves the group
 WATCH_SECONDS = 1.0
 
 
@@ -50,6 +61,33 @@ def _backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+class Peer:
+    """Rank `rank`'s process, with the files it leaves: `ready` before it joins, `error` if it fails."""
+
+    def __init__(self, rank: int, base: Path, job_id: str, spec: JobSpec, size: int, init: str,
+                 resume: str | None, warm_start: str | None) -> None:
+        self.rank, self.ready, self.error = rank, base.with_suffix(f".{rank}.ready"), base.with_suffix(f".{rank}.error")
+        arguments = base.with_suffix(f".{rank}.json")
+        arguments.write_text(json.dumps({"rank": rank, "size": size, "init": init, "job_id": job_id,
+                                         "spec": spec.model_dump(mode="json"), "resume": resume,
+                                         "warm_start": warm_start, "ready": str(self.ready),
+                                         "error": str(self.error)}))
+        self.process = subprocess.Popen([sys.executable, "-m", "worker.parallel", str(arguments)],
+                                        start_new_session=True)  # a terminal's Ctrl+C is rank 0's to handle
+
+    @property
+    def failed(self) -> bool:
+        code = self.process.poll()
+        return code is not None and code != 0
+
+    def failure(self):
+        from worker.setup import JobError
+
+        said = self.error.read_text(errors="replace").strip() if self.error.is_file() else ""
+        return JobError(f"rank {self.rank} of the data-parallel run (pid {self.process.pid}) "
+                        + (f"failed: {said}" if said else f"died with exit code {self.process.returncode}"))
+
+
 @contextmanager
 def peers(job_id: str, spec: JobSpec, size: int, resume: str | None, warm_start: str | None, reporter):
     """Starts ranks 1..size-1 and joins this process to the group as rank 0, for the `with` block."""
@@ -57,31 +95,27 @@ def peers(job_id: str, spec: JobSpec, size: int, resume: str | None, warm_start:
         yield
         return
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     from worker.setup import checkpoint_dir
 
     folder = checkpoint_dir(job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    rendezvous = folder / f"rendezvous-{uuid.uuid4().hex}"  # a file on this host: no port to pick
-    init = rendezvous.as_uri()
-    context = mp.get_context("spawn")
-    others = [context.Process(target=_peer, args=(rank, size, init, job_id, spec.model_dump(mode="json"), resume,
-                                                  warm_start), name=f"job-{job_id}-rank-{rank}", daemon=True)
-              for rank in range(1, size)]
-    for process in others:
-        process.start()
+    base = folder / f"rendezvous-{uuid.uuid4().hex}"  # files on this host: no port to pick
+    init = base.as_uri()
+    others: list[Peer] = []
     watchdog = Watchdog(others)
     try:
+        others.extend(Peer(rank, base, job_id, spec, size, init, resume, warm_start) for rank in range(1, size))
+        _wait_until_ready(others, reporter)
         dist.init_process_group(_backend(), init_method=init, rank=0, world_size=size, timeout=COLLECTIVE_TIMEOUT)
         reporter.event("info", f"training data-parallel on {size} processes (ranks 1-{size - 1}: pids "
-                               f"{', '.join(str(p.pid) for p in others)})")
+                               f"{', '.join(str(p.process.pid) for p in others)})")
         watchdog.start()
         try:
             yield
         except Exception as exc:
-            if watchdog.dead or watchdog.find_dead(within=5.0):  # gloo may raise before the watchdog looks
-                raise watchdog.failure() from exc
+            if _collective_failure(exc) and (watchdog.dead or watchdog.find_dead(within=5.0)):
+                raise watchdog.dead.failure() from exc  # gloo may raise before the watchdog looks
             raise
         finally:
             watchdog.stop()
@@ -91,12 +125,46 @@ def peers(job_id: str, spec: JobSpec, size: int, resume: str | None, warm_start:
                 except Exception:  # a group broken by a dead rank
                     pass
     finally:
-        for process in others:
-            process.join(JOIN_SECONDS)
-            if process.is_alive():
-                process.terminate()
-                process.join()
-        rendezvous.unlink(missing_ok=True)
+        _stop(others)
+        for path in folder.glob(f"{base.name}*"):
+            path.unlink(missing_ok=True)
+
+
+def _wait_until_ready(others: list[Peer], reporter) -> None:
+    """Until every peer is about to join; a peer that fails first fails the job now, not after a timeout."""
+    deadline = time.monotonic() + READY_SECONDS
+    while not all(p.ready.exists() for p in others):
+        for peer in others:
+            if peer.failed:
+                raise peer.failure()
+        if reporter.should_stop():
+            from worker.setup import JobError
+            raise JobError("stopped while the data-parallel processes were starting")
+        if time.monotonic() > deadline:
+            from worker.setup import JobError
+            raise JobError(f"the data-parallel processes did not start within {READY_SECONDS:.0f} s")
+        time.sleep(0.2)
+
+
+def _collective_failure(exc: BaseException) -> bool:
+    """Whether rank 0's error is its group breaking (a peer gone), not one every rank raised alike (a
+    diverged loss, a configuration error, an out-of-memory), which says more as it is."""
+    from adalora_core import ConfigError, TrainingDiverged
+
+    from worker.setup import JobError
+
+    return not isinstance(exc, (ConfigError, TrainingDiverged, JobError, MemoryError)) and \
+        "out of memory" not in str(exc).lower()
+
+
+def _stop(others: list[Peer]) -> None:
+    deadline = time.monotonic() + JOIN_SECONDS  # one deadline for all, not one each
+    for peer in others:
+        try:
+            peer.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            peer.process.kill()
+            peer.process.wait()
 
 
 class Watchdog:
@@ -104,9 +172,9 @@ class Watchdog:
     collective in progress raises (NCCL would otherwise wait out COLLECTIVE_TIMEOUT), and the job fails
     naming the process."""
 
-    def __init__(self, others: list) -> None:
+    def __init__(self, others: list[Peer]) -> None:
         self.others = others
-        self.dead = None
+        self.dead: Peer | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="ddp-watchdog", daemon=True)
 
@@ -115,7 +183,8 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _watch(self) -> None:
         while not self._stopped.wait(WATCH_SECONDS):
@@ -127,43 +196,61 @@ class Watchdog:
                     pass
                 return
 
-    def find_dead(self, within: float) -> object | None:
+    def find_dead(self, within: float) -> Peer | None:
         """A rank that exited with an error, waiting up to `within` seconds for one to."""
         deadline = time.monotonic() + within
         while True:
-            for process in self.others:
-                if process.exitcode not in (None, 0):
-                    self.dead = process
-                    return process
+            for peer in self.others:
+                if peer.failed:
+                    self.dead = peer
+                    return peer
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.1)
 
-    def failure(self):
-        from worker.setup import JobError
 
-        process = self.dead
-        rank = process.name.rsplit("-", 1)[-1]
-        return JobError(f"the rank {rank} process (pid {process.pid}) died with exit code {process.exitcode}: the "
-                        "data-parallel run stopped; its latest checkpoint is kept, so a retry resumes from there")
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when rank 0's dies (a SIGKILLed worker leaves no GPU holders)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
-def _peer(rank: int, size: int, init: str, job_id: str, spec_json: dict, resume: str | None,
-          warm_start: str | None) -> None:
+def _peer(arguments: dict) -> None:
     """Rank `rank`'s whole life: the same setup and loop as rank 0, reporting nothing."""
-    import torch.distributed as dist
-
-    import adalora_core as core
-    from worker.setup import set_up_run
-
-    get_settings.cache_clear()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when to stop, for every rank at once
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    spec = JobSpec.model_validate(spec_json)
-    # Joined first: once connected, this process dying (in its setup, too) breaks rank 0's next collective.
-    dist.init_process_group(_backend(), init_method=init, rank=rank, world_size=size, timeout=COLLECTIVE_TIMEOUT)
+    rank, size = arguments["rank"], arguments["size"]
     try:
-        run = set_up_run(job_id, spec, _Quiet(), device_for(rank, size))
-        core.train(run.model, run.config, run.args, run.data.train, run.collate, resume_from=resume,
-                   batch_order=run.batch_order, warm_start=warm_start)
-    finally:
-        dist.destroy_process_group()
+        import torch
+        import torch.distributed as dist
+
+        import adalora_core as core
+        from worker.setup import set_up_run
+
+        device = device_for(rank, size)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # what "the current device" means for NCCL and friends
+        spec = JobSpec.model_validate(arguments["spec"])
+        Path(arguments["ready"]).touch()
+        dist.init_process_group(_backend(), init_method=arguments["init"], rank=rank, world_size=size,
+                                timeout=COLLECTIVE_TIMEOUT)
+        try:
+            run = set_up_run(arguments["job_id"], spec, _Quiet(), device)
+            core.train(run.model, run.config, run.args, run.data.train, run.collate,
+                       resume_from=arguments["resume"], batch_order=run.batch_order,
+                       warm_start=arguments["warm_start"])
+        finally:
+            dist.destroy_process_group()
+    except Exception as exc:
+        Path(arguments["error"]).write_text(hide_server_paths(f"{type(exc).__name__}: {exc}")[:2000])
+        raise
+
+
+if __name__ == "__main__":
+    _peer(json.loads(Path(sys.argv[1]).read_text()))

@@ -121,8 +121,9 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
     gpus = spec.resources.gpus
     run = set_up_run(job_id, spec, reporter, device_for(0, gpus))
     data = run.data
-    eval_fn = make_eval_fn(data.kind, data.validation, run.collate, run.args.batch_size * 2, data.num_labels,
-                           tokenizer=run.tokenizer)
+    # Rank 0 evaluates alone, on one device: twice the rows a device trains on, not twice the whole batch.
+    eval_fn = make_eval_fn(data.kind, data.validation, run.collate, 2 * run.args.batch_size // gpus,
+                           data.num_labels, tokenizer=run.tokenizer)
     warm_start = warm_start_path(spec, link)
     if warm_start:
         reporter.event("info", f"starting from {spec.from_checkpoint}: its weights, rank pattern and importance "

@@ -72,8 +72,9 @@ def dataset_columns(file: File) -> dict[str, str]:
 def hyperparameters(request: JobCreateRequest) -> Hyperparameters:
     method = request.method
     if request.integrations:
-        raise OpenAIError(400, "integrations are not supported by this server: remove `integrations` (metrics "
-                          "and rank snapshots are at /v1/jobs/<id>/metrics and /ranks)", "integrations",
+        raise OpenAIError(400, "integrations are not taken on this route: remove `integrations`, or create the "
+                          "job with POST /v1/jobs, whose `integrations` name MLflow, W&B or TensorBoard (metrics "
+                          "and rank snapshots are also at /v1/jobs/<id>/metrics and /ranks)", "integrations",
                           "unsupported_parameter")
     if method is not None and method.type != "supervised":
         raise OpenAIError(400, f"method.type {method.type!r} is not supported: this server fine-tunes with "

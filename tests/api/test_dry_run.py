@@ -227,3 +227,11 @@ def test_an_unknown_card_or_a_card_outside_a_dry_run_is_refused(client, alice):
     response = client.post("/v1/jobs", json={**tiny_spec(), "gpu": "A100-40GB"}, headers=alice)
     assert response.status_code == 422 and "only a dry run checks a job against a card" in response.text
     assert client.get("/v1/jobs", headers=alice).json()["count"] == 0
+
+
+def test_a_data_parallel_job_is_estimated_per_device(client, alice):
+    whole, split = tiny_spec(), tiny_spec(resources={"gpus": 2})
+    one, two = dry_run(client, alice, whole)["memory"], dry_run(client, alice, split)["memory"]
+    assert (one["batch_size"], two["batch_size"]) == (8, 4)
+    assert two["activations_bytes"] < one["activations_bytes"] and two["weights_bytes"] == one["weights_bytes"]
+    assert any(note.startswith("per device: training.batch_size 8 over resources.gpus 2") for note in two["notes"])

@@ -45,7 +45,7 @@ def test_a_peer_that_dies_fails_the_job_naming_it(engine):
     runner.start()
 
     def peer():
-        children = [c for c in psutil.Process().children() if "spawn" in " ".join(c.cmdline())]
+        children = [c for c in psutil.Process().children() if "worker.parallel" in " ".join(c.cmdline())]
         with session_scope() as session:
             step = session.get(Job, job_id).step
         return children[0] if children and step >= 3 else None
@@ -58,7 +58,7 @@ def test_a_peer_that_dies_fails_the_job_naming_it(engine):
     assert outcome == ["failed"] and time.monotonic() - started < 60
     with session_scope() as session:
         error = session.get(Job, job_id).error
-    assert error.startswith(f"the rank 1 process (pid {victim.pid}) died with exit code -9"), error
+    assert error == f"rank 1 of the data-parallel run (pid {victim.pid}) died with exit code -9", error
 
 
 def test_a_cancel_stops_every_process_of_the_run(engine):
@@ -74,7 +74,7 @@ def test_a_cancel_stops_every_process_of_the_run(engine):
             return session.get(Job, job_id).step >= 3
 
     wait_for(training, 120, what="the job to be training")
-    peers = [c for c in psutil.Process().children() if "spawn" in " ".join(c.cmdline())]
+    peers = [c for c in psutil.Process().children() if "worker.parallel" in " ".join(c.cmdline())]
     with session_scope() as session:
         assert request_cancel(session, job_id) == "cancelling"
     runner.join(60)
@@ -82,3 +82,18 @@ def test_a_cancel_stops_every_process_of_the_run(engine):
     assert peers and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in peers)
     with session_scope() as session:
         assert session.get(Job, job_id).step < 2000
+
+
+def test_a_prefork_celery_worker_runs_a_two_process_job(service_env, tmp_path):
+    """`adalora-svc worker` runs Celery's prefork pool, whose child may not start multiprocessing children:
+    the peers are plain subprocesses."""
+    from tests.conftest import start_worker, stop_process
+    from tests.worker.test_celery_worker import submit, wait_until_finished
+
+    worker = start_worker(service_env, tmp_path, pool="prefork")
+    try:
+        job_id = submit({**tiny_job_spec(max_steps=12), "resources": {"gpus": 2}})
+        job = wait_until_finished(job_id, worker)
+        assert (job.status, job.error, job.step) == ("succeeded", None, 12), worker.log_tail()
+    finally:
+        stop_process(worker.process)

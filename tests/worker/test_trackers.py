@@ -141,14 +141,18 @@ def test_a_tracker_that_fails_is_a_warning_not_a_failed_job(engine, tracker_env,
     assert len(metrics) == 12
     [warning] = [e for e in events if e.startswith("integrations:")]
     assert warning.startswith("integrations: mlflow failed (") and "receives nothing more from this job" in warning
+    assert "127.0.0.1" not in warning  # the tracking server's address stays in the worker's log
     assert (tracker_env / "tensorboard" / job_id).is_dir()  # the other tracker went on
 
 
-def test_a_tracker_missing_on_the_worker_says_how_to_install_it(engine, tracker_env, monkeypatch):
+def test_a_tracker_missing_or_unconfigured_on_the_worker_says_so(engine, tracker_env, monkeypatch):
     from worker import trackers
     monkeypatch.setitem(trackers.LIBRARIES, "wandb", "wandb_not_installed_here")  # a real failed import
-    job_id = queued_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "wandb"}]})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    job_id = queued_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "wandb"}, {"type": "mlflow"}]})
     assert run_job(job_id) == "succeeded"
     _, _, _, events = stored(job_id)
     assert ("integrations: wandb is not installed on this worker, so it receives nothing (pip install "
             "'adalora-service[trackers]' on the worker)") in events
+    assert ("integrations: mlflow is not configured on this worker (MLFLOW_TRACKING_URI is not set), so it "
+            "receives nothing; the operator sets it in the worker's environment") in events

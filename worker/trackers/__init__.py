@@ -12,12 +12,17 @@ fails a job: a missing library or a tracker error becomes a job warning, and tha
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from service.jobspec import Integration, JobSpec
 
 INSTALL_HINT = "pip install 'adalora-service[trackers]' on the worker"
+# Without it MLflow would write to a database file in the worker's working folder, which nobody reads.
+REQUIRED_ENVIRONMENT = {"mlflow": "MLFLOW_TRACKING_URI"}
+log = logging.getLogger(__name__)
 LIBRARIES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 
 
@@ -46,6 +51,10 @@ class Trackers:
             except ImportError:
                 warn(f"integrations: {name} is not installed on this worker, so it receives nothing ({INSTALL_HINT})")
                 continue
+            if (missing := REQUIRED_ENVIRONMENT.get(name)) and not os.environ.get(missing):
+                warn(f"integrations: {name} is not configured on this worker ({missing} is not set), so it receives "
+                     "nothing; the operator sets it in the worker's environment")
+                continue
             self._guard(name, lambda: self.live.__setitem__(name, open_tracker(integration, job_id, spec)))
 
     def _guard(self, name: str, call: Callable[[], object]) -> None:
@@ -53,8 +62,10 @@ class Trackers:
             call()
         except Exception as exc:  # a tracker's outage or bug: the training goes on without it
             self.live.pop(name, None)
-            self.warn(f"integrations: {name} failed ({type(exc).__name__}: {str(exc)[:300]}); it receives nothing "
-                      "more from this job")
+            # The details stay in the worker's log: they may name the tracking server, its credentials or paths.
+            log.warning("integrations: %s failed", name, exc_info=True)
+            self.warn(f"integrations: {name} failed ({type(exc).__name__}); it receives nothing more from this "
+                      "job (the worker's log has the details)")
 
     def each(self, call: Callable[[Tracker], object]) -> None:
         for name, tracker in list(self.live.items()):

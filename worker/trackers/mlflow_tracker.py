@@ -5,6 +5,7 @@ per BATCH values or FLUSH_SECONDS, not one per step."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from mlflow import MlflowClient
@@ -19,6 +20,9 @@ STATUSES = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"} 
 
 
 def open_run(integration: Integration, job_id: str, spec: JobSpec) -> MlflowTracker:
+    # An unreachable server costs seconds, not MLflow's default minutes of retries, while the GPU waits.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     client = MlflowClient()
     name = integration.project or "adalora"
     experiment = client.get_experiment_by_name(name)
