@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import billiard
 from celery.signals import task_prerun, worker_process_init, worker_ready, worker_shutting_down
@@ -24,6 +25,7 @@ app.conf.include = ["worker.tasks"]
 
 # How the worker tells its prefork pool process to hand its job back; SIGTERM stays the pool's own "die now".
 HAND_BACK_SIGNAL = signal.SIGUSR2
+RECORD_ATTEMPTS = 5
 
 
 @worker_process_init.connect
@@ -52,11 +54,16 @@ def _start_reconciler(**_kwargs) -> None:
 def _record_served_queues(sender=None, **_kwargs) -> None:
     # What this worker consumes, so that the API refuses a job asking for a GPU class no worker serves.
     queues = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
-    try:
-        with db.session_scope() as session:
-            record_served(session, queues, f"{socket.gethostname()} pid {os.getpid()}")
-    except Exception:  # the database is down: the worker trains all the same, and records them next start
-        log.warning("could not record the queues this worker serves (%s)", ", ".join(queues), exc_info=True)
+    for attempt in range(1, RECORD_ATTEMPTS + 1):  # a busy SQLite file, or a database restarting
+        try:
+            with db.session_scope() as session:
+                record_served(session, queues, f"{socket.gethostname()} pid {os.getpid()}")
+            return
+        except Exception:  # still down: the worker trains all the same, and records them at its next start
+            if attempt == RECORD_ATTEMPTS:
+                log.warning("could not record the queues this worker serves (%s)", ", ".join(queues), exc_info=True)
+            else:
+                time.sleep(attempt)
 
 
 @worker_shutting_down.connect

@@ -30,7 +30,11 @@ def test_a_job_of_a_class_runs_on_a_worker_of_that_class(service_env, tmp_path):
     plain = start_worker(service_env, tmp_path / "plain", name=f"plain-{big_class}@%h")
     big = start_worker(service_env, tmp_path / "big", queues=worker_queues([big_class]), name=f"big-{big_class}@%h")
     try:
-        wait_for(lambda: class_queue(big_class) in served(), 60, what="the class worker to record its queues")
+        try:  # a loaded machine takes a while to start a worker
+            wait_for(lambda: class_queue(big_class) in served(), 180, what="the class worker to record its queues")
+        except BaseException:
+            print(big.log_tail())
+            raise
         assert service_env["QUEUE_NAME"] in served()
         job_ids = [submit({**tiny_job_spec(max_steps=12), "resources": {"queue": big_class}}) for _ in range(2)]
         for job_id in job_ids:
