@@ -63,7 +63,7 @@ def test_a_class_no_worker_serves_is_refused_at_submission(client, new_tenant):
         record_served(session, worker_queues([gpu_class]), "test")
     accepted = client.post("/v1/jobs", json=spec, headers=headers)
     assert accepted.status_code == 201, accepted.text
-    assert accepted.json()["spec"]["resources"] == {"queue": gpu_class}
+    assert accepted.json()["spec"]["resources"] == {"gpus": 1, "queue": gpu_class}
 
 
 def test_the_reconciler_resends_a_job_to_its_class_queue(service_env):
