@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.redaction import hide_server_paths
+from service.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 REQUEST_PARTS = ("body", "query", "path", "header")
@@ -167,12 +168,23 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                         headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
+STORE_RETRY_AFTER_SECONDS = 10
+
+
+async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    """The artifact store (S3) is down or refusing us: nothing was changed, the client can retry."""
+    log.warning("artifact store unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"{exc}; nothing was changed, retry shortly"}, status_code=503,
+                        headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
 
 
 class ErrorBody(BaseModel):
@@ -193,7 +205,7 @@ VALIDATION_RESPONSE = {422: {"model": ValidationErrorBody, "description": "inval
 AUTHENTICATED_RESPONSES = {
     401: error_response("no API key, a malformed one, or an unknown or revoked one (see WWW-Authenticate)"),
     **VALIDATION_RESPONSE,
-    503: error_response("the database is unavailable; retry after Retry-After seconds"),
+    503: error_response("the database or the artifact store is unavailable; retry after Retry-After seconds"),
 }
 # ... and a route under /v1/jobs/{job_id}.
 JOB_RESPONSES = {**AUTHENTICATED_RESPONSES, 404: error_response("no job with this id for this API key's tenant")}

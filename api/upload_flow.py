@@ -18,9 +18,10 @@ from api.errors import SpecError
 from api.idempotency import remember, replay, surface_hash
 from api.uploads import FILE_FIELD, receive_upload
 from service.dataset import DataError
-from service.files import accept_upload, delete_file, incoming_path, safe_filename, stored_path
+from service.files import accept_upload, delete_file, incoming_path, safe_filename
 from service.models import File
 from service.settings import get_settings
+from service.store import get_store
 
 DEFAULT_PURPOSE = "fine-tune"
 
@@ -55,7 +56,7 @@ async def store_upload(request: Request, session: AsyncSession, tenant_id: int, 
     try:
         await session.commit()
     except BaseException:
-        stored_path(file).unlink(missing_ok=True)
+        await run_in_threadpool(get_store().delete, file.path)
         raise
     public = present(file)
     if idempotency_key:

@@ -1,7 +1,8 @@
-"""Local artifact store: one folder per job under ARTIFACT_DIR, downloads as uncompressed tar files.
+"""A job's stored bytes: its download archives (uncompressed tar files), checkpoints and final state, all
+under the store keys `jobs/<id>/...` (service/store.py), with `job_dir` as this host's folder for them.
 
 A tar is built once when the job finishes, deterministically (sorted names, zeroed times and owners), and
-its size and sha256 go on the Artifact row, so serving a download (with Range) is a plain file read.
+its size and sha256 go on the Artifact row, so serving a download (with Range) is a plain read of the store.
 """
 
 from __future__ import annotations
@@ -10,37 +11,29 @@ import hashlib
 import os
 import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import ARTIFACT_KINDS, Artifact, utcnow
-from service.settings import get_settings
+from service.store import get_store
 
 JOB_ID = re.compile(r"^[0-9a-f-]{36}$")
 CHUNK = 1 << 20
 
 
-def artifact_root() -> Path:
-    root = get_settings().artifact_dir.expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def inside_root(relative: str | Path) -> Path:
-    """The absolute path of a stored relative path; raises if it would leave ARTIFACT_DIR."""
-    root = artifact_root()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"artifact path {relative!s} leaves the artifact folder")
-    return path
+def job_key(job_id: str, name: str = "") -> str:
+    """The store key of `name` in a job's folder (the folder itself, ending in /, when name is empty)."""
+    if not JOB_ID.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"jobs/{job_id}/{name}"
 
 
 def job_dir(job_id: str) -> Path:
-    if not JOB_ID.match(job_id):
-        raise ValueError(f"not a job id: {job_id!r}")
-    path = inside_root(Path("jobs") / job_id)
+    """This host's folder for the job: the stored files themselves with the folder store, scratch with S3."""
+    path = get_store().local_path(job_key(job_id).rstrip("/"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -77,16 +70,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def store_folder(session: Session, job_id: str, kind: str, folder: Path) -> Artifact:
-    """Archive `folder` as the job's `kind` download and record it (replacing an earlier one)."""
+@dataclass(frozen=True)
+class Archive:
+    kind: str
+    key: str
+    size: int
+    sha256: str
+
+
+def archive_folder(job_id: str, kind: str, folder: Path) -> Archive:
+    """Archive `folder` as the job's `kind` download and put it in the store (not yet on record)."""
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"artifact kind must be one of {ARTIFACT_KINDS}, got {kind!r}")
     out = job_dir(job_id) / f"{kind}.tar"
     write_tar(folder, out, top=kind)
-    relative = out.relative_to(artifact_root()).as_posix()
-    row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
+    archive = Archive(kind, job_key(job_id, out.name), out.stat().st_size, sha256_file(out))
+    get_store().put(archive.key, out)
+    return archive
+
+
+def record_archive(session: Session, job_id: str, archive: Archive) -> Artifact:
+    """The stored archive as the job's download, replacing an earlier one of its kind."""
+    row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == archive.kind))
     if row is None:
-        row = Artifact(job_id=job_id, kind=kind)
+        row = Artifact(job_id=job_id, kind=archive.kind)
         session.add(row)
-    row.path, row.size, row.sha256, row.created_at = relative, out.stat().st_size, sha256_file(out), utcnow()
+    row.path, row.size, row.sha256, row.created_at = archive.key, archive.size, archive.sha256, utcnow()
     return row

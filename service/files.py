@@ -1,14 +1,13 @@
-"""Uploaded dataset files: where their bytes live (ARTIFACT_DIR/files/<id>.<format>), how an upload
+"""Uploaded dataset files: where their bytes live (the store key files/<id>.<format>), how an upload
 becomes a row, and the lookups the API and the worker share.
 
-An upload is written to files/incoming first and only moved next to the others once every row parsed,
-so a rejected upload leaves neither a row nor a file behind.
+An upload is written to this host's files/incoming first and only put in the store once every row parsed,
+so a rejected upload leaves neither a row nor an object behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 import uuid
@@ -17,13 +16,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.artifacts import inside_root
 from service.dataset import DataError
 from service.dataset.formats import inspect_file
 from service.db import session_scope
 from service.jobspec import FILE_ID
 from service.models import UNFINISHED_STATUSES, File, Job, new_file_id
 from service.settings import get_settings
+from service.store import StoreUnavailable, get_store
 
 ABANDONED_AFTER_SECONDS = 24 * 3600
 UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")
@@ -31,7 +30,7 @@ UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")
 
 def incoming_path() -> Path:
     """A fresh path for an upload in progress (on the same disk as its final place, so moving is atomic)."""
-    folder = inside_root("files/incoming")
+    folder = get_store().local_path("files/incoming")
     folder.mkdir(parents=True, exist_ok=True)
     _sweep_abandoned(folder)
     return folder / f"{uuid.uuid4().hex}.partial"
@@ -55,14 +54,14 @@ def safe_filename(name: str | None) -> str:
 
 def accept_upload(tenant_id: int, incoming: Path, *, filename: str, purpose: str, size: int, sha256: str) -> File:
     """Validates the uploaded bytes at `incoming` (every row: slow for a big file, so no database session is
-    held meanwhile) and moves them to their place; raises DataError, keeping nothing. Returns the File row for
-    the caller to add and commit; if that fails, the caller deletes stored_path(file)."""
+    held meanwhile) and puts them in the store; raises DataError (or StoreUnavailable), keeping nothing.
+    Returns the File row for the caller to add and commit; if that fails, the caller deletes the object."""
     summary = inspect_file(incoming, filename, get_settings().max_line_bytes)
     file = File(id=new_file_id(), tenant_id=tenant_id, filename=filename, purpose=purpose,
                 format=summary.format, size=size, sha256=sha256, row_count=summary.row_count,
                 columns=summary.columns, preview=summary.preview)
     file.path = f"files/{file.id}.{summary.format}"
-    os.replace(incoming, inside_root(file.path))
+    get_store().put(file.path, incoming)
     return file
 
 
@@ -86,21 +85,33 @@ def dataset_file_ids(dataset: dict) -> set[str]:
 
 
 def delete_file(session: Session, file: File) -> None:
-    path = inside_root(file.path)
+    """The row, then the object. A store that cannot be reached raises before anything changes; a row
+    without its object would fail every job naming it, an object without its row only costs space."""
+    store = get_store()
+    store.size(file.path)
     session.delete(file)
     session.commit()
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(StoreUnavailable):  # it answered a moment ago; at worst the bytes stay behind
+        store.delete(file.path)
 
 
 def stored_file(file_id: str) -> File:
     """The File row of a job's dataset, read by the worker (the API checked the tenant at submission)."""
     with session_scope() as session:
         file = session.get(File, file_id)
-    if file is None or not inside_root(file.path).is_file():
-        raise DataError(f"dataset file {file_id} no longer exists (was it deleted?); upload it again "
-                        "and submit a new job")
+    if file is None or get_store().size(file.path) is None:
+        raise _gone(file_id)
     return file
 
 
-def stored_path(file: File) -> Path:
-    return inside_root(file.path)
+def local_copy(file: File) -> Path:
+    """The file's bytes on this host (fetched from the store once), for reading its rows."""
+    path = get_store().local_copy(file.path)
+    if path is None:
+        raise _gone(file.id)
+    return path
+
+
+def _gone(file_id: str) -> DataError:
+    return DataError(f"dataset file {file_id} no longer exists (was it deleted?); upload it again and submit "
+                     "a new job")

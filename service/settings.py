@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     redis_url: str | None = None
     queue_name: str = "training"             # workers of one GPU pool share a queue
-    artifact_dir: Path = VAR_DIR / "artifacts"
+    artifact_dir: Path = VAR_DIR / "artifacts"    # the store itself, or with ARTIFACT_STORE this host's scratch
+    artifact_store: str = ""                 # empty: ARTIFACT_DIR; s3://bucket/prefix: an S3-compatible store
+    download_redirect_seconds: int = Field(0, ge=0, le=7 * 24 * 3600)  # >0: downloads redirect to a presigned
+                                             # S3 URL valid this long, so the bytes skip the API (0: streamed)
     tensorboard_dir: Path = VAR_DIR / "tensorboard"  # a job's TensorBoard event files: <this>/<job id>
     # Server folders that hold models / datasets a job may name; nothing outside them is readable.
     # From the environment: a comma-separated list (MODEL_DIRS=/models,/mnt/shared/models).
@@ -67,6 +70,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        from service.store import parse_store_url
+
+        if value.strip():
+            parse_store_url(value)
+        return value.strip()
 
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:

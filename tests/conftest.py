@@ -119,13 +119,45 @@ def reset_service_caches() -> None:
     get_celery.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A real S3 HTTP endpoint on loopback (moto_server), shared by the session; each user makes a bucket."""
+    from tests.s3 import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def service_env(database_url, tmp_path_factory, tiny_model_dir, tiny_dataset_file) -> Iterator[dict[str, str]]:
+def artifact_store_env() -> dict[str, str]:
+    """The store a module's service uses: ARTIFACT_DIR alone. A module runs against S3 as well with
+        @pytest.fixture(scope="module", params=STORES)
+        def artifact_store_env(request): return store_env_for(request)"""
+    return {}
+
+
+STORES = ["folder", "s3"]
+
+
+def store_env_for(request) -> dict[str, str]:
+    """The environment of the store named by request.param: {} for the folder, a new bucket on moto for s3."""
+    if request.param == "folder":
+        return {}
+    from tests.s3 import new_bucket, store_env
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return store_env(endpoint, new_bucket(endpoint))
+
+
+@pytest.fixture(scope="module")
+def service_env(database_url, artifact_store_env, tmp_path_factory, tiny_model_dir,
+                tiny_dataset_file) -> Iterator[dict[str, str]]:
     """Environment for this process and any worker: the module's database, its own artifact folder and
     queue, the tiny model and dataset folders allow-listed. Postgres modules use Redis as the broker;
     SQLite modules use the embedded SQLite broker, as `adalora-svc dev` does."""
     root = tmp_path_factory.mktemp("service")
     env = {
+        **artifact_store_env,
         "DATABASE_URL": database_url,
         "ARTIFACT_DIR": str(root / "artifacts"),
         "MODEL_DIRS": str(tiny_model_dir.parent),

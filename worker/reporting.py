@@ -23,7 +23,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from service import artifacts
 from service.db import get_sessionmaker, session_scope
 from service.lifecycle import beat
 from service.models import RUNNING_STATUSES, Job, utcnow
@@ -32,6 +31,7 @@ from service.progress import (Budget, Snapshot, add_events, record_progress, ups
                               upsert_rank_snapshots)
 from service.redaction import first_line
 from service.settings import get_settings
+from service.store import StoreUnavailable, get_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,7 @@ SHUTDOWN = threading.Event()
 
 FIRST_RETRY_SECONDS = 0.5   # the first retry after a failed write; each further one waits twice as long ...
 MAX_RETRY_SECONDS = 5.0     # ... up to this, so a database that is back is noticed within a few seconds
+CHECKPOINT_RETRY_SECONDS = (2.0, 8.0)  # pauses between attempts to store a checkpoint (boto3 retries inside each)
 
 
 class DatabaseUnavailable(Exception):
@@ -396,8 +397,23 @@ class ProgressReporter:
         self.event(level, message)
 
     def on_checkpoint(self, step: int, path: str) -> None:
+        """Into the store, then on record: a takeover (on any host) resumes only from whole, stored files. A
+        store outage costs this checkpoint, not the run: the next one tries again."""
+        store = get_store()
+        key = store.key_for(Path(path))
+        for attempt, pause in enumerate(CHECKPOINT_RETRY_SECONDS + (None,)):
+            try:
+                store.put(key, Path(path))
+                break
+            except StoreUnavailable as exc:
+                if pause is None:
+                    Path(path).unlink(missing_ok=True)
+                    self.event("warning", f"the checkpoint at step {step} could not be stored after {attempt + 1} "
+                                          f"attempts ({exc}); training goes on, the next checkpoint tries again")
+                    return
+                time.sleep(pause)
         with self._buffer_lock:
-            self.checkpoints[step] = Path(path).resolve().relative_to(artifacts.artifact_root()).as_posix()
+            self.checkpoints[step] = key
         self._request_flush()  # a takeover can only resume from checkpoints that are on record
 
     def should_stop(self) -> bool:

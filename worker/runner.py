@@ -23,8 +23,9 @@ from service.lifecycle import claim_job, finish_job, requeue_job
 from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
 from service.redaction import hide_server_paths
 from service.settings import get_settings
+from service.store import StoreUnavailable, get_store
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
-from worker.setup import JobError, build, checkpoint_dir, set_up_run
+from worker.setup import CHECKPOINTS, JobError, build, checkpoint_dir, set_up_run
 from worker.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
             full_base = build(spec, spec.model_source(), num_labels=data.num_labels,
                               config_overrides=data.model_config_overrides(), dtype=run.dtype)
         export(job_id, spec, result, run.tokenizer, link, full_base=full_base)
-        core.save_warm_start(str(final_state_path(job_id)), result)  # what a later from_checkpoint starts from
+        store_final_state(job_id, result)
         discard_checkpoints(job_id, link)
         outcome = "succeeded"
         return outcome
@@ -171,20 +172,27 @@ def hand_back(job_id: str, spec: dict, step: int, link: DatabaseLink) -> bool:
 
 
 def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
-    """The newest checkpoint an earlier attempt of this job left, to resume from; None for a fresh start."""
-    paths = link.write(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
-                                                       .order_by(Checkpoint.step.desc())).all(),
-                       "reading checkpoints")
-    for path in paths:
-        absolute = artifacts.inside_root(path)
-        if absolute.is_file():
-            return str(absolute)
+    """The newest checkpoint an earlier attempt of this job left (on any host: fetched from the store), to
+    resume from; None for a fresh start."""
+    keys = link.write(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
+                                                      .order_by(Checkpoint.step.desc())).all(),
+                      "reading checkpoints")
+    for key in keys:
+        if (path := get_store().local_copy(key)) is not None:
+            return str(path)
     return None
 
 
-def final_state_path(job_id: str) -> Path:
-    """A succeeded job's weights and allocator state (no optimizer): `from_checkpoint: "<job id>"`."""
-    return artifacts.job_dir(job_id) / "final-state.pt"
+FINAL_STATE = "final-state.pt"
+
+
+def store_final_state(job_id: str, result) -> None:
+    """A succeeded job's weights and allocator state (no optimizer): what `from_checkpoint: "<job id>"` starts
+    from."""
+    import adalora_core as core
+
+    path = core.save_warm_start(str(artifacts.job_dir(job_id) / FINAL_STATE), result)
+    get_store().put(artifacts.job_key(job_id, FINAL_STATE), Path(path))
 
 
 def warm_start_path(spec: JobSpec, link: DatabaseLink) -> str | None:
@@ -194,12 +202,12 @@ def warm_start_path(spec: JobSpec, link: DatabaseLink) -> str | None:
         return None
     job_id, step = source
     if step is None:
-        path = final_state_path(job_id)
+        key = artifacts.job_key(job_id, FINAL_STATE)
     else:
-        stored = link.write(lambda session: session.scalar(select(Checkpoint.path).where(
+        key = link.write(lambda session: session.scalar(select(Checkpoint.path).where(
             Checkpoint.job_id == job_id, Checkpoint.step == step)), "reading the checkpoint to start from")
-        path = artifacts.inside_root(stored) if stored else None
-    if path is None or not path.is_file():
+    path = get_store().local_copy(key) if key else None
+    if path is None:
         raise JobError(f"from_checkpoint: {spec.from_checkpoint} is no longer stored on this server")
     return str(path)
 
@@ -208,6 +216,10 @@ def discard_checkpoints(job_id: str, link: DatabaseLink) -> None:
     """After success the adapter supersedes them: they are internal (optimizer state) and can be large."""
     link.write(lambda session: session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id)),
                "discarding checkpoints")
+    try:
+        get_store().delete_prefix(artifacts.job_key(job_id, f"{CHECKPOINTS}/"))
+    except StoreUnavailable as exc:  # off the record already: the objects only cost space
+        log.warning("job %s: its checkpoints stay in the store: %s", job_id, exc)
     shutil.rmtree(checkpoint_dir(job_id), ignore_errors=True)
 
 
@@ -216,7 +228,7 @@ def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, fu
     for serving engines (per-module ranks, and one padded rank; adalora_core/lora_format.py)."""
     from adalora_core import save_lora_adapter, save_merged, save_peft_adapter, save_serving_adapter
 
-    with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:
+    with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:  # this host's scratch
         folders = {kind: Path(work) / kind for kind in ("adapter", "merged", "lora", "lora-serving")}
         save_peft_adapter(result, str(folders["adapter"]), base_model=spec.model,
                           task_type=PEFT_TASK_TYPES[spec.task])
@@ -232,12 +244,15 @@ def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, fu
         notes.append(f"lora-serving: rank {save_serving_adapter(folders['adapter'], folders['lora-serving'])} "
                      "everywhere, zero-padded, the scale folded into lora_B")
 
-        def record(session) -> None:  # a retry rebuilds the same archives: their bytes are deterministic
-            for kind, folder in folders.items():
-                row = artifacts.store_folder(session, job_id, kind, folder)
-                session.add(JobEvent(job_id=job_id, message=f"{kind} ready: {row.size} bytes, sha256 {row.sha256}"))
-            session.add_all(JobEvent(job_id=job_id, message=note) for note in notes)
-        link.write(record, "recording the downloads")
+        archives = [artifacts.archive_folder(job_id, kind, folder) for kind, folder in folders.items()]
+
+    def record(session) -> None:  # stored first, recorded once: a row never names a half-stored archive
+        for archive in archives:
+            artifacts.record_archive(session, job_id, archive)
+            session.add(JobEvent(job_id=job_id, message=f"{archive.kind} ready: {archive.size} bytes, "
+                                                        f"sha256 {archive.sha256}"))
+        session.add_all(JobEvent(job_id=job_id, message=note) for note in notes)
+    link.write(record, "recording the downloads")
 
 
 def release_gpu_memory() -> None:
@@ -274,6 +289,8 @@ def describe_failure(error: BaseException, step: int) -> str:
                 "keep training.max_grad_norm set, and check that regression labels are on a modest scale")
     if isinstance(error, DataError):
         return str(error)
+    if isinstance(error, StoreUnavailable):
+        return f"at step {step}: {error}; submit the job again once the store answers"
     if type(error).__name__ == "OutOfMemoryError" or "out of memory" in str(error).lower():
         return (f"out of GPU memory at step {step}: lower training.batch_size (raise training.grad_accum to keep "
                 "the effective batch) or training.max_seq_len, turn on training.gradient_checkpointing, use "

@@ -13,6 +13,7 @@ from service import artifacts
 from service.jobspec import JobSpec
 from service.model_problems import load_problem
 from service.settings import get_settings
+from service.store import get_store
 
 
 class JobError(Exception):
@@ -69,8 +70,12 @@ def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
                     dtype, quantization)
 
 
+CHECKPOINTS = "checkpoints"
+
+
 def checkpoint_dir(job_id: str) -> Path:
-    return artifacts.job_dir(job_id) / "checkpoints"
+    """Where the loop writes checkpoints on this host; each goes to the store (and on record) as it is written."""
+    return artifacts.job_dir(job_id) / CHECKPOINTS
 
 
 def load_tokenizer(spec: JobSpec, source: str):
@@ -115,7 +120,8 @@ def report_memory_savers(reporter, spec: JobSpec, model, dtype) -> None:
 
 
 def tokenized_cache_dir() -> Path:
-    return artifacts.artifact_root() / "cache" / "tokenized"
+    """Per host, whatever the store: rebuilt from the dataset where missing, so never worth sharing."""
+    return get_store().local_path("cache/tokenized")
 
 
 def report_data(reporter, spec: JobSpec, data) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.dataset_checks import check_file_dataset
+from api.downloads import stored_download
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import SpecError, field_errors
 from api.idempotency import IdempotencyKeyHeader
@@ -39,7 +40,7 @@ from api.openai_compat.translate import (
 from api.routes.jobs import eta_seconds
 from api.schemas import JobCreate
 from api.upload_flow import store_upload
-from service.files import active_jobs_using, delete_file, stored_path, tenant_file
+from service.files import active_jobs_using, delete_file, tenant_file
 from service.lifecycle import request_cancel
 from service.models import Checkpoint, File, Job, JobEvent, Metric
 
@@ -97,11 +98,12 @@ async def retrieve_file(file_id: str, session: SessionDep, tenant: TenantDep) ->
     return present_file(await owned_file(session, tenant.id, file_id))
 
 
-@files_router.get("/{file_id}/content", response_class=FileResponse)
-async def file_content(file_id: str, session: SessionDep, tenant: TenantDep) -> FileResponse:
+@files_router.get("/{file_id}/content", response_class=Response)
+async def file_content(file_id: str, session: SessionDep, tenant: TenantDep, request: Request) -> Response:
     file = await owned_file(session, tenant.id, file_id)
     await session.close()
-    return FileResponse(stored_path(file), media_type="application/octet-stream", filename=file.filename)
+    return await stored_download(request, file.path, sha256=file.sha256, filename=file.filename,
+                                 media_type="application/octet-stream", what="file's content")
 
 
 @files_router.delete("/{file_id}", response_model=FileDeleted)

@@ -6,17 +6,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from api.deps import SessionDep, TenantDep
+from api.downloads import stored_download
 from api.errors import AUTHENTICATED_RESPONSES, error_response
 from api.idempotency import IdempotencyKeyHeader
 from api.routes import MAX_BIGINT, V1
 from api.schemas import FilePublic, FilesPublic
 from api.upload_flow import store_upload
 from api.uploads import FILE_FIELD
-from service.files import active_jobs_using, delete_file, stored_path, tenant_file
+from service.files import active_jobs_using, delete_file, tenant_file
 from service.models import File
 
 UPLOAD_PATH = f"{V1}/files"  # exempt from the app's MAX_BODY_BYTES: uploads stream under MAX_UPLOAD_BYTES
@@ -70,12 +71,13 @@ async def get_file(file: FileDep) -> FilePublic:
     return FilePublic.model_validate(file)
 
 
-@router.get("/{file_id}/content", response_class=FileResponse, responses={
-    200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"}, **NO_FILE})
-async def download_file(file: FileDep, session: SessionDep) -> FileResponse:
+@router.get("/{file_id}/content", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}}, "description": "the bytes as uploaded"},
+    206: {"description": "the requested byte range"}, **NO_FILE})
+async def download_file(file: FileDep, session: SessionDep, request: Request) -> Response:
     await session.close()  # the connection goes back to the pool now, not after a download of minutes
-    return FileResponse(stored_path(file), media_type="application/octet-stream", filename=file.filename,
-                        headers={"ETag": f'"{file.sha256}"', "X-Checksum-SHA256": file.sha256})
+    return await stored_download(request, file.path, sha256=file.sha256, filename=file.filename,
+                                 media_type="application/octet-stream", what="file's content")
 
 
 @router.delete("/{file_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from service.dataset import Columns, DataError
-from service.files import stored_file, stored_path
+from service.files import local_copy, stored_file
 from service.jobspec import SERVER_SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
 from service.redaction import first_line
 
@@ -113,7 +113,7 @@ def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
 
 def read_upload(file_id: str) -> Columns:
     file = stored_file(file_id)
-    return read_file(stored_path(file), file.format)
+    return read_file(local_copy(file), file.format)
 
 
 def _format_of(path: Path, fallback: str) -> str:

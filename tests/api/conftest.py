@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from service import queue as service_queue
-from service.artifacts import store_folder
+from service.artifacts import archive_folder, record_archive
 from service.keys import create_api_key, tenant_for_key
 from service.models import FINISHED_STATUSES, Job, utcnow
 from service.settings import get_settings
@@ -86,7 +86,7 @@ def stored_artifacts(sessions, tmp_path) -> Callable[[str], dict[str, bytes]]:
                 folder.mkdir()
                 for name, data in files.items():
                     (folder / name).write_bytes(data)
-                store_folder(session, job_id, kind, folder)
+                record_archive(session, job_id, archive_folder(job_id, kind, folder))
             session.commit()
         return files
 

@@ -4,7 +4,15 @@ import hashlib
 import io
 import tarfile
 
+import httpx
 import pytest
+
+from tests.conftest import STORES, free_port, store_env_for
+
+
+@pytest.fixture(scope="module", params=STORES)
+def artifact_store_env(request):
+    return store_env_for(request)
 
 
 @pytest.fixture
@@ -96,3 +104,45 @@ def test_missing_artifact_is_404(client, alice, seed_job, stored_artifacts):
 def test_unknown_kind_is_422(client, alice, finished):
     response = client.get(f"/v1/jobs/{finished[0]}/artifacts/weights", headers=alice)
     assert response.status_code == 422 and response.json()["detail"][0]["field"] == "kind"
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "bytes=10-5", "items=0-10", "bytes=-"])
+def test_a_malformed_range_is_400(client, alice, finished, header):
+    response = client.get(f"/v1/jobs/{finished[0]}/artifacts/adapter", headers={**alice, "Range": header})
+    assert response.status_code == 400 and "Range" in response.json()["detail"]
+
+
+def test_several_ranges_are_answered_with_the_whole_archive(client, alice, finished):
+    url = f"/v1/jobs/{finished[0]}/artifacts/adapter"
+    response = client.get(url, headers={**alice, "Range": "bytes=0-9,20-29"})
+    assert response.status_code == 200 and response.content == client.get(url, headers=alice).content
+
+
+def test_an_unreachable_store_answers_503_and_the_download_works_once_it_is_back(
+        client, alice, finished, artifact_store_env, env_override):
+    if not artifact_store_env:
+        pytest.skip("the folder store has no outage of its own")
+    url = f"/v1/jobs/{finished[0]}/artifacts/adapter"
+    whole = client.get(url, headers=alice).content
+    env_override(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    response = client.get(url, headers=alice)
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert "artifact store cannot be reached" in response.json()["detail"]
+    env_override(AWS_ENDPOINT_URL=artifact_store_env["AWS_ENDPOINT_URL"])
+    assert client.get(url, headers=alice).content == whole
+
+
+def test_a_presigned_redirect_when_configured_serves_the_same_bytes(client, alice, finished, artifact_store_env,
+                                                                    env_override):
+    url = f"/v1/jobs/{finished[0]}/artifacts/adapter"
+    whole = client.get(url, headers=alice)
+    env_override(DOWNLOAD_REDIRECT_SECONDS="300")
+    response = client.get(url, headers=alice, follow_redirects=False)
+    if not artifact_store_env:  # a folder has no URL of its own: the API streams it
+        assert response.status_code == 200 and response.content == whole.content
+        return
+    assert response.status_code == 307 and response.headers["x-checksum-sha256"] == whole.headers["x-checksum-sha256"]
+    direct = httpx.get(response.headers["location"])  # straight from the store, no API key
+    assert direct.status_code == 200 and direct.content == whole.content
+    assert f'filename="{finished[0]}-adapter.tar"' in direct.headers["content-disposition"]
+    assert client.head(url, headers=alice).status_code == 200  # HEAD still answers itself

@@ -16,7 +16,9 @@ from service.dataset.readers import read_splits
 from service.jobspec import JobSpec
 from service.settings import get_settings
 from tests.api.conftest import tiny_spec
-from tests.conftest import sentiment_rows
+from service.store import get_store
+from tests.conftest import STORES, free_port, sentiment_rows, store_env_for
+from tests.s3 import stored_keys
 
 ROWS = [{"sentence": s, "label": y} for s, y in sentiment_rows(40)]
 
@@ -62,9 +64,16 @@ def file_spec(file_id: str, **dataset) -> dict:
     return tiny_spec(dataset={"source": "file", "file_id": file_id, "validation_split": 0.25, **dataset})
 
 
+@pytest.fixture(scope="module", params=STORES)
+def artifact_store_env(request):
+    return store_env_for(request)
+
+
 def stored_files() -> set[str]:
-    folder = get_settings().artifact_dir / "files"
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+    """Names under files/ in the store, with this host's uploads in progress."""
+    incoming = get_store().local_path("files/incoming")
+    partial = {f"incoming/{p.name}" for p in incoming.glob("*")} if incoming.exists() else set()
+    return {key.removeprefix("files/") for key in stored_keys("files/")} | partial
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -242,3 +251,31 @@ def test_usable_labels_are_accepted(client, alice, labels, dataset):
     file = uploaded(client, alice, rows=rows)
     response = client.post("/v1/jobs", headers=alice, json=file_spec(file["id"], **dataset))
     assert response.status_code == 201, response.text
+
+
+def test_content_downloads_with_ranges_and_the_uploaded_name(client, alice):
+    data = FORMATS["train.jsonl"](ROWS)
+    file = uploaded(client, alice)
+    url = f"/v1/files/{file['id']}/content"
+    whole = client.get(url, headers=alice)
+    assert whole.content == data and whole.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert 'filename="train.jsonl"' in whole.headers["content-disposition"]
+    part = client.get(url, headers={**alice, "Range": "bytes=5-"})
+    assert part.status_code == 206 and part.content == data[5:]
+
+
+def test_while_the_store_is_down_uploads_and_deletes_are_503_and_nothing_changes(
+        client, alice, artifact_store_env, env_override):
+    if not artifact_store_env:
+        pytest.skip("the folder store has no outage of its own")
+    kept = uploaded(client, alice)
+    listed, before = client.get("/v1/files", headers=alice).json()["count"], stored_files()
+    env_override(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    response = upload(client, alice, "train.jsonl", FORMATS["train.jsonl"](ROWS))
+    assert response.status_code == 503 and "retry" in response.json()["detail"]
+    response = client.delete(f"/v1/files/{kept['id']}", headers=alice)
+    assert response.status_code == 503
+    assert client.get(f"/v1/files/{kept['id']}/content", headers=alice).status_code == 503
+    env_override(AWS_ENDPOINT_URL=artifact_store_env["AWS_ENDPOINT_URL"])
+    assert client.get("/v1/files", headers=alice).json()["count"] == listed and stored_files() == before
+    assert client.get(f"/v1/files/{kept['id']}/content", headers=alice).content == FORMATS["train.jsonl"](ROWS)

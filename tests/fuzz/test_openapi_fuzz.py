@@ -148,7 +148,7 @@ def live_api(fuzz_env, tmp_path_factory) -> Iterator[LiveAPI]:
 @pytest.fixture(scope="module")
 def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
     """A tenant's key and rows that exist, written the way the worker and the upload route write them."""
-    from service.artifacts import store_folder
+    from service.artifacts import archive_folder, record_archive
     from service.db import session_scope
     from service.keys import create_api_key, tenant_for_key
     from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
@@ -175,7 +175,7 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
         folder = tmp_path_factory.mktemp("adapter")
         (folder / "adapter_config.json").write_text('{"peft_type": "ADALORA"}')
         (folder / "adapter_model.safetensors").write_bytes(os.urandom(4096))
-        store_folder(session, finished.id, "adapter", folder)  # no merged archive: that kind is a 404
+        record_archive(session, finished.id, archive_folder(finished.id, "adapter", folder))  # no merged: a 404
         job_ids = finished.id, queued.id, other.id
 
     headers = {"Authorization": f"Bearer {key}"}

@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from service.artifacts import inside_root
+from service.store import get_store
 from service.db import session_scope
 from service.models import Artifact, JobEvent, Metric
 from tests.worker.test_celery_worker import submit, wait_until_finished
@@ -50,7 +50,7 @@ def test_minilm_sst2_job_succeeds_and_its_adapter_loads_in_stock_peft(celery_wor
         events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
         last = session.scalars(select(Metric.values).where(Metric.job_id == job_id)
                                .order_by(Metric.step.desc())).first()
-        artifacts = {a.kind: inside_root(a.path) for a in session.scalars(select(Artifact)
+        artifacts = {a.kind: get_store().local_copy(a.path) for a in session.scalars(select(Artifact)
                                                                           .where(Artifact.job_id == job_id))}
     assert any(m.startswith("data: 67349 training and 872 validation examples, 2 labels") for m in events), events
     assert 0 <= last["eval_accuracy"] <= 1 and -1 <= last["eval_mcc"] <= 1 and last["eval_loss"] > 0

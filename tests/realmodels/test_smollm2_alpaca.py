@@ -15,7 +15,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from service.artifacts import inside_root
+from service.store import get_store
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.models import Artifact, Job, JobEvent, Metric
@@ -72,7 +72,7 @@ def test_smollm2_learns_alpaca_answers_and_the_merged_model_generates(smollm2_di
         events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
         last = session.scalars(select(Metric.values).where(Metric.job_id == job_id)
                                .order_by(Metric.step.desc())).first()
-        merged_tar = inside_root(session.scalar(select(Artifact.path).where(Artifact.job_id == job_id,
+        merged_tar = get_store().local_copy(session.scalar(select(Artifact.path).where(Artifact.job_id == job_id,
                                                                             Artifact.kind == "merged")))
     assert any("instruction from 'instruction', output from 'output', input from 'input'" in m for m in events)
     before = base_eval_loss(spec, smollm2_dir)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from service import artifacts
 from service.db import session_scope
 from service.models import Artifact, Job, Tenant
+from service.store import get_store
 
 
 def sample_folder(root, mtime: int):
@@ -35,13 +36,13 @@ def test_the_same_folder_always_gives_the_same_bytes(tmp_path):
 
 
 def test_paths_never_leave_the_artifact_root(engine):
-    with pytest.raises(ValueError, match="leaves the artifact folder"):
-        artifacts.inside_root("../outside.tar")
+    with pytest.raises(ValueError, match="not a store key"):
+        get_store().local_path("../outside.tar")
     with pytest.raises(ValueError, match="not a job id"):
         artifacts.job_dir("../../etc")
 
 
-def test_store_folder_records_size_and_sha256_and_replaces_an_older_archive(engine, tmp_path):
+def test_an_archive_is_stored_then_recorded_with_size_and_sha256_replacing_an_older_one(engine, tmp_path):
     with session_scope() as session:
         tenant = Tenant(name=f"artifacts-{uuid.uuid4().hex[:8]}")
         session.add(tenant)
@@ -52,10 +53,10 @@ def test_store_folder_records_size_and_sha256_and_replaces_an_older_archive(engi
         folder = sample_folder(tmp_path, mtime)
         (folder / "config.json").write_text(f'{{"version": {mtime}}}')
         with session_scope() as session:
-            artifacts.store_folder(session, job.id, "merged", folder)
+            artifacts.record_archive(session, job.id, artifacts.archive_folder(job.id, "merged", folder))
     with session_scope() as session:
         [row] = session.scalars(select(Artifact).where(Artifact.job_id == job.id)).all()
-    path = artifacts.inside_root(row.path)
+    path = get_store().local_copy(row.path)
     assert row.path == f"jobs/{job.id}/merged.tar"
     assert row.size == path.stat().st_size
     assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

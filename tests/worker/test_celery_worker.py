@@ -8,7 +8,7 @@ import tarfile
 
 from sqlalchemy import select
 
-from service.artifacts import inside_root
+from service.store import get_store
 from service.db import session_scope
 from service.lifecycle import request_cancel
 from service.models import Artifact, Job, Metric, RankSnapshot, Tenant
@@ -79,7 +79,7 @@ def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
 
     assert set(artifacts) == {"adapter", "merged", "lora", "lora-serving"}
     for kind, artifact in artifacts.items():
-        path = inside_root(artifact.path)
+        path = get_store().local_copy(artifact.path)
         assert path.stat().st_size == artifact.size
         assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.sha256
         with tarfile.open(path) as tar:

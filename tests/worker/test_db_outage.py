@@ -18,6 +18,7 @@ from sqlalchemy import event, select, update
 from service import artifacts
 from service.db import get_engine, session_scope
 from service.models import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
+from service.store import get_store
 from tests.conftest import claimed_job, migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
 from tests.throwaway_postgres import throwaway_postgres
 from tests.worker.test_celery_worker import job_row, submit, wait_until_finished
@@ -200,7 +201,7 @@ def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_en
     assert metric_steps(job_id) == list(range(1, STEPS + 1))  # no gap, no step twice
     assert snapshots[0].step == 0 and snapshots[-1].final
     assert set(kinds) == {"adapter", "merged", "lora", "lora-serving"}
-    assert all(artifacts.inside_root(a.path).stat().st_size == a.size for a in kinds.values())
+    assert all(get_store().size(a.path) == a.size for a in kinds.values())
     [outage] = [m for m in messages if m.startswith("the database was unreachable")]
     went_from, went_to = map(int, re.search(r"from step (\d+) to step (\d+)", outage).groups())
     assert went_to > went_from >= 20, outage  # it trained while Postgres was down

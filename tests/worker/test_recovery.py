@@ -13,10 +13,16 @@ from sqlalchemy import select
 from service.artifacts import job_dir
 from service.db import session_scope
 from service.models import Checkpoint, JobEvent, Metric
-from tests.conftest import start_worker, stop_process, tiny_job_spec, wait_for
+from tests.conftest import STORES, start_worker, stop_process, store_env_for, tiny_job_spec, wait_for
+from tests.s3 import stored_keys
 from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row, submit, wait_until_finished
 
 STEPS, CHECKPOINT_EVERY = 60, 5
+
+
+@pytest.fixture(scope="module", params=STORES)
+def artifact_store_env(request):
+    return store_env_for(request)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +58,5 @@ def test_a_killed_run_is_taken_over_and_resumes_from_its_checkpoint(prefork_work
     assert any("attempt 2: the previous worker stopped" in m for m in messages)
     assert steps == list(range(1, STEPS + 1))  # every step once: the resumed run overwrote, never duplicated
     assert checkpoints == [] and not (job_dir(job_id) / "checkpoints").exists()  # cleaned up after success
+    assert stored_keys(f"jobs/{job_id}/") == {f"jobs/{job_id}/{name}" for name in (
+        "adapter.tar", "merged.tar", "lora.tar", "lora-serving.tar", "final-state.pt")}

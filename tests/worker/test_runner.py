@@ -150,7 +150,7 @@ def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, ti
     import json
     import tarfile
 
-    from service.artifacts import inside_root
+    from service.store import get_store
 
     spec = tiny_job_spec(max_steps=12, max_seq_len=16)  # 72 short sentences pack into 30 blocks of 16
     spec.update(model="tiny-gpt2", task="causal_lm")
@@ -160,7 +160,7 @@ def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, ti
         last = session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step.desc())).first()
         adapter = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "adapter"))
     assert last.step == 12 and last.values["eval_perplexity"] > 1
-    with tarfile.open(inside_root(adapter.path)) as tar:
+    with tarfile.open(get_store().local_copy(adapter.path)) as tar:
         config = json.load(tar.extractfile("adapter/adapter_config.json"))
     assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == "tiny-gpt2"
 

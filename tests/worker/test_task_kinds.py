@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from service.artifacts import inside_root
+from service.store import get_store
 from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
@@ -78,7 +78,7 @@ def finished(job_id: str) -> tuple[Job, list[str], dict]:
 def extract(job_id: str, kind: str, into: Path) -> Path:
     with session_scope() as session:
         artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
-    with tarfile.open(inside_root(artifact.path)) as tar:
+    with tarfile.open(get_store().local_copy(artifact.path)) as tar:
         tar.extractall(into, filter="data")
     return into / kind
 
