@@ -25,7 +25,7 @@ COPY cli ./cli
 COPY migrations ./migrations
 # Editable, so `adalora-svc migrate` finds migrations/ and alembic.ini beside the code. The trackers extra
 # lets job specs name MLflow, W&B and TensorBoard integrations.
-RUN pip install -e ".[trackers]"
+RUN pip install -e ".[trackers,s3]"
 
 USER app
 EXPOSE 8000

@@ -208,8 +208,11 @@ class S3Store(Store):
                 "ResponseContentDisposition": f'attachment; filename="{filename}"'})
 
     def check(self) -> None:
-        with _translated(""):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with _translated(""):
+                self.client.head_bucket(Bucket=self.bucket)
+        except FileNotFoundError:
+            raise StoreUnavailable(f"the artifact store has no bucket {self.bucket!r}") from None
 
 
 class _translated:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,9 +79,11 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
 
 class Relay:
     """A TCP relay on loopback to `target` ("http://host:port"); `cut()` drops every connection and refuses
-    new ones (a store outage as a client sees it), `restore()` lets them through again."""
+    new ones (a store outage as a client sees it), `restore()` lets them through again. `pause` seconds
+    after each 64 KiB slows transfers down, so a test can cut one halfway."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, pause: float = 0.0):
+        self.pause = pause
         host, port = target.removeprefix("http://").split(":")
         self.target = (host, int(port))
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -128,6 +131,8 @@ class Relay:
         try:
             while data := source.recv(1 << 16):
                 sink.sendall(data)
+                if self.pause:
+                    time.sleep(self.pause)
         except OSError:
             pass
         finally:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.schemas import Health
 from service.db import async_session
 from service.queue import broker_reachable
+from service.store import StoreUnavailable, get_store
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +25,8 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "names what is down"}})
 async def readyz() -> Response:
     broker = await run_in_threadpool(broker_reachable)  # a blocking client
-    checks = {"database": await _check_database(), "broker": "ok" if broker else "unreachable"}
+    checks = {"database": await _check_database(), "broker": "ok" if broker else "unreachable",
+              "artifact_store": await run_in_threadpool(_check_store)}
     ready = all(result == "ok" for result in checks.values())
     body = Health(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
@@ -37,6 +39,14 @@ async def _check_database() -> str:
         return "ok"
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"
+
+
+def _check_store() -> str:
+    try:
+        get_store().check()
+        return "ok"
+    except StoreUnavailable as exc:
+        return str(exc)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})

@@ -1,10 +1,15 @@
 """Liveness, readiness (naming what is down) and Prometheus metrics."""
 
+from tests.conftest import free_port
+from tests.s3 import new_bucket, store_env
+
+ALL_OK = {"database": "ok", "broker": "ok", "artifact_store": "ok"}
+
 
 def test_ready_when_database_and_broker_answer(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": ALL_OK}
 
 
 def test_not_ready_names_a_broken_database(client, env_override):
@@ -20,7 +25,18 @@ def test_not_ready_names_a_broken_database(client, env_override):
 def test_not_ready_names_an_unreachable_broker(client, env_override):
     env_override(BROKER_URL="redis://127.0.0.1:1/0")
     body = client.get("/readyz").json()
-    assert body["checks"] == {"database": "ok", "broker": "unreachable"}
+    assert body["checks"] == {**ALL_OK, "broker": "unreachable"}
+
+
+def test_readiness_checks_the_s3_store_and_its_bucket(client, env_override, s3_endpoint):
+    env_override(**store_env(s3_endpoint, new_bucket(s3_endpoint)))
+    assert client.get("/readyz").json()["checks"] == ALL_OK
+    env_override(**store_env(s3_endpoint, "no-such-bucket"))
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["artifact_store"] == "the artifact store has no bucket 'no-such-bucket'"
+    env_override(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    assert "cannot be reached" in client.get("/readyz").json()["checks"]["artifact_store"]
 
 
 def test_prometheus_counts_requests_by_route_template_and_jobs_by_status(client, alice, seed_job):
