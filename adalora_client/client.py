@@ -158,6 +158,10 @@ class Jobs:
         """Ask the job to stop; returns its new status (cancelled, or cancelling while a worker stops it)."""
         return self._t.json("POST", f"/v1/jobs/{job_id}/cancel")["status"]
 
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job with its metrics, events, checkpoints and downloads (409 while it runs)."""
+        self._t.request("DELETE", f"/v1/jobs/{job_id}")
+
     def wait(self, job_id: str, *, poll_seconds: float = 2.0, timeout: float | None = None) -> Job:
         """Poll until the job has finished (succeeded, failed or cancelled) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -162,6 +162,12 @@ def jobs_cancel(client: Client, args) -> int:
     return 0
 
 
+def jobs_delete(client: Client, args) -> int:
+    client.jobs.delete(args.job_id)
+    show(args, {"id": args.job_id, "deleted": True}, lambda: console.print(f"{args.job_id}: deleted"))
+    return 0
+
+
 def jobs_events(client: Client, args) -> int:
     events = client.jobs.stream_events(args.job_id) if args.follow else client.jobs.iter_events(args.job_id)
     for event in events:
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_list.add_argument("--offset", type=int, default=0)
     for name, handler, help_text in (("get", jobs_get, "a job's status, progress and latest metrics"),
                                      ("cancel", jobs_cancel, "stop a job"),
+                                     ("delete", jobs_delete, "delete a finished job and everything it left"),
                                      ("follow", jobs_follow, "a live progress bar until the job ends; exits "
                                                              "1 if it failed, 3 if it was cancelled"),
                                      ("checkpoints", jobs_checkpoints, "the job's saved checkpoints")):

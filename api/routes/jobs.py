@@ -1,4 +1,4 @@
-"""Jobs: create (or dry-run), list, read, cancel."""
+"""Jobs: create (or dry-run), list, read, cancel, delete."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from api.job_submission import submit_job
 from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.db import read_connection
+from service.job_removal import JobInUse, delete_finished_job
 from service.lifecycle import request_cancel
 from service.routing import unserved_class_problem
 from service.models import JOB_STATUSES, Job, Metric, utcnow
@@ -126,3 +127,15 @@ async def cancel_job(job: JobDep, session: SessionDep) -> CancelPublic:
         if job.status != "cancelling":
             raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job already {job.status}; nothing to cancel")
     return CancelPublic(id=job.id, status=new_status or job.status)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={
+    **JOB_RESPONSES, 409: error_response("the job has not finished, or an unfinished job starts from it")})
+async def delete_job(job: JobDep, session: SessionDep) -> Response:
+    """A finished job and everything it left: metrics, rank snapshots, events, checkpoints and downloads,
+    in the artifact store too. Cancel a queued or running job first."""
+    try:
+        await session.run_sync(lambda sync_session: delete_finished_job(sync_session, job))
+    except JobInUse as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

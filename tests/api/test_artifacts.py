@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import STORES, free_port, store_env_for
+from tests.s3 import stored_keys
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -146,3 +147,53 @@ def test_a_presigned_redirect_when_configured_serves_the_same_bytes(client, alic
     assert direct.status_code == 200 and direct.content == whole.content
     assert f'filename="{finished[0]}-adapter.tar"' in direct.headers["content-disposition"]
     assert client.head(url, headers=alice).status_code == 200  # HEAD still answers itself
+
+
+def test_deleting_a_finished_job_removes_its_rows_and_its_stored_files(client, alice, bob, finished, sessions):
+    from service.models import Metric
+
+    job_id, _ = finished
+    with sessions() as session:
+        session.add(Metric(job_id=job_id, step=1, values={"loss": 0.5}))
+        session.commit()
+    assert stored_keys(f"jobs/{job_id}/") == {f"jobs/{job_id}/adapter.tar", f"jobs/{job_id}/merged.tar"}
+    assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404  # not bob's
+    assert client.delete(f"/v1/jobs/{job_id}", headers=alice).status_code == 204
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 404
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/adapter", headers=alice).status_code == 404
+    assert stored_keys(f"jobs/{job_id}/") == set()
+    with sessions() as session:
+        assert session.query(Metric).filter_by(job_id=job_id).count() == 0
+    assert client.delete(f"/v1/jobs/{job_id}", headers=alice).status_code == 404
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "cancelling"])
+def test_an_unfinished_job_is_not_deleted(client, alice, seed_job, status):
+    job_id = seed_job(alice, status)
+    response = client.delete(f"/v1/jobs/{job_id}", headers=alice)
+    assert response.status_code == 409 and "cancel it" in response.json()["detail"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == status
+
+
+def test_a_job_an_unfinished_job_starts_from_is_not_deleted(client, alice, seed_job, finished, sessions):
+    from service.models import Job
+
+    job_id, _ = finished
+    follower = seed_job(alice, "queued")
+    with sessions() as session:
+        row = session.get(Job, follower)
+        row.spec = {**row.spec, "from_checkpoint": job_id}
+        session.commit()
+    response = client.delete(f"/v1/jobs/{job_id}", headers=alice)
+    assert response.status_code == 409 and follower in response.json()["detail"]
+    assert stored_keys(f"jobs/{job_id}/")
+
+
+def test_while_the_store_is_down_a_job_is_not_deleted(client, alice, finished, artifact_store_env, env_override):
+    if not artifact_store_env:
+        pytest.skip("the folder store has no outage of its own")
+    job_id, _ = finished
+    env_override(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    assert client.delete(f"/v1/jobs/{job_id}", headers=alice).status_code == 503
+    env_override(AWS_ENDPOINT_URL=artifact_store_env["AWS_ENDPOINT_URL"])
+    assert client.get(f"/v1/jobs/{job_id}/artifacts/adapter", headers=alice).status_code == 200

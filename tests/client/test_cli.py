@@ -133,6 +133,11 @@ def test_a_cancelled_job_exits_3_and_ctrl_c_stops_only_the_following(cli_env):
     assert "■ cancelled" in cancelled.stdout
     assert adalora(cli_env, "jobs", "follow", job["id"], "--json", check=3).stdout.count('"cancelled"') == 1
 
+    # A finished job can be deleted, once; what is gone is a clear error, not a traceback.
+    assert adalora_json(cli_env, "jobs", "delete", job["id"]) == {"id": job["id"], "deleted": True}
+    gone = adalora(cli_env, "jobs", "get", job["id"], check=1)
+    assert "404" in gone.stderr or "no job" in gone.stderr
+
 
 def test_usage_problems_exit_2_with_what_to_fix(cli_env, tmp_path):
     missing = adalora(cli_env, "jobs", "create", str(tmp_path / "nope.yaml"), check=2)

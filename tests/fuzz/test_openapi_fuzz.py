@@ -76,6 +76,7 @@ class Seeded:
     other_tenants_job: str
     file_id: str
     disposable_file_id: str  # the one a fuzzed DELETE may remove; the other stays for the reads
+    disposable_job: str      # likewise for DELETE /v1/jobs/{id}: a finished job without downloads
 
 
 @dataclass
@@ -162,7 +163,8 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
                        step=24, total_steps=24, current_budget=24.0, attempts=1)
         queued = Job(tenant_id=tenant_id, spec=spec, status="queued")
         other = Job(tenant_id=other_id, spec=spec, status="succeeded", finished_at=now)
-        session.add_all([finished, queued, other])
+        disposable = Job(tenant_id=tenant_id, spec=spec, status="cancelled", finished_at=now)
+        session.add_all([finished, queued, other, disposable])
         session.flush()
         ranks = {f"bert.encoder.layer.{i}.attention.self.query": 2 for i in range(2)}
         for step in (5, 10, 15, 20, 24):
@@ -176,7 +178,7 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
         (folder / "adapter_config.json").write_text('{"peft_type": "ADALORA"}')
         (folder / "adapter_model.safetensors").write_bytes(os.urandom(4096))
         record_archive(session, finished.id, archive_folder(finished.id, "adapter", folder))  # no merged: a 404
-        job_ids = finished.id, queued.id, other.id
+        job_ids, disposable_id = (finished.id, queued.id, other.id), disposable.id
 
     headers = {"Authorization": f"Bearer {key}"}
     file_ids = []
@@ -190,7 +192,7 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
     warm = httpx.post(f"{live_api.url}/v1/jobs", headers=headers, timeout=180,
                       json={**tiny_job_spec(), "dry_run": True})
     assert warm.status_code == 200, warm.text
-    return Seeded(headers, *job_ids, *file_ids)
+    return Seeded(headers, *job_ids, *file_ids, disposable_job=disposable_id)
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +218,9 @@ def api_schema(live_api, seeded, tiny_dataset_file, keep_prefix_items):
     @schema.hook
     def flatmap_path_parameters(context, path_parameters):
         """Mostly ids that exist instead of the generated ones, so the fuzzed requests reach past the 404."""
-        known = {"job_id": job_ids,
-                 "file_id": [seeded.disposable_file_id if context.operation.method == "delete" else seeded.file_id]}
+        deleting = context.operation.method == "delete"
+        known = {"job_id": [seeded.disposable_job, *job_ids[1:]] if deleting else job_ids,
+                 "file_id": [seeded.disposable_file_id if deleting else seeded.file_id]}
         names = sorted((path_parameters or {}).keys() & known.keys())
         swaps = [{**path_parameters, name: value} for name in names for value in known[name]]
         if not swaps:
