@@ -1,14 +1,15 @@
 """Does a big download stream with flat memory? The API's RSS while it serves a 1 GiB artifact, whole and then
 resumed with Range after a cut half-way.
 
-    .venv/bin/python bench/download_memory.py [--gib 1] [--interval 0.05]
+    .venv/bin/python bench/download_memory.py [--gib 1] [--interval 0.05] [--store folder|s3]
 
 A fresh SQLite database and artifact folder; a finished job whose merged archive is a --gib GiB file of random
 bytes (its sha256 on the Artifact row, as the worker stores it); `uvicorn api.main:app` in its own process.
 The client (httpx, in this process) downloads it once whole, then again cut off half-way and resumed with
 `Range: bytes=N-` and `If-Range: <ETag>`, checking the sha256 of both. A thread samples the server's RSS every
 --interval seconds (psutil). Printed: the RSS after a warm-up request (the baseline), the peak during each
-download, the growth over the baseline (the goal: under 50 MB), and MB/s.
+download, the growth over the baseline (the goal: under 50 MB), and MB/s. With --store s3 the archive sits in
+an S3 bucket (moto_server on loopback, the tests' endpoint) and the API streams it from there.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def make_artifact(path: Path, size: int) -> str:
 
 def seed(database_url: str, artifact_dir: Path, size: int) -> tuple[str, str, str]:
     """Migrated database, a tenant key and a succeeded job with a merged archive; (key, job id, sha256)."""
-    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=REPO, check=True, capture_output=True,
+    subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=REPO, check=True, capture_output=True,
                    env={**os.environ, "DATABASE_URL": database_url})
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
@@ -137,29 +138,55 @@ def download(client: httpx.Client, url: str, digest, start: int = 0, stop_after:
         return received, response.headers
 
 
+@contextmanager
+def store_env(store: str, folder: Path):
+    """The variables of the store: none for the folder; for s3, a moto_server on loopback and a bucket."""
+    if store == "folder":
+        yield {}
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.s3 import moto_server, new_bucket, store_env as s3_env
+
+    with moto_server(folder / "moto.log") as endpoint:
+        yield s3_env(endpoint, new_bucket(endpoint), prefix="bench")
+
+
+def upload(env: dict[str, str], key: str, artifact_dir: Path) -> None:
+    os.environ.update({**env, "ARTIFACT_DIR": str(artifact_dir)})
+    sys.path.insert(0, str(REPO))
+    from service.store import get_store
+
+    store = get_store()
+    store.put(key, store.local_path(key))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="artifact size in GiB")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between RSS samples")
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--store", choices=["folder", "s3"], default="folder")
     args = parser.parse_args()
     size = int(args.gib * (1 << 30))
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, store_env(args.store, Path(folder)) as env:
         artifact_dir = Path(folder) / "artifacts"
         database_url = f"sqlite:///{folder}/bench.sqlite"
         key, job_id, sha256 = seed(database_url, artifact_dir, size)
-        env = {"DATABASE_URL": database_url, "ARTIFACT_DIR": str(artifact_dir),
+        if args.store == "s3":  # the archive moves into the bucket, as a worker's put does
+            upload(env, f"jobs/{job_id}/merged.tar", artifact_dir)
+        env = {**env, "DATABASE_URL": database_url, "ARTIFACT_DIR": str(artifact_dir),
                "BROKER_URL": f"sqla+sqlite:///{folder}/broker.sqlite"}
         with api_server(env, args.port) as (base, server):
             url = f"{base}/v1/jobs/{job_id}/artifacts/merged"
             with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-                assert client.get(f"{base}/v1/jobs/{job_id}").status_code == 200  # warm up: imports, pools
+                assert client.get(f"{base}/v1/jobs/{job_id}").status_code == 200  # warm up: imports, pools,
+                assert client.head(url).status_code == 200  # and the store's client (boto3 for S3)
                 baseline = server.memory_info().rss
                 print(f"# bench/download_memory.py  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  "
                       f"{os.cpu_count()} CPUs; a {size / (1 << 30):g} GiB artifact from uvicorn api.main:app "
-                      f"(SQLite); load average {os.getloadavg()[0]:.2f}")
-                print(f"API RSS after a warm-up request (baseline): {baseline / MB:.1f} MB")
+                      f"(SQLite; store: {args.store}); load average {os.getloadavg()[0]:.2f}")
+                print(f"API RSS after warm-up requests (baseline): {baseline / MB:.1f} MB")
                 print("| download | bytes | MB/s | sha256 ok | peak RSS MB | growth over baseline MB |")
                 print("|---|---:|---:|---|---:|---:|")
                 rows = []

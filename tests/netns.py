@@ -70,10 +70,12 @@ class Host:
 
 
 @contextmanager
-def network(names: list[str], folder: Path, subnet: str = "10.231.7") -> Iterator[tuple[str, dict[str, Host]]]:
-    """A bridge at `subnet`.1 (the test's own address) and one host per name at .2, .3, ...; all torn down
-    afterwards, with every process still running in them."""
+def network(names: list[str], folder: Path) -> Iterator[tuple[str, dict[str, Host]]]:
+    """A bridge at <subnet>.1 (the test's own address) and one host per name at .2, .3, ...; all torn down
+    afterwards, with every process still running in them. The /24 is drawn at random from 10.200-249.x, so
+    two runs on one machine do not collide."""
     tag = uuid.uuid4().hex[:6]
+    subnet = f"10.{200 + int(tag[:2], 16) % 50}.{int(tag[2:4], 16)}"
     bridge = f"adabr{tag}"
     hosts: dict[str, Host] = {}
     _ip("link", "add", bridge, "type", "bridge")
