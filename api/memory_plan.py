@@ -17,10 +17,9 @@ from adalora_core.memory import MemoryEstimate, base_weight_bytes, estimate_trai
 
 from api.schemas import CardPublic, MemoryPublic
 from service.gpu_cards import GIB, Card
-from service.jobspec import JobSpec
+from service.jobspec import MAX_GRAD_ACCUM, JobSpec
 
 DTYPE_NAMES = {dtype: name for name, dtype in BASE_DTYPES.items()}
-MAX_GRAD_ACCUM = 1024  # the spec's cap
 
 
 @dataclass(frozen=True)

@@ -260,13 +260,14 @@ class Schedule(Strict):
 # 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
 CHECKPOINTING_ABOVE_PARAMS = 10**9
 MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing", "quantization")  # the worker's, not the training loop's
+MAX_GRAD_ACCUM = 1024
 
 
 class Training(Strict):
     epochs: float | None = Field(default=None, gt=0, description="passes over the data (default 1 without max_steps)")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; instead of epochs")
     batch_size: int = Field(default=16, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=1024)
+    grad_accum: int = Field(default=1, ge=1, le=MAX_GRAD_ACCUM)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)

@@ -321,11 +321,16 @@ function jobPage(view, jobId) {
     cancel.disabled = true;
     try { await api(`/v1/jobs/${jobId}/cancel`, { method: "POST" }); refresh(); } catch (e) { alert(e.message); cancel.disabled = false; }
   } }, "Cancel");
+  const remove = h("button", { class: "danger", id: "delete", hidden: true, onclick: async () => {
+    if (!confirm("Delete this job with its metrics, checkpoints and downloads? This cannot be undone.")) return;
+    remove.disabled = true;
+    try { await api(`/v1/jobs/${jobId}`, { method: "DELETE" }); location.hash = "#/jobs"; } catch (e) { alert(e.message); remove.disabled = false; }
+  } }, "Delete");
   const stats = h("div", { class: "stats", id: "job-stats" });
   const error = h("p", { class: "error", id: "job-error" });
   const budgetWrap = h("div", { class: "panel" }, h("h2", { text: "Kept parameters vs budget" }), h("div", { id: "kept" }));
   view.append(h("div", { class: "row" }, title, status, h("span", { class: "spacer" }),
-      h("a", { href: `#/compare?a=${jobId}&b=` }, "compare…"), cancel),
+      h("a", { href: `#/compare?a=${jobId}&b=` }, "compare…"), cancel, remove),
     h("div", { class: "panel" }, stats, error), budgetWrap);
   const charts = h("div", { class: "grid", id: "charts" });
   view.append(charts);
@@ -346,6 +351,7 @@ function jobPage(view, jobId) {
     title.textContent = job.name || `Job ${job.id.slice(0, 8)}`;
     status.replaceChildren(statusBadge(job.status));
     cancel.hidden = FINISHED.includes(job.status) || job.status === "cancelling";
+    remove.hidden = !FINISHED.includes(job.status);
     const stat = (label, value, id) => h("div", { class: "stat" }, h("div", { class: "label", text: label }), h("div", { class: "value", id, text: value }));
     stats.replaceChildren(stat("step", `${job.step} / ${job.total_steps ?? "?"}`, "job-step"),
       stat("ETA", FINISHED.includes(job.status) ? "–" : duration(job.eta_seconds), "job-eta"),

@@ -281,6 +281,14 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     assert {job_id, second} <= set(page.eval_on_selector_all("#jobs tbody tr[data-job-id]", "rows => rows.map(r => r.dataset.jobId)"))
     assert page.is_hidden("#jobs-older")
 
+    # A finished job deleted from its page (after the confirmation) is gone, and the list shows the rest.
+    page.goto(f"{server}/dashboard/#/jobs/{second}")
+    page.wait_for_selector("#delete:not([hidden])")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete")
+    page.wait_for_selector("#jobs-count:has-text('of 56 jobs')")
+    assert rest.get(f"/v1/jobs/{second}").status_code == 404
+
     # A key revoked while signed in: the next request sends the tab back to sign in, saying why.
     with session_scope() as session:
         assert revoke_api_key(session, key_prefix(key))

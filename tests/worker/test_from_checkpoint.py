@@ -14,12 +14,19 @@ from api.errors import SpecError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.models import Checkpoint, Job, RankSnapshot, Tenant
-from tests.conftest import sqlite_only_database_url, tiny_job_spec
+from service.artifacts import job_key
+from service.store import get_store
+from tests.conftest import STORES, sqlite_only_database_url, store_env_for, tiny_job_spec
 from tests.worker.test_task_kinds import finished
-from worker.runner import final_state_path, run_job
+from worker.runner import FINAL_STATE, run_job
 
 
 database_url = sqlite_only_database_url()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def artifact_store_env(request):
+    return store_env_for(request)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +55,7 @@ def check(tenant_id: int, spec: dict) -> None:
 def first_job(tenant) -> str:
     job_id = job_of(tenant, tiny_job_spec(max_steps=60, learning_rate=3e-2))
     assert run_job(job_id) == "succeeded"
-    assert final_state_path(job_id).is_file()
+    assert get_store().size(job_key(job_id, FINAL_STATE))
     return job_id
 
 
