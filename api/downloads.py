@@ -35,7 +35,7 @@ async def stored_download(request: Request, key: str, *, sha256: str, filename: 
                "Content-Disposition": content_disposition(filename)}
     redirect_seconds = get_settings().download_redirect_seconds
     if redirect_seconds and request.method == "GET":
-        url = await run_in_threadpool(store.download_url, key, filename, redirect_seconds)
+        url = await run_in_threadpool(store.download_url, key, headers["Content-Disposition"], redirect_seconds)
         if url:
             return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT, headers=headers)
     start, end = _requested_range(request, size, headers["ETag"])

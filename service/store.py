@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import lru_cache
@@ -88,8 +89,9 @@ class Store(ABC):
         else:
             path.unlink(missing_ok=True)
 
-    def download_url(self, key: str, filename: str, seconds: int) -> str | None:
-        """A time-limited URL a client may fetch the object from directly; None when the store has none."""
+    def download_url(self, key: str, disposition: str, seconds: int) -> str | None:
+        """A time-limited URL a client may fetch the object from directly (answered with this
+        Content-Disposition); None when the store has none."""
         return None
 
     @abstractmethod
@@ -184,13 +186,17 @@ class S3Store(Store):
         if path.is_file() and path.stat().st_size == size:
             return path  # keys are never rewritten with other bytes of the same size: a cache hit
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with _translated(key):
-            self.client.download_file(self.bucket, self._key(key), str(partial))
-        os.replace(partial, path)
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")  # two workers of a host may fetch it
+        try:
+            with _translated(key):
+                self.client.download_file(self.bucket, self._key(key), str(partial))
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return path
 
     def delete_prefix(self, prefix: str) -> None:
+        check_key(prefix.rstrip("/"))
         with _translated(prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                           Prefix=self.prefix + prefix)
@@ -201,11 +207,10 @@ class S3Store(Store):
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
         self._delete_local(prefix)  # and this host's copies
 
-    def download_url(self, key: str, filename: str, seconds: int) -> str | None:
+    def download_url(self, key: str, disposition: str, seconds: int) -> str | None:
         with _translated(key):
             return self.client.generate_presigned_url("get_object", ExpiresIn=seconds, Params={
-                "Bucket": self.bucket, "Key": self._key(key),
-                "ResponseContentDisposition": f'attachment; filename="{filename}"'})
+                "Bucket": self.bucket, "Key": self._key(key), "ResponseContentDisposition": disposition})
 
     def check(self) -> None:
         try:

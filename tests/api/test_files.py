@@ -279,3 +279,12 @@ def test_while_the_store_is_down_uploads_and_deletes_are_503_and_nothing_changes
     env_override(AWS_ENDPOINT_URL=artifact_store_env["AWS_ENDPOINT_URL"])
     assert client.get("/v1/files", headers=alice).json()["count"] == listed and stored_files() == before
     assert client.get(f"/v1/files/{kept['id']}/content", headers=alice).content == FORMATS["train.jsonl"](ROWS)
+
+
+def test_a_non_ascii_file_name_comes_back_encoded_in_the_download(client, alice):
+    file = uploaded(client, alice, name="train.jsonl")
+    response = upload(client, alice, "données-été.jsonl", FORMATS["train.jsonl"](ROWS))
+    assert response.status_code == 201, response.text
+    download = client.get(f"/v1/files/{response.json()['id']}/content", headers=alice)
+    assert download.headers["content-disposition"] == "attachment; filename*=utf-8''donn%C3%A9es-%C3%A9t%C3%A9.jsonl"
+    assert file["id"] != response.json()["id"]
