@@ -7,6 +7,7 @@ Set DATABASE_URL and REDIS_URL to run on Postgres + Redis.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -74,8 +75,6 @@ class Settings(BaseSettings):
     @field_validator("artifact_store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        from service.store import parse_store_url
-
         if value.strip():
             parse_store_url(value)
         return value.strip()
@@ -99,6 +98,19 @@ class Settings(BaseSettings):
 
     def resolved_data_dirs(self) -> list[Path]:
         return [d.expanduser().resolve() for d in self.data_dirs]
+
+
+STORE_URL = re.compile(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/((?:[\w.\-]+/?)*))?")
+
+
+def parse_store_url(url: str) -> tuple[str, str]:
+    """ARTIFACT_STORE's `s3://bucket/some/prefix` as ("bucket", "some/prefix/")."""
+    match = STORE_URL.fullmatch(url.strip())
+    prefix = (match.group(2) or "").strip("/") if match else ""
+    if not match or any(part in (".", "..") for part in prefix.split("/")):
+        raise ValueError("ARTIFACT_STORE must be empty (the ARTIFACT_DIR folder) or s3://<bucket>[/<prefix>], "
+                         f"got {url!r}")
+    return match.group(1), f"{prefix}/" if prefix else ""
 
 
 @lru_cache

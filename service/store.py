@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from service.settings import get_settings
+from service.settings import get_settings, parse_store_url
 
 CHUNK = 1 << 20
 KEY = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[\w.\-/]+$")  # relative, no . or .. parts, no odd characters
@@ -252,18 +252,6 @@ def _s3_client(endpoint: str | None):
         raise RuntimeError("ARTIFACT_STORE=s3://... needs boto3: pip install 'adalora-service[s3]'") from None
     config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=60)
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
-
-
-def parse_store_url(url: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` as ("bucket", "some/prefix/")."""
-    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?", url.strip())
-    if not match:
-        raise ValueError("ARTIFACT_STORE must be empty (the ARTIFACT_DIR folder) or s3://<bucket>[/<prefix>], "
-                         f"got {url!r}")
-    prefix = (match.group(2) or "").strip("/")
-    if prefix:
-        check_key(prefix)
-    return match.group(1), f"{prefix}/" if prefix else ""
 
 
 def get_store() -> Store:

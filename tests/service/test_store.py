@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from service.settings import get_settings
-from service.store import S3Store, StoreUnavailable, get_store, parse_store_url
+from service.settings import get_settings, parse_store_url
+from service.store import S3Store, StoreUnavailable, get_store
 from tests.conftest import STORES, reset_service_caches, store_env_for
 from tests.s3 import Relay, objects, store_env
 
@@ -84,7 +84,7 @@ def test_store_urls_parse(url, expected):
 def test_a_bad_store_url_is_refused_when_the_settings_load(url, monkeypatch):
     monkeypatch.setenv("ARTIFACT_STORE", url)
     get_settings.cache_clear()
-    with pytest.raises(ValueError, match="ARTIFACT_STORE|store key"):
+    with pytest.raises(ValueError, match="ARTIFACT_STORE"):
         get_settings()
     monkeypatch.undo()
     get_settings.cache_clear()
