@@ -420,8 +420,11 @@ def table(rows: list[dict], default_lr: float) -> str:
 
 
 def _lora_of(best: dict, key: tuple):
-    """LoRA's default-alpha runs at the same task, steps, rows and lora_r as the run of `key`."""
+    """LoRA's runs under the same arm (one that applies to every method, such as a dropout), or else its
+    default-alpha runs at the same task, steps, rows and lora_r as the run of `key`."""
     task, method, arm, steps, n = key
+    if same := best.get((task, "lora", arm, steps, n)):
+        return same
     r = best[key][2][0]["lora_r"]
     name = "default" if r == LORA_DEFAULTS["lora_r"] else f"lora_r={r:g}"
     return best.get((task, "lora", name, steps, n))
