@@ -116,14 +116,19 @@ def test_flags_upload_a_local_file_and_a_failed_job_exits_1(cli_env, tiny_datase
     assert "✘ failed" in failed.stdout
 
 
-def test_a_cancelled_job_exits_3_and_ctrl_c_stops_only_the_following(cli_env):
+def test_a_cancelled_job_exits_3_and_ctrl_c_stops_only_the_following(cli_env, tmp_path):
     job = adalora_json(cli_env, "jobs", "create", "--server-data", "sentiment.csv", "--model", "tiny-bert",
                        "--task", "sequence_classification", "--max-steps", "5000")
-    follower = subprocess.Popen([str(ADALORA), "jobs", "follow", job["id"]], env=cli_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    out_path = tmp_path / "follow.out"
+    with open(out_path, "w") as out_file:
+        follower = subprocess.Popen([str(ADALORA), "jobs", "follow", job["id"]], env=cli_env, stdout=out_file,
+                                    stderr=subprocess.PIPE, text=True)
     wait_for(lambda: adalora_json(cli_env, "jobs", "get", job["id"])["step"] > 0, TIMEOUT, what="training")
+    # Ctrl+C once it follows: before that, the interrupt would land while Python is still importing it.
+    wait_for(lambda: "Following" in out_path.read_text(), TIMEOUT, what="the CLI to start following")
     follower.send_signal(signal.SIGINT)
-    out, err = follower.communicate(timeout=60)
+    _, err = follower.communicate(timeout=60)
+    out = out_path.read_text()
     assert follower.returncode == 130 and "the job goes on" in err, out + err
     time.sleep(1)
     assert adalora_json(cli_env, "jobs", "get", job["id"])["status"] == "running"
