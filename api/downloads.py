@@ -52,9 +52,7 @@ def _requested_range(request: Request, size: int, etag: str) -> tuple[int, int]:
     """[start, end) to send: the whole object unless one satisfiable range was asked for (and If-Range,
     when given, names these bytes). Several ranges are answered with the whole object, as RFC 9110 allows."""
     header = request.headers.get("range")
-    if not header or request.headers.get("if-range", etag) != etag:
-        return 0, size
-    if "," in header:
+    if not header or "," in header or request.headers.get("if-range", etag) != etag:
         return 0, size
     match = RANGE.match(header.strip())
     if not match or match.groups() == ("", ""):

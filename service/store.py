@@ -45,8 +45,6 @@ def _local_root() -> Path:
 
 
 class Store(ABC):
-    name: str
-
     def local_path(self, key: str) -> Path:
         """Where this host keeps `key`: the object itself for a folder store, scratch or a cache otherwise."""
         root = _local_root()
@@ -102,8 +100,6 @@ class Store(ABC):
 class FolderStore(Store):
     """Objects are files under ARTIFACT_DIR: a move is the atomic put."""
 
-    name = "folder"
-
     def put(self, key: str, source: Path) -> None:
         target = self.local_path(key)
         if Path(source).resolve() == target:
@@ -133,7 +129,7 @@ class FolderStore(Store):
         self._delete_local(prefix)
 
     def check(self) -> None:
-        root = get_settings().artifact_dir.expanduser()
+        root = _local_root()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -145,8 +141,6 @@ class FolderStore(Store):
 class S3Store(Store):
     """Objects in an S3 bucket under a prefix. boto3 retries transient errors itself (standard mode);
     whatever still fails surfaces as StoreUnavailable, never as a half-written object."""
-
-    name = "s3"
 
     def __init__(self, bucket: str, prefix: str, endpoint: str | None):
         self.bucket, self.prefix = bucket, prefix
