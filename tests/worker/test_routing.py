@@ -27,22 +27,26 @@ def test_a_job_of_a_class_runs_on_a_worker_of_that_class(service_env, tmp_path):
     big_class = f"gpu-{uuid.uuid4().hex[:6]}"
     (tmp_path / "plain").mkdir()
     (tmp_path / "big").mkdir()
-    plain = start_worker(service_env, tmp_path / "plain", name=f"plain-{big_class}@%h")
-    big = start_worker(service_env, tmp_path / "big", queues=worker_queues([big_class]), name=f"big-{big_class}@%h")
+    workers = [start_worker(service_env, tmp_path / "plain", name=f"plain-{big_class}@%h")]
     try:
+        # One after the other: kombu's SQLite broker creates a queue's row on first use, and two workers
+        # starting at once on the same file can race to insert it (the loser exits on a UNIQUE constraint).
+        wait_for(lambda: service_env["QUEUE_NAME"] in served(), 180, what="the plain worker to record its queues")
+        big = start_worker(service_env, tmp_path / "big", queues=worker_queues([big_class]),
+                           name=f"big-{big_class}@%h")
+        workers.append(big)
         try:  # a loaded machine takes a while to start a worker
             wait_for(lambda: class_queue(big_class) in served(), 180, what="the class worker to record its queues")
         except BaseException:
             print(big.log_tail())
             raise
-        assert service_env["QUEUE_NAME"] in served()
         job_ids = [submit({**tiny_job_spec(max_steps=12), "resources": {"queue": big_class}}) for _ in range(2)]
         for job_id in job_ids:
             job = wait_until_finished(job_id, big)
             assert job.status == "succeeded" and job.worker.startswith(f"big-{big_class}@"), job.worker
     finally:
-        stop_process(plain.process)
-        stop_process(big.process)
+        for worker in workers:
+            stop_process(worker.process)
 
 
 def test_a_class_no_worker_serves_is_refused_at_submission(client, new_tenant):
