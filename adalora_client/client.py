@@ -220,12 +220,12 @@ class Jobs:
 
     # -- metrics, ranks, checkpoints -----------------------------------------------------------------
 
-    def metrics(self, job_id: str, *, after_step: int = 0, limit: int = 500) -> Page[Metric]:
+    def metrics(self, job_id: str, *, after_step: int = -1, limit: int = 500) -> Page[Metric]:
         params = {"after_step": after_step, "limit": limit}
         return Page[Metric].model_validate(self._t.json("GET", f"/v1/jobs/{job_id}/metrics", params=params))
 
-    def iter_metrics(self, job_id: str, *, after_step: int = 0) -> Iterator[Metric]:
-        """Every metric row so far, page by page."""
+    def iter_metrics(self, job_id: str, *, after_step: int = -1) -> Iterator[Metric]:
+        """Every metric row so far, page by page (step 0: the evaluation before training)."""
         return _every_page(lambda after: self.metrics(job_id, after_step=after, limit=5000), after_step,
                            lambda metric: metric.step)
 

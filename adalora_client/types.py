@@ -56,6 +56,8 @@ class Job(Record):
     budget_unit: str | None
     budget_target: float | None
     adapter_params: int | None
+    learning_rate: float | None = None  # the spec's, or what learning_rate "auto" chose
+    lr_probe: dict[str, Any] | None = None
     error: str | None
     attempts: int
     eta_seconds: float | None
@@ -117,6 +119,8 @@ class DryRun(Record):
     tinit: int
     tfinal: int
     schedule: list[tuple[int, float]]
+    scale: float | None = None
+    warnings: list[str] = []
     memory: MemoryEstimate | None = None
     memory_problem: str | None = None
 

@@ -1,4 +1,6 @@
-"""AdaLoRA configuration: one dataclass, validated on creation and when the run length is known."""
+"""The settings of a run, torch-free so the API can validate a job spec with them: AdaLoraConfig (the
+adapters, budget and schedule) and TrainArgs (the optimisation). Validated on creation and when the run
+length is known."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Literal
 Init = Literal["lora", "svd", "orthogonal", "gaussian"]
 BudgetUnit = Literal["params", "ranks"]
 OrthTarget = Literal["orthogonal", "orthonormal"]
+Scaling = Literal["rank_stabilized", "standard"]
 
 # Attention and MLP linears of each architecture family, as module-name suffixes.
 DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
@@ -34,6 +37,12 @@ DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
 }
 
 
+LORA_ALPHA_DEFAULT = 8.0
+# A scale this far (as a factor) from what the defaults give at the same init_r is probably a mistake:
+# PEFT's AdaLoRA at init_r 64 and alpha 8 trains at 1/11 of it and lost 10 GSM8K points to LoRA.
+SCALE_WARN_FACTOR = 4.0
+
+
 class ConfigError(ValueError):
     """An invalid setting; the message says what to change."""
 
@@ -41,14 +50,18 @@ class ConfigError(ValueError):
 @dataclass
 class AdaLoraConfig:
     init_r: int = 12                      # rank every adapted module starts with
-    target_r: float | None = 8.0          # average rank per module at the end of budgeting
+    target_r: float | None = None         # average rank per module at the end; neither given: default_target_r
     target_params: int | None = None      # or: total adapter parameters at the end of budgeting
     # What the budget counts. "params": adapter parameters, a triplet of a module costing in + out + 1, so
     # target_r=2 keeps exactly what rank 2 everywhere would cost (LoRA r=2 plus the singular values);
     # "ranks": triplets, whatever their size (the paper's and PEFT's; an MLP rank then costs 2.5x an
     # attention rank and the kept parameters drift above the target).
     budget_unit: BudgetUnit = "params"
-    lora_alpha: float = 12.0              # dW is scaled by lora_alpha / init_r (bench: 16 and up let runs collapse)
+    # dW's multiplier. "rank_stabilized": lora_alpha / sqrt(init_r) (rsLoRA's rule), so raising init_r does not
+    # shrink the update; "standard": the paper's and PEFT's lora_alpha / init_r, which at init_r 64 and alpha 8
+    # trains with a scale of 0.125. Default from bench/results_quality_lm.md.
+    lora_alpha: float = LORA_ALPHA_DEFAULT
+    scaling: Scaling = "rank_stabilized"
     lora_dropout: float = 0.0             # dropout on the adapter's input
     target_modules: list[str] | str | None = None  # name suffixes, or a regex on full names; None: per family
     modules_to_save: list[str] | None = None        # extra trainable modules (task heads); None: auto
@@ -72,8 +85,10 @@ class AdaLoraConfig:
     def __post_init__(self) -> None:
         if self.init_r < 1:
             raise ConfigError(f"init_r must be >= 1, got {self.init_r}: raise init_r")
-        if (self.target_r is None) == (self.target_params is None):
-            raise ConfigError("give exactly one budget: target_r (average final rank) or target_params")
+        if self.target_r is not None and self.target_params is not None:
+            raise ConfigError("give one budget: target_r (average final rank) or target_params, not both")
+        if self.target_r is None and self.target_params is None:
+            self.target_r = default_target_r(self.init_r)
         if self.target_r is not None and not 0 <= self.target_r <= self.init_r:
             raise ConfigError(f"target_r must be within [0, init_r={self.init_r}], got {self.target_r}: "
                               "lower target_r or raise init_r")
@@ -89,6 +104,8 @@ class AdaLoraConfig:
                 raise ConfigError(f"{name} must be strictly between 0 and 1, got {getattr(self, name)}")
         if self.lora_alpha <= 0:
             raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if self.scaling not in ("rank_stabilized", "standard"):
+            raise ConfigError(f"scaling must be rank_stabilized or standard, got {self.scaling!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.orth_reg_weight < 0:
@@ -106,11 +123,29 @@ class AdaLoraConfig:
         if self.total_step is not None:
             self.schedule_steps(self.total_step)
 
+    @property
+    def scale(self) -> float:
+        """What dW = B (A ⊙ E) is multiplied by."""
+        return update_scale(self.lora_alpha, self.init_r, self.scaling)
+
+    def scale_warning(self) -> str | None:
+        """A sentence when the scale is far from the defaults' at this init_r (too slow, or too fast to be
+        stable), else None."""
+        default = update_scale(LORA_ALPHA_DEFAULT, self.init_r, "rank_stabilized")
+        ratio = self.scale / default
+        if 1 / SCALE_WARN_FACTOR <= ratio <= SCALE_WARN_FACTOR:
+            return None
+        effect = "trains slowly (the update is too small)" if ratio < 1 else "may diverge or collapse"
+        return (f"the adapter's scale {self.scale:.3g} (lora_alpha {self.lora_alpha:g}, scaling {self.scaling}, "
+                f"init_r {self.init_r}) is {ratio:.2g}x the default's {default:.3g} at this init_r and {effect}: "
+                f"leave lora_alpha and scaling at their defaults, or set lora_alpha to about "
+                f"{_alpha_for(default, self.init_r, self.scaling):.3g} for scaling {self.scaling}")
+
     def schedule_steps(self, total_step: int) -> tuple[int, int]:
         """(tinit, tfinal) in steps for a run of total_step optimizer steps; raises if no budgeting phase."""
         if total_step < 1:
             raise ConfigError(f"total_step must be >= 1, got {total_step}")
-        tinit, tfinal = _steps(self.tinit, total_step), _steps(self.tfinal, total_step)
+        tinit, tfinal = steps_of(self.tinit, total_step), steps_of(self.tfinal, total_step)
         if tinit + tfinal >= total_step:
             raise ConfigError(f"tinit + tfinal ({tinit} + {tfinal}) must be below total_step ({total_step}): "
                               "lower tinit or tfinal, or train longer")
@@ -123,7 +158,21 @@ class AdaLoraConfig:
         return asdict(self)
 
 
-def _steps(value: float, total_step: int) -> int:
+def default_target_r(init_r: int) -> float:
+    """The final budget when none is given: a third of the starting ranks pruned, as in the paper's GLUE runs
+    (12 -> 8), rounded down to whole ranks but never below 1."""
+    return float(max(1, init_r * 2 // 3))
+
+
+def update_scale(lora_alpha: float, init_r: int, scaling: str) -> float:
+    return lora_alpha / (math.sqrt(init_r) if scaling == "rank_stabilized" else init_r)
+
+
+def _alpha_for(scale: float, init_r: int, scaling: str) -> float:
+    return scale * (math.sqrt(init_r) if scaling == "rank_stabilized" else init_r)
+
+
+def steps_of(value: float, total_step: int) -> int:
     """A fraction in (0, 1) of the run, or an absolute step count."""
     if 0 < value < 1:
         return int(math.floor(value * total_step))
@@ -139,3 +188,49 @@ def default_target_modules(model_type: str) -> list[str]:
         raise ConfigError(f"no default target_modules for model type {model_type!r}: "
                           "pass target_modules (module-name suffixes or a regex)") from None
 
+
+@dataclass
+class TrainArgs:
+    learning_rate: float | Literal["auto"] = 1e-3  # "auto": a range test picks it (adalora_core.lr_probe)
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    epochs: float = 1.0                  # used when max_steps is None
+    max_steps: int | None = None         # optimizer steps
+    grad_accum: int = 1                  # micro-batches per optimizer step
+    warmup_ratio: float = 0.06           # fraction of steps with a linear warmup from 0
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = 1.0    # None: no clipping
+    eval_every: int | None = None        # steps; the run always evaluates at the end when eval_fn is given
+    checkpoint_every: int | None = None  # steps since the last checkpoint; needs checkpoint_dir
+    checkpoint_every_seconds: float | None = None  # ... or seconds since it, whichever comes first
+    checkpoint_dir: str | None = None
+    seed: int = 0
+    device: str | None = None            # None: cuda when available, else cpu
+    bf16: bool | None = None             # None: bf16 autocast on CUDA devices that support it
+
+    def __post_init__(self) -> None:
+        if self.learning_rate != "auto" and (isinstance(self.learning_rate, str) or self.learning_rate <= 0):
+            raise ConfigError(f"learning_rate must be > 0 or \"auto\", got {self.learning_rate!r}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("batch_size and grad_accum must be >= 1")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError("give epochs > 0 or max_steps")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_schedule not in ("linear", "cosine", "constant"):
+            raise ConfigError(f"lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
+        if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
+            raise ConfigError(f"checkpoint_every_seconds must be > 0 (or None), got {self.checkpoint_every_seconds}")
+        if (self.checkpoint_every or self.checkpoint_every_seconds) and not self.checkpoint_dir:
+            raise ConfigError("checkpoint_every and checkpoint_every_seconds need checkpoint_dir")
+
+    def total_steps(self, n_examples: int) -> int:
+        if n_examples < self.batch_size:
+            raise ConfigError(f"the dataset has {n_examples} examples, fewer than batch_size={self.batch_size}: "
+                              "lower batch_size or add data")
+        if self.max_steps is not None:
+            return self.max_steps
+        steps_per_epoch = (n_examples // self.batch_size) / self.grad_accum
+        return max(1, math.ceil(steps_per_epoch * self.epochs))

@@ -64,3 +64,12 @@ def rank0_says(flag: bool, device: torch.device, size: int) -> bool:
     value = torch.tensor([int(flag)], device=device)
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def rank0_value(value: float, device: torch.device, size: int) -> float:
+    """Rank 0's number (a probed learning rate), the same on every process."""
+    if size == 1:
+        return value
+    tensor = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())

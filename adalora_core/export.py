@@ -36,7 +36,8 @@ def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None 
         "init_r": config.init_r,
         "target_r": round(sum(sum(v) for v in pattern.values()) / len(pattern)),
         "r": config.init_r,  # unused by AdaLoRA; set to init_r so PEFT does not warn
-        "lora_alpha": config.lora_alpha,
+        # PEFT scales by lora_alpha / init_r: the alpha that gives our scale, whatever our scaling rule.
+        "lora_alpha": config.scale * config.init_r,
         "lora_dropout": config.lora_dropout,
         "target_modules": sorted(adapted.modules),
         "modules_to_save": adapted.heads or None,

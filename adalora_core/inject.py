@@ -53,7 +53,7 @@ def inject_adalora(model: nn.Module, config: AdaLoraConfig) -> Adapted:
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        wrapped = SVDLinear(getattr(parent, child), config.init_r, config.lora_alpha,
+        wrapped = SVDLinear(getattr(parent, child), config.init_r, config.scale,
                             config.lora_dropout, config.init)
         setattr(parent, child, wrapped)
         modules[name] = wrapped

@@ -1,4 +1,5 @@
-"""SVDLinear: a frozen linear layer plus the SVD-shaped update dW = B · (A ⊙ E) · lora_alpha / init_r."""
+"""SVDLinear: a frozen linear layer plus the SVD-shaped update dW = B · (A ⊙ E) · scaling
+(AdaLoraConfig.scale: lora_alpha / sqrt(init_r) by default)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class SVDLinear(nn.Module):
     Pruning a rank zeroes its E entry; the mask lives in the allocator, not here.
     """
 
-    def __init__(self, base: nn.Module, r: int, lora_alpha: float, dropout: float = 0.0,
+    def __init__(self, base: nn.Module, r: int, scaling: float, dropout: float = 0.0,
                  init: str = "gaussian") -> None:
         super().__init__()
         self.base = base
@@ -35,7 +36,7 @@ class SVDLinear(nn.Module):
         else:
             self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out else weight.shape[::-1])
         self.r = r
-        self.scaling = lora_alpha / r
+        self.scaling = scaling
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         device = weight.device
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=device, dtype=torch.float32))

@@ -12,7 +12,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -20,59 +20,13 @@ import torch
 from torch import nn
 
 from .allocator import Allocation, RankAllocator
-from .config import AdaLoraConfig, ConfigError
-from .distributed import (accumulating, check_batch, data_parallel, mean_over_processes, rank0_says, shard,
-                          world)
+from .config import AdaLoraConfig, ConfigError, TrainArgs
+from .distributed import (accumulating, check_batch, data_parallel, mean_over_processes, rank0_says, rank0_value,
+                          shard, world)
 from .inject import Adapted, inject_adalora
+from .lr_probe import LrProbe, probe_steps, range_test
 from .plan import describe_plan
 from .regularizer import orthogonal_penalty
-
-
-@dataclass
-class TrainArgs:
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    epochs: float = 1.0                  # used when max_steps is None
-    max_steps: int | None = None         # optimizer steps
-    grad_accum: int = 1                  # micro-batches per optimizer step
-    warmup_ratio: float = 0.06           # fraction of steps with a linear warmup from 0
-    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: float | None = 1.0    # None: no clipping
-    eval_every: int | None = None        # steps; the run always evaluates at the end when eval_fn is given
-    checkpoint_every: int | None = None  # steps since the last checkpoint; needs checkpoint_dir
-    checkpoint_every_seconds: float | None = None  # ... or seconds since it, whichever comes first
-    checkpoint_dir: str | None = None
-    seed: int = 0
-    device: str | None = None            # None: cuda when available, else cpu
-    bf16: bool | None = None             # None: bf16 autocast on CUDA devices that support it
-
-    def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("batch_size and grad_accum must be >= 1")
-        if self.max_steps is None and self.epochs <= 0:
-            raise ConfigError("give epochs > 0 or max_steps")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.lr_schedule not in ("linear", "cosine", "constant"):
-            raise ConfigError(f"lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
-        if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
-            raise ConfigError(f"checkpoint_every_seconds must be > 0 (or None), got {self.checkpoint_every_seconds}")
-        if (self.checkpoint_every or self.checkpoint_every_seconds) and not self.checkpoint_dir:
-            raise ConfigError("checkpoint_every and checkpoint_every_seconds need checkpoint_dir")
-
-    def total_steps(self, n_examples: int) -> int:
-        if n_examples < self.batch_size:
-            raise ConfigError(f"the dataset has {n_examples} examples, fewer than batch_size={self.batch_size}: "
-                              "lower batch_size or add data")
-        if self.max_steps is not None:
-            return self.max_steps
-        steps_per_epoch = (n_examples // self.batch_size) / self.grad_accum
-        return max(1, math.ceil(steps_per_epoch * self.epochs))
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,6 +62,7 @@ class TrainResult:
     step: int                      # optimizer steps completed
     stopped: bool                  # True when should_stop() ended the run early
     metrics: dict[str, float] = field(default_factory=dict)  # the last reported metrics
+    lr_probe: LrProbe | None = None  # learning_rate "auto": the range test that chose the rate
 
     @property
     def rank_pattern(self) -> dict[str, list[bool]]:
@@ -141,22 +96,39 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     adapted = inject_adalora(model, config)
     model.to(device)
     allocator = RankAllocator(adapted.modules, config, total)
+    if warm_start and not resume_from:  # before the probe and on_start, so that the plan shows the carried pattern
+        _load_warm_start(warm_start, adapted, allocator)
+    probe = None
+    if args.learning_rate == "auto" and not resume_from:  # a resumed run's rate comes with its optimizer state
+        probe = _probe_learning_rate(model, adapted, config, args, train_data, collate, device, bf16, total, size)
+        args = replace(args, learning_rate=probe.learning_rate)
+    elif args.learning_rate == "auto":  # resuming: the checkpoint's optimizer and scheduler hold the probed rate
+        args = replace(args, learning_rate=1.0)
     optimizer = _optimizer(adapted, config, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
     start = 0
-    if warm_start and not resume_from:  # before on_start, so that the plan shows the carried pattern
-        _load_warm_start(warm_start, adapted, allocator)
-    callbacks.on_start(total, describe_plan(adapted, allocator, config))
+    plan = describe_plan(adapted, allocator, config)
+    if probe is not None:
+        plan["lr_probe"] = probe.to_dict()
+    callbacks.on_start(total, plan)
+    if (warning := config.scale_warning()) is not None:
+        callbacks.on_event("warning", warning)
+    if probe is not None:
+        callbacks.on_event("info", probe.summary())
     if resume_from:
         start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
     batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order, rank, size)
-    result = TrainResult(adapted, allocator, config, start, stopped=False)
+    result = TrainResult(adapted, allocator, config, start, stopped=False, lr_probe=probe)
     checkpoint_due = _checkpoint_timer(args, start, clock)
     net = data_parallel(model, device, size)
 
+    if rank == 0 and eval_fn is not None and start == 0:
+        # Where the run starts (the base model, or the warm start): every later score reads as a gain over it.
+        result.metrics = {f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()}
+        callbacks.on_metrics(0, result.metrics)
     model.train()
     for step in range(start, total):
         if rank0_says(callbacks.should_stop(), device, size):
@@ -202,6 +174,28 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
             callbacks.on_checkpoint(done, path)
     return result
+
+
+def _probe_learning_rate(model: nn.Module, adapted: Adapted, config: AdaLoraConfig, args: TrainArgs,
+                         train_data: Sequence, collate: Callable, device: torch.device, bf16: bool, total: int,
+                         size: int) -> LrProbe:
+    """The range test on this run's objective (task loss and orthogonal penalty), every process alike; rank 0's
+    choice holds for all (floating-point order may differ between devices)."""
+    modules = list(adapted.modules.values())
+
+    def step_loss(batch: dict) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        if config.orth_reg_weight > 0:
+            loss = loss + config.orth_reg_weight * orthogonal_penalty(modules, config.orth_target)
+        return loss
+
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    probe = range_test(step_loss, trainable, train_data, collate, args.batch_size // size, probe_steps(total),
+                       args.seed, device, args.max_grad_norm, args.weight_decay)
+    probe.learning_rate = rank0_value(probe.learning_rate, device, size)
+    return probe
 
 
 def _checkpoint_timer(args: TrainArgs, start: int, clock: Callable[[], float]) -> Callable[[int], bool]:

@@ -38,8 +38,9 @@ def plan_job(spec: JobSpec, card: Card | None = None) -> DryRunPublic:
         raise SpecError(_field_of(str(exc)), str(exc)) from exc
     total_steps = plan.pop("total_step")
     memory, problem = _memory(spec, total_steps, card)
+    warnings = [w for w in (config.scale_warning(),) if w]
     return DryRunPublic(model=spec.model, total_steps=total_steps, total_steps_from=basis, memory=memory,
-                        memory_problem=problem, **plan)
+                        memory_problem=problem, scale=config.scale, warnings=warnings, **plan)
 
 
 def _memory(spec: JobSpec, total_steps: int, card: Card | None) -> tuple[MemoryPublic | None, str | None]:

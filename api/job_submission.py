@@ -1,5 +1,6 @@
-"""Queueing a job, shared by POST /v1/jobs and the OpenAI-compatible POST /openai/v1/fine_tuning/jobs:
-idempotent replay, the per-tenant rate limit, the row and its first event, then the broker. Each surface
+"""Submitting and cancelling a job, shared by /v1/jobs and the OpenAI-compatible /openai/v1/fine_tuning/jobs:
+the checks a spec passes before it is queued, idempotent replay, the per-tenant rate limit, the row and its
+first event, then the broker. Each surface only maps SpecError and AlreadyFinished to its own error shape and
 passes how it presents a job, so a replay answers in that surface's shape."""
 
 from __future__ import annotations
@@ -12,17 +13,51 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.checkpoint_checks import check_from_checkpoint
+from api.dataset_checks import check_file_dataset
+from api.errors import SpecError
 from api.idempotency import remember, replay, surface_hash
 from api.rate_limit import check_job_rate
-from service.lifecycle import fail_unsent
+from service.jobspec import JobSpec
+from service.lifecycle import fail_unsent, request_cancel
 from service.models import Job, JobEvent
 from service.queue import enqueue_job
+from service.routing import unserved_class_problem
 from service.redaction import hide_server_paths
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+class AlreadyFinished(Exception):
+    """A cancel of a job that already ended; the message is its status."""
+
+
+async def check_submission(session: AsyncSession, tenant_id: int, spec: JobSpec) -> None:
+    """Everything a valid spec must also pass against the database before it is queued; raises SpecError
+    naming our field. The checks are plain functions on a blocking Session: run_sync hands them this one."""
+    await session.run_sync(check_file_dataset, tenant_id, spec)  # uploaded files: the caller's, columns named
+    await session.run_sync(check_from_checkpoint, tenant_id, spec)  # the earlier job: the caller's, finished
+    await session.run_sync(check_gpu_class, spec)  # some worker serves the class asked for
+
+
+def check_gpu_class(session: Session, spec: JobSpec) -> None:
+    if (problem := unserved_class_problem(session, spec.resources.queue)) is not None:
+        raise SpecError("resources.queue", problem)
+
+
+async def cancel(session: AsyncSession, job: Job) -> str:
+    """A queued job is cancelled at once; a running one is asked to stop (`cancelling`) and its worker finishes
+    it. Returns the status after; raises AlreadyFinished. Conditional updates: never races a worker's claim."""
+    new_status = await session.run_sync(request_cancel, job.id)
+    await session.commit()
+    await session.refresh(job)
+    if new_status is None and job.status != "cancelling":
+        raise AlreadyFinished(job.status)
+    return new_status or job.status
 
 
 async def submit_job(session: AsyncSession, tenant_id: int, spec: dict, idempotency_key: str | None, *,

@@ -62,6 +62,10 @@ class JobPublic(BaseModel):
     budget_unit: str | None = Field(description="what the budget counts: params (adapter parameters) or ranks")
     budget_target: float | None = Field(description="the budget at the end of budgeting, in budget_unit")
     adapter_params: int | None = Field(description="adapter parameters the kept ranks hold right now")
+    learning_rate: float | None = Field(description="the peak learning rate: the spec's, or with \"auto\" the "
+                                        "rate the probe chose (null until it has)")
+    lr_probe: dict[str, Any] | None = Field(description="learning_rate \"auto\": the range test (the rate at "
+                                            "each probe step and the smoothed loss) and the rate it chose")
     error: str | None
     attempts: int
     eta_seconds: float | None = Field(description="estimated time to finish, from the step rate so far")
@@ -131,6 +135,10 @@ class DryRunPublic(BaseModel):
     tinit: int
     tfinal: int
     schedule: list[tuple[int, float]] = Field(description="[step, budget] points where the budget changes")
+    scale: float = Field(description="what dW = B (A ⊙ E) is multiplied by: budget.lora_alpha / sqrt(init_r) "
+                         "(scaling rank_stabilized) or / init_r (standard)")
+    warnings: list[str] = Field(default_factory=list, description="settings that are valid but likely a mistake, "
+                                "e.g. a scale far from the defaults' (too slow to learn, or unstable)")
     memory: MemoryPublic | None = Field(description="the estimated peak GPU memory; None when the model could "
                                         "not be traced (memory_problem says why)")
     memory_problem: str | None = None

@@ -214,7 +214,7 @@ def ada_config(opts, model, paper: bool, targets: list[str] = TARGETS) -> AdaLor
     return AdaLoraConfig(init_r=init_r(opts), **budget, budget_unit=opts.budget_unit, target_modules=targets,
                          init=init, e_lr_multiplier=e_lr, tinit=opts.tinit, tfinal=opts.tfinal,
                          delta_t=opts.delta_t, orth_reg_weight=opts.orth, orth_target=orth_target,
-                         lora_alpha=opts.ada_alpha, lora_dropout=opts.dropout)
+                         lora_alpha=opts.ada_alpha, scaling=opts.scaling, lora_dropout=opts.dropout)
 
 
 def train_adalora(model, args: TrainArgs, data, collate, paper: bool, opts, targets: list[str] = TARGETS) -> dict:
@@ -229,11 +229,12 @@ def train_adalora(model, args: TrainArgs, data, collate, paper: bool, opts, targ
             "adapter_params_trained": sum(m.r * (m.in_features + m.out_features + 1) for m in mods.values()),
             "head_params": result.adapted.parameter_counts()["heads"],
             "rank_hist": {str(r): list(ranks.values()).count(r) for r in sorted(set(ranks.values()))},
+            "lr_probe": result.lr_probe.to_dict() if result.lr_probe else None,
             "config": {k: v for k, v in cfg.to_dict().items() if k not in ("target_modules", "modules_to_save")}}
 
 
 def train_lora(model, args: TrainArgs, data, collate, opts, task_type: str = "SEQ_CLS",
-               targets: list[str] = TARGETS) -> dict:
+               targets: list[str] = TARGETS, rslora: bool = False) -> dict:
     """PEFT LoRA trained exactly like adalora_core.train trains AdaLoRA, minus the allocator and orth loss."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
@@ -243,7 +244,7 @@ def train_lora(model, args: TrainArgs, data, collate, opts, task_type: str = "SE
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     seed_everything(args.seed)  # as train() does before injecting
     cfg = LoraConfig(task_type=task_type, r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.dropout,
-                     target_modules=targets, modules_to_save=["classifier"] if task_type == "SEQ_CLS" else None)
+                     target_modules=targets, use_rslora=rslora, modules_to_save=["classifier"] if task_type == "SEQ_CLS" else None)
     model = get_peft_model(model, cfg)
     model.to(device)
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
@@ -271,7 +272,7 @@ def train_lora(model, args: TrainArgs, data, collate, opts, task_type: str = "SE
     return {"model": model, "losses": losses, "warnings": [], "modules": len(layers),
             "adapter_params_final": adapter, "adapter_params_budget": adapter,
             "adapter_params_trained": adapter, "head_params": heads, "rank_hist": {str(opts.lora_r): len(layers)},
-            "config": {"r": opts.lora_r, "lora_alpha": opts.lora_alpha, "peft": _peft_version()}}
+            "config": {"r": opts.lora_r, "lora_alpha": opts.lora_alpha, "use_rslora": rslora, "peft": _peft_version()}}
 
 
 def _peft_version() -> str:
@@ -282,7 +283,7 @@ def _peft_version() -> str:
 # What a run's "arm" is: the method's settings that are not per-run (LR and seed are per-run). AdaLoRA's
 # defaults are AdaLoraConfig's own, so the default arm is always what a job spec gets by default.
 ADA_DEFAULTS = {"lora_r": 2, "init_r": None, "init": AdaLoraConfig.init, "e_lr": AdaLoraConfig.e_lr_multiplier,
-                "ada_alpha": AdaLoraConfig.lora_alpha, "orth": AdaLoraConfig.orth_reg_weight,
+                "ada_alpha": AdaLoraConfig.lora_alpha, "scaling": AdaLoraConfig.scaling, "orth": AdaLoraConfig.orth_reg_weight,
                 "orth_target": AdaLoraConfig.orth_target,
                 "tinit": AdaLoraConfig.tinit, "tfinal": AdaLoraConfig.tfinal, "delta_t": AdaLoraConfig.delta_t,
                 "budget_unit": AdaLoraConfig.budget_unit, "dropout": AdaLoraConfig.lora_dropout}
@@ -482,7 +483,8 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orth-target", default=ADA_DEFAULTS["orth_target"], choices=["orthogonal", "orthonormal"])
     p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout on the adapter's input, for every method")
     p.add_argument("--ada-alpha", type=float, default=ADA_DEFAULTS["ada_alpha"],
-                   help="AdaLoRA's lora_alpha (scaling alpha / init_r)")
+                   help="AdaLoRA's lora_alpha (dW x alpha / sqrt(init_r), or alpha / init_r with --scaling standard)")
+    p.add_argument("--scaling", default=ADA_DEFAULTS["scaling"], choices=["rank_stabilized", "standard"])
 
 
 def parse_args() -> argparse.Namespace:

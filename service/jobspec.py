@@ -6,13 +6,15 @@ Importable without torch: the API validates specs without loading any model.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The core's settings module is torch-free: its defaults and rules are the spec's, written once.
+from adalora_core.config import AdaLoraConfig, TrainArgs, default_target_r, steps_of
 
 from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
 from service.settings import get_settings
@@ -192,28 +194,27 @@ class FileDataset(DatasetCommon):
 DatasetSpec = Annotated[HubDataset | ServerDataset | FileDataset, Field(discriminator="source")]
 
 
-def default_target_r(init_r: int) -> float:
-    """The final budget when a spec gives none: a third of the starting ranks pruned, as in the paper's
-    GLUE runs (12 -> 8), rounded down to whole ranks but never below 1."""
-    return float(max(1, init_r * 2 // 3))
-
-
 class Budget(Strict):
-    init_r: int = Field(default=12, ge=1, le=256, description="rank every adapted module starts with")
+    init_r: int = Field(default=AdaLoraConfig.init_r, ge=1, le=256, description="rank every adapted module starts with")
     target_r: float | None = Field(default=None, ge=0, description="average rank per module at the end; with "
                                    "neither target given, two thirds of init_r (8 for the default 12)")
     target_params: int | None = Field(default=None, ge=0, description="or: total adapter parameters at the end")
     unit: Literal["params", "ranks"] = Field(
-        default="params", description="what the budget counts: adapter parameters, met exactly (a rank of a "
+        default=AdaLoraConfig.budget_unit, description="what the budget counts: adapter parameters, met exactly (a rank of a "
         "module costs in + out + 1; target_r then means what that rank everywhere would cost), or ranks "
         "whatever their size (the AdaLoRA paper's)")
-    lora_alpha: float = Field(default=12.0, gt=0, description="dW is scaled by lora_alpha / init_r")
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_alpha: float = Field(default=AdaLoraConfig.lora_alpha, gt=0, description="with scaling, what dW is "
+                              "multiplied by: lora_alpha / sqrt(init_r) (rank_stabilized) or lora_alpha / init_r")
+    scaling: Literal["rank_stabilized", "standard"] = Field(
+        default=AdaLoraConfig.scaling, description="rank_stabilized (the default; rsLoRA's rule): raising init_r "
+        "does not shrink the update; standard: the AdaLoRA paper's and PEFT's lora_alpha / init_r")
+    lora_dropout: float = Field(default=AdaLoraConfig.lora_dropout, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
     init: Literal["lora", "svd", "orthogonal", "gaussian"] = Field(
-        default="lora", description="lora: B = 0, E = 1 (LoRA's start, the default); svd; orthogonal; gaussian "
+        default=AdaLoraConfig.init, description="lora: B = 0, E = 1 (LoRA's start, the default); svd; orthogonal; gaussian "
         "(the AdaLoRA paper's, E = 0)")
-    e_lr_multiplier: float = Field(default=1.0, gt=0, description="learning-rate multiplier for the singular values")
+    e_lr_multiplier: float = Field(default=AdaLoraConfig.e_lr_multiplier, gt=0,
+                                   description="learning-rate multiplier for the singular values")
 
     @model_validator(mode="after")
     def _exactly_one_target(self) -> Budget:
@@ -233,14 +234,14 @@ class Budget(Strict):
 class Schedule(Strict):
     """When the budget shrinks, in optimizer steps; a value in (0, 1) is a fraction of the run."""
 
-    tinit: float = Field(default=0.1, ge=0, description="steps at the initial budget before pruning starts")
-    tfinal: float = Field(default=0.2, ge=0, description="final steps with the rank pattern frozen")
-    delta_t: int = Field(default=10, ge=1, description="re-allocate ranks every delta_t steps")
-    beta1: float = Field(default=0.85, gt=0, lt=1)
-    beta2: float = Field(default=0.85, gt=0, lt=1)
-    orth_reg_weight: float = Field(default=0.1, ge=0)
+    tinit: float = Field(default=AdaLoraConfig.tinit, ge=0, description="steps at the initial budget before pruning starts")
+    tfinal: float = Field(default=AdaLoraConfig.tfinal, ge=0, description="final steps with the rank pattern frozen")
+    delta_t: int = Field(default=AdaLoraConfig.delta_t, ge=1, description="re-allocate ranks every delta_t steps")
+    beta1: float = Field(default=AdaLoraConfig.beta1, gt=0, lt=1)
+    beta2: float = Field(default=AdaLoraConfig.beta2, gt=0, lt=1)
+    orth_reg_weight: float = Field(default=AdaLoraConfig.orth_reg_weight, ge=0)
     orth_target: Literal["orthogonal", "orthonormal"] = Field(
-        default="orthogonal", description="what the regulariser pulls A's rows and B's columns to: orthogonal to "
+        default=AdaLoraConfig.orth_target, description="what the regulariser pulls A's rows and B's columns to: orthogonal to "
         "each other (lengths free), or the paper's orthonormal")
 
     @field_validator("tinit", "tfinal")
@@ -252,8 +253,7 @@ class Schedule(Strict):
         return value
 
     def steps(self, total_steps: int) -> tuple[int, int]:
-        as_steps = (lambda v: math.floor(v * total_steps) if 0 < v < 1 else int(v))
-        return as_steps(self.tinit), as_steps(self.tfinal)
+        return steps_of(self.tinit, total_steps), steps_of(self.tfinal, total_steps)
 
 
 # Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
@@ -266,16 +266,18 @@ MAX_GRAD_ACCUM = 1024
 class Training(Strict):
     epochs: float | None = Field(default=None, gt=0, description="passes over the data (default 1 without max_steps)")
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; instead of epochs")
-    batch_size: int = Field(default=16, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=MAX_GRAD_ACCUM)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
-    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    batch_size: int = Field(default=TrainArgs.batch_size, ge=1, le=4096)
+    grad_accum: int = Field(default=TrainArgs.grad_accum, ge=1, le=MAX_GRAD_ACCUM)
+    learning_rate: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
+        default=TrainArgs.learning_rate, description="the peak rate, or \"auto\": a short range test on the "
+        "job's own data picks it before training (about 5 % of the steps, at least 16; the job's lr_probe shows it)")
+    weight_decay: float = Field(default=TrainArgs.weight_decay, ge=0)
+    warmup_ratio: float = Field(default=TrainArgs.warmup_ratio, ge=0, lt=1)
+    lr_schedule: Literal["linear", "cosine", "constant"] = TrainArgs.lr_schedule
     max_seq_len: int = Field(default=128, ge=8, le=32768)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    max_grad_norm: float | None = Field(default=TrainArgs.max_grad_norm, gt=0)
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every N steps (always at the end)")
-    seed: int = 0
+    seed: int = TrainArgs.seed
     packing: bool = Field(default=False, description="causal_lm prompt/completion and chat: join examples into "
                           "rows of max_seq_len tokens (fewer pad tokens, faster); attention and loss never cross "
                           "from one example into the next. Plain text is always packed into blocks")

@@ -134,6 +134,8 @@ class Job(Base):
     budget_unit: Mapped[str | None] = mapped_column(String(8))     # "params" or "ranks"
     budget_target: Mapped[float | None] = mapped_column(Float)    # the final budget, in budget_unit
     adapter_params: Mapped[int | None] = mapped_column(BigInteger)  # adapter parameters kept now
+    # learning_rate "auto": the rate chosen and the range test (adalora_core.lr_probe.LrProbe.to_dict())
+    lr_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -168,13 +168,14 @@ class Batch:
     step: int
     total_steps: int | None
     budget: Budget
+    lr_probe: dict | None = None
 
     def write(self, session: Session, job_id: str) -> None:
         upsert_metrics(session, job_id, self.metrics)
         upsert_rank_snapshots(session, job_id, self.snapshots)
         upsert_checkpoints(session, job_id, self.checkpoints)
         add_events(session, job_id, self.events)
-        record_progress(session, job_id, self.step, self.total_steps, self.budget)
+        record_progress(session, job_id, self.step, self.total_steps, self.budget, self.lr_probe)
 
 
 @dataclass
@@ -200,6 +201,8 @@ class ProgressReporter:
     last_flush_step: int = 0
     last_flush_time: float = field(default_factory=time.monotonic)
     last_poll_time: float = 0.0
+    lr_probe: dict | None = None  # learning_rate "auto": the plan's range test
+    start_scores: dict[str, float] = field(default_factory=dict)  # the evaluation at step 0, before any update
     stop: bool = False          # the job was cancelled
     shutdown: bool = False      # this worker is shutting down: checkpoint, and the job runs again elsewhere
     lost: bool = False          # the job is no longer this run's (requeued or failed while the database was away)
@@ -303,7 +306,7 @@ class ProgressReporter:
     def _take(self) -> Batch:
         with self._buffer_lock:
             batch = Batch(self.metrics, self.snapshots, self.checkpoints, self.events, self.step,
-                          self.total_steps, self.budget)
+                          self.total_steps, self.budget, self.lr_probe)
             self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
             self._flush_wanted = False
             self.last_flush_step, self.last_flush_time = self.step, time.monotonic()
@@ -349,6 +352,7 @@ class ProgressReporter:
         """`plan`: adalora_core's plan of this run (budgets, unit, parameters, initial ranks)."""
         ranks, unit = plan["ranks_init"], plan["budget_unit"]
         self.total_steps = total_steps
+        self.lr_probe = plan.get("lr_probe")
         self.budget = Budget(float(plan["budget_init"]), plan["adapter_params_init"], unit,
                              float(plan["budget_final"]))
         with self._buffer_lock:
@@ -364,8 +368,9 @@ class ProgressReporter:
         with self._buffer_lock:
             self.step = step
             if "budget" in metrics:
+                kept = metrics.get("adapter_params")  # 0 when every rank was pruned: a count, not a missing value
                 self.budget = replace(self.budget, current=metrics["budget"],
-                                      adapter_params=int(metrics.get("adapter_params", 0)) or None)
+                                      adapter_params=None if kept is None else int(kept))
             self.metrics[step] = metrics
         self._progress_events(step, metrics)
         if self.step - self.last_flush_step >= self.flush_steps and not self._flush_wanted:
@@ -381,13 +386,25 @@ class ProgressReporter:
             if "budget" in metrics:
                 unit = self.budget.unit or ""
                 kept = (f" ({int(metrics['adapter_params']):,} {'' if unit == 'params' else 'parameters '}kept)"
-                        if metrics.get("adapter_params") else "")
+                        if metrics.get("adapter_params") is not None else "")
                 parts.append(f"budget {metrics['budget']:,.0f} {unit}".rstrip() + kept)
             self.event("info", f"step {of}: {', '.join(parts) or 'no loss reported'}")
         scores = {name: value for name, value in metrics.items() if name.startswith("eval_")}
-        if scores:
-            self.event("info", f"evaluation at step {of}: "
-                               + ", ".join(f"{name.removeprefix('eval_')} {value:.4g}" for name, value in scores.items()))
+        if not scores:
+            return
+        if step == 0:
+            self.start_scores = scores
+            self.event("info", f"evaluation before training (step 0): {self._scores(scores)}")
+        else:
+            self.event("info", f"evaluation at step {of}: {self._scores(scores)}")
+
+    def _scores(self, scores: dict[str, float]) -> str:
+        """`loss 0.91 (-0.41 from step 0)`: each score with its change since the start, when known."""
+        def one(name: str, value: float) -> str:
+            start = self.start_scores.get(name)
+            change = f" ({value - start:+.4g} from step 0)" if start is not None and scores is not self.start_scores else ""
+            return f"{name.removeprefix('eval_')} {value:.4g}{change}"
+        return ", ".join(one(name, value) for name, value in scores.items())
 
     def on_allocation(self, step: int, budget: int, ranks: dict[str, int], final: bool, params: int) -> None:
         with self._buffer_lock:

@@ -21,13 +21,16 @@ class LatestMetrics:
     """The newest training loss and the newest evaluation, read incrementally (an eval is on few steps)."""
 
     def __init__(self) -> None:
-        self.after_step, self.loss, self.evals = 0, None, {}
+        self.after_step, self.loss, self.evals = -1, None, {}
+        self.start_evals: dict[str, float] = {}  # step 0: before training
 
     def update(self, client: Client, job_id: str) -> None:
         for metric in client.jobs.iter_metrics(job_id, after_step=self.after_step):
             self.after_step = metric.step
             self.loss = metric.values.get("loss", self.loss)
             evals = {k: v for k, v in metric.values.items() if k.startswith("eval_")}
+            if metric.step == 0:
+                self.start_evals = evals
             self.evals = evals or self.evals
 
 
@@ -39,13 +42,21 @@ def status_line(job: Job, latest: LatestMetrics) -> str:
     scores = {k.removeprefix("eval_"): v for k, v in sorted(latest.evals.items()) if k != "eval_runtime"}
     shown = [k for k in scores if k != "loss"][:2] or [k for k in scores][:1]
     if shown:
-        parts.append("eval " + " ".join(f"{k} {scores[k]:.4g}" for k in shown))
+        parts.append("eval " + " ".join(f"{k} {scores[k]:.4g}{_change(latest, k, scores[k])}" for k in shown))
     if job.current_budget is not None:
         unit = job.budget_unit or ""
         target = job.budget_target
         heading = f" → {number(target)}" if target is not None and target != job.current_budget else ""
         parts.append(f"budget {number(job.current_budget)}{heading} {unit}".rstrip())
     return " · ".join(parts)
+
+
+def _change(latest: LatestMetrics, name: str, value: float) -> str:
+    """` (+0.12 from step 0)` once the job has evaluated since the start."""
+    start = latest.start_evals.get(f"eval_{name}")
+    if start is None or latest.after_step <= 0:
+        return ""
+    return f" ({value - start:+.4g} from step 0)"
 
 
 def print_event(console: Console, event: Event) -> None:

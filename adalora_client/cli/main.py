@@ -85,7 +85,9 @@ def jobs_create(client: Client, args) -> int:
             ("budget", f"{number(plan.budget_init)} → {number(plan.budget_final)} {plan.budget_unit} "
                        f"(average final rank {plan.target_r:.2f})"),
             ("steps", f"{plan.total_steps:,} (pruning from step {plan.tinit} to {plan.total_steps - plan.tfinal})"),
+            ("scale", f"{plan.scale:.3g}" if plan.scale is not None else None),
             *memory_lines(plan),
+            *(("warning", text) for text in plan.warnings),
             ("queued", "no: a dry run only plans")]))
         return 0
     if args.gpu:
@@ -140,6 +142,15 @@ def jobs_list(client: Client, args) -> int:
     return 0
 
 
+def learning_rate(job) -> str | None:
+    if job.lr_probe:
+        probe = job.lr_probe
+        return (f"{probe['learning_rate']:.3g} (auto: a {probe['steps']}-step range test, lowest loss at "
+                f"{probe['lowest_at']:.3g})")
+    given = job.spec.get("training", {}).get("learning_rate")
+    return "auto (probed when the run starts)" if given == "auto" else (None if given is None else f"{given:g}")
+
+
 def jobs_get(client: Client, args) -> int:
     job = client.jobs.retrieve(args.job_id)
 
@@ -149,6 +160,7 @@ def jobs_get(client: Client, args) -> int:
                 ("task", job.task), ("step", f"{job.step}/{job.total_steps or '?'}"),
                 ("budget", f"{number(job.current_budget)} → {number(job.budget_target)} {job.budget_unit or ''}"),
                 ("adapter params", number(job.adapter_params)),
+                ("learning rate", learning_rate(job)),
                 ("latest metrics", ", ".join(f"{k} {v:.4g}" for k, v in latest.values.items()) if latest else None),
                 ("created", when(job.created_at)), ("started", when(job.started_at)),
                 ("finished", when(job.finished_at)), ("attempts", job.attempts), ("error", job.error)])

@@ -35,7 +35,7 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--epochs", type=float)
     common.add_argument("--max-steps", type=int)
     common.add_argument("--batch-size", type=int)
-    common.add_argument("--learning-rate", "--lr", type=float)
+    common.add_argument("--learning-rate", "--lr", type=_rate, help='a number, or "auto" (a range test picks it)')
     common.add_argument("--seed", type=int)
     common.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other field, dotted (schedule.tinit=0.2); the value is read as YAML. Repeatable")
@@ -125,3 +125,7 @@ def _kept_columns(spec: dict[str, Any]) -> dict[str, Any]:
     """A new data source keeps the spec file's column choices and validation settings, not its old source."""
     old = spec.get("dataset") if isinstance(spec.get("dataset"), dict) else {}
     return {k: v for k, v in old.items() if k.endswith("_column") or k in ("label_type", "validation_split")}
+
+
+def _rate(text: str) -> float | str:
+    return "auto" if text.strip().lower() == "auto" else float(text)

@@ -6,12 +6,16 @@ const KEY = "adalora-api-key";
 const POLL_MS = 1500;
 const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
 const FINISHED = ["succeeded", "failed", "cancelled"];
-const TYPE_LABEL = { query: "q", key: "k", value: "v", qkv: "qkv", output: "o", ffn_in: "ffn↑", ffn_out: "ffn↓",
-                     other: "·" };
+// One name per module type, for the heatmap's rows and the pattern's bars alike.
+const TYPE_NAMES = { query: "q", key: "k", value: "v", qkv: "qkv", output: "attn out", ffn_in: "ffn in",
+                     ffn_out: "ffn out", other: "other" };
+const typeName = (type) => TYPE_NAMES[type] || type;
 
-// What the pages show, for scripts and tests to read (window.dashboard.charts.loss.x ...).
-const dashboard = window.dashboard = { charts: {}, heatmap: null, pattern: null, route: null };
-let cleanups = [];  // timers and streams of the current page, stopped on navigation
+// What the pages show, for scripts and tests to read (window.dashboard.charts.loss.x ...); plots holds the uPlot
+// instances; pending counts requests in flight.
+const dashboard = window.dashboard = { charts: {}, plots: {}, heatmap: null, pattern: null, route: null, pending: 0 };
+let cleanups = [];  // timers and listeners of the current page, stopped on navigation
+let pageAbort = new AbortController();  // the current page's requests and stream, aborted when it is left
 
 // -- small helpers ---------------------------------------------------------------------------------------
 
@@ -61,15 +65,39 @@ function authHeaders(extra = {}) {
   return { Authorization: `Bearer ${sessionStorage.getItem(KEY)}`, ...extra };
 }
 async function api(path, { method = "GET", body, headers = {}, raw = false } = {}) {
-  const init = { method, headers: authHeaders(headers) };
+  // A page left behind stops here: its late answers must not land in the next page's charts.
+  const init = { method, headers: authHeaders(headers), signal: pageAbort.signal };
   if (body !== undefined) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
-  const response = await fetch(path, init);
-  if (raw) return response;
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (response.status === 401 && sessionStorage.getItem(KEY)) signOut(errorText(data));
-  if (!response.ok) throw new ApiError(response.status, data);
-  return data;
+  dashboard.pending++;
+  try {
+    const response = await fetch(path, init);
+    if (raw) return response;
+    const text = await response.text();
+    const data = text ? JSON.parse(text) : null;
+    if (response.status === 401 && sessionStorage.getItem(KEY)) signOut(errorText(data));
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  } finally { dashboard.pending--; }
+}
+
+// One run at a time: a call while it runs asks for one more run after it. The first load, the poll and the event
+// stream's end all refresh a page; two runs reading from the same step appended the same rows twice.
+function singleFlight(fn) {
+  let running = null, again = false;
+  return () => {
+    if (running) { again = true; return running; }
+    running = (async () => {
+      try { do { again = false; await fn(); } while (again); } finally { running = null; }
+    })();
+    return running;
+  };
+}
+
+// The page for a job this key cannot see (missing, deleted, or another tenant's: the API does not say which).
+function notFound(view, jobId) {
+  view.replaceChildren(h("div", { class: "panel", id: "not-found" }, h("h1", { text: "Job not found" }),
+    h("p", {}, "There is no job ", h("code", { text: jobId }), " for this API key: it was deleted, or it belongs to another tenant."),
+    h("a", { href: "#/jobs" }, "← all jobs")));
 }
 
 // -- routing ---------------------------------------------------------------------------------------------
@@ -84,7 +112,10 @@ const routes = [
 
 function route() {
   cleanups.forEach((stop) => stop()); cleanups = [];
-  dashboard.charts = {}; dashboard.heatmap = null; dashboard.pattern = null;
+  pageAbort.abort(); pageAbort = new AbortController();
+  dashboard.charts = {}; dashboard.plots = {}; dashboard.heatmap = null; dashboard.pattern = null;
+  dashboard.polling = dashboard.streaming = false;
+  window.scrollTo(0, 0);  // a new page opens at its top, not at the last page's offset under the sticky header
   const view = $("#view"); view.replaceChildren();
   const signedIn = !!sessionStorage.getItem(KEY);
   $("#nav").hidden = $("#sign-out").hidden = !signedIn;
@@ -144,7 +175,7 @@ function jobsPage(view) {
       h("thead", {}, h("tr", {}, ["Job", "Status", "Progress", "Model", "Task", "Budget", "Created", "Finished"].map(
         (t, i) => h("th", { class: i >= 6 ? "hide-narrow" : null, text: t })))), body),
       h("div", { class: "row", style: "margin-top:.6rem" }, prev, next)));
-  async function refresh() {
+  const refresh = singleFlight(async () => {  // a filter change and the poll: the last one asked is shown
     const status = filter.value;
     const data = await api(`/v1/jobs?limit=${PAGE}&offset=${offset}${status ? `&status=${status}` : ""}`);
     count.textContent = data.count > PAGE ? `${offset + 1}–${offset + data.data.length} of ${data.count} jobs` :
@@ -159,43 +190,108 @@ function jobsPage(view) {
       h("td", { text: j.budget_target == null ? "–" : `${int(j.current_budget)} → ${int(j.budget_target)} ${j.budget_unit}` }),
       h("td", { class: "hide-narrow", text: when(j.created_at) }), h("td", { class: "hide-narrow", text: when(j.finished_at) }))));
     if (!data.data.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted", text: "No jobs yet." })));
-  }
+  });
   refresh(); every(POLL_MS * 2, refresh);
 }
 
 // -- charts ----------------------------------------------------------------------------------------------
 
 const PALETTE = ["#2f6fde", "#e07b24", "#1a8a4a", "#c62f2f", "#8a4fd0", "#0f9aa8", "#b7791f", "#d0479a"];
+const AXIS_FONT = "12px system-ui, sans-serif";
+const SMOOTHING = "adalora-smoothing";  // localStorage: the EMA weight of the smoothed curves
+const measure = document.createElement("canvas").getContext("2d");
 
-// A line chart of series over one x axis; `update(x, {label: ys})` redraws it. Its data is dashboard.charts[name].
-function lineChart(container, name, title, { xLabel = "step", dashed = [] } = {}) {
-  const panel = h("div", { class: "panel", "data-chart": name }, h("h2", { text: title }), h("div", { class: "chart" }));
+// `v` with `digits` significant digits: 5e-4 style when small (a learning rate) or huge, 300,000 style otherwise.
+function sig(v, digits, sci = Math.abs(v) < 1e-2 || Math.abs(v) >= 1e9) {
+  if (!Number.isFinite(v) || v === 0) return String(v);
+  return sci ? v.toExponential(digits - 1).replace(/\.?0*e\+?/, "e")
+    : Number(v.toPrecision(digits)).toLocaleString("en", { maximumFractionDigits: 20 });
+}
+
+// Tick labels with the digits their spacing needs, one style per axis: a learning rate reads 2e-4, 4e-4 ... 1e-3
+// where uPlot's three decimals read 0, 0, 0.001.
+function tickLabels(splits) {
+  const gaps = splits.slice(1).map((v, i) => Math.abs(v - splits[i]));
+  const tol = 1e-3 * (gaps.length ? Math.min(...gaps) : Math.abs(splits[0]) || 1);
+  const ticks = splits.map((v) => Math.abs(v) < tol ? 0 : v);  // 0, not 2.8e-17
+  const top = Math.max(0, ...ticks.map(Math.abs)), sci = top > 0 && (top < 1e-2 || top >= 1e9);
+  for (let digits = 1; ; digits++) {
+    const labels = ticks.map((v) => sig(v, digits, sci));
+    if (digits >= 12 || labels.every((l, i) => Math.abs(Number(l.replaceAll(",", "")) - ticks[i]) < tol)) return labels;
+  }
+}
+
+// A y axis as wide as its widest label (a fixed width clipped "300,000"): ticks 10 px + gap 5 px + text + margin.
+function axisSize(u, values) {
+  measure.font = AXIS_FONT;
+  return values ? 20 + Math.ceil(Math.max(0, ...values.map((v) => measure.measureText(v).width))) : 40;
+}
+
+// TensorBoard's smoothing: an exponential moving average, debiased so the first points are not pulled towards 0.
+function ema(ys, weight) {
+  let last = 0, n = 0;
+  return ys.map((y) => {
+    if (y == null || !Number.isFinite(y)) return y;
+    last = last * weight + (1 - weight) * y; n++;
+    return last / (1 - weight ** n);
+  });
+}
+
+// A line chart of series over one x axis; `update(x, {label: ys})` draws it. Its data is dashboard.charts[name],
+// its uPlot dashboard.plots[name]. style[label] sets a series' {width, dash, scale}: a scale other than "y" gets an
+// axis of its own on the right. `smooth` adds TensorBoard's EMA slider: each series is drawn faint under its
+// smoothed copy. Points are uPlot's default: shown while they are sparse enough to see, whatever the count was.
+function lineChart(container, name, title, { xLabel = "step", yLabel, style = {}, smooth = false } = {}) {
+  const el = h("div", { class: "chart" });
+  const panel = h("div", { class: "panel", "data-chart": name }, h("h2", { text: title }), el);
   container.append(panel);
-  const el = panel.lastChild;
-  let plot = null, labels = [];
   const record = dashboard.charts[name] = { x: [], series: {} };
-  function build(x, series) {
-    labels = Object.keys(series);
-    const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } };
-    plot?.destroy();
-    plot = new uPlot({
+  let plot = null, labels = [], raw = {};
+  let weight = Math.min(0.99, Number(localStorage.getItem(SMOOTHING) ?? 0.6) || 0);
+  if (smooth) {
+    const slider = h("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: weight, "data-smoothing": name });
+    const shown = h("output", { text: weight.toFixed(2) });
+    slider.addEventListener("input", () => {
+      weight = Number(slider.value); shown.textContent = weight.toFixed(2);
+      localStorage.setItem(SMOOTHING, slider.value); draw();
+    });
+    el.before(h("label", { class: "smoothing muted" }, "smoothing ", slider, " ", shown));
+  }
+  function seriesOptions(label) {
+    const base = label.replace(/ \(smoothed\)$/, ""), s = style[base] || {};
+    const colour = PALETTE[Object.keys(raw).indexOf(base) % PALETTE.length];
+    const faint = smooth && label === base;
+    return { label, scale: s.scale || "y", stroke: faint ? `${colour}55` : colour, width: faint ? 1 : s.width ?? 1.5,
+             dash: s.dash, spanGaps: true, value: (u, v) => v == null ? "–" : sig(v, 4) };
+  }
+  function build() {
+    labels = Object.keys(record.series);
+    const axis = { stroke: cssVar("--muted"), font: AXIS_FONT, labelFont: AXIS_FONT, grid: { stroke: cssVar("--line") },
+                   ticks: { stroke: cssVar("--line") }, values: (u, splits) => tickLabels(splits) };
+    const right = [...new Set(labels.map((l) => seriesOptions(l).scale))].filter((s) => s !== "y");
+    plot?.destroy(); el.replaceChildren();
+    plot = dashboard.plots[name] = new uPlot({
       width: Math.max(el.clientWidth, 260), height: 220, scales: { x: { time: false } },
-      axes: [{ ...axis, label: xLabel }, { ...axis, size: 60 }],
-      series: [{ label: xLabel }, ...labels.map((l, i) => ({ label: l, stroke: PALETTE[i % PALETTE.length], width: 1.5,
-        spanGaps: true, dash: dashed.includes(l) ? [6, 4] : undefined, points: { show: x.length < 40 } }))],
-    }, [x, ...labels.map((l) => series[l])], el);
+      axes: [{ ...axis, label: xLabel }, { ...axis, size: axisSize, label: yLabel },
+        ...right.map((scale) => ({ ...axis, scale, side: 1, size: axisSize, label: scale, grid: { show: false } }))],
+      series: [{ label: xLabel, value: (u, v) => v == null ? "–" : sig(v, 6) }, ...labels.map(seriesOptions)],
+    }, [record.x, ...labels.map((l) => record.series[l])], el);
+  }
+  function draw() {
+    record.series = !smooth ? raw : Object.fromEntries(Object.entries(raw).flatMap(([l, ys]) =>
+      [[l, ys], [`${l} (smoothed)`, ema(ys, weight)]]));
+    if (!record.x.length) {
+      plot?.destroy(); plot = null; delete dashboard.plots[name];
+      el.replaceChildren(h("p", { class: "muted", text: "no data yet" })); return;
+    }
+    if (!plot || Object.keys(record.series).join() !== labels.join()) build();
+    else plot.setData([record.x, ...labels.map((l) => record.series[l])]);
   }
   const resize = () => plot && plot.setSize({ width: Math.max(el.clientWidth, 260), height: 220 });
-  window.addEventListener("resize", resize); cleanups.push(() => { window.removeEventListener("resize", resize); plot?.destroy(); });
-  return {
-    panel,
-    update(x, series) {
-      record.x = x; record.series = series;
-      if (!x.length) { el.replaceChildren(h("p", { class: "muted", text: "no data yet" })); plot = null; return; }
-      if (!plot || Object.keys(series).join() !== labels.join()) { el.replaceChildren(); build(x, series); }
-      else plot.setData([x, ...labels.map((l) => series[l])]);
-    },
-  };
+  const restyle = () => plot && build();  // the colours are read from CSS when a plot is made
+  window.addEventListener("resize", resize); window.addEventListener("themechange", restyle);
+  cleanups.push(() => { window.removeEventListener("resize", resize); window.removeEventListener("themechange", restyle); plot?.destroy(); });
+  return { panel, update(x, series) { record.x = x; raw = series; draw(); } };
 }
 
 // Overlays series sampled at different xs onto one x axis (null where a series has no point).
@@ -209,14 +305,16 @@ function align(parts) {
   return [xs, out];
 }
 
-// The rank heatmap: modules (rows, grouped by layer and type) x allocation steps (columns), colour = kept rank.
+// The rank heatmap: modules (rows, grouped by layer and type) x training steps. A snapshot's column spans the steps
+// its ranks held: to the next allocation (they are not evenly spaced) and, for the last, to the step reached; after
+// the final allocation the pattern stays frozen to the end, marked so.
 function heatmap(container) {
   const canvas = h("canvas", { id: "heatmap" });
   const tip = h("div", { class: "tooltip", hidden: true });
-  const legend = h("div", { class: "legend" });
-  container.append(h("div", { class: "panel" }, h("h2", { text: "Rank heatmap: modules × allocation steps" }),
+  const legend = h("div", { class: "legend", id: "heatmap-legend" });
+  container.append(h("div", { class: "panel" }, h("h2", { text: "Rank heatmap: modules × training steps" }),
     h("div", { class: "heatmap-wrap" }, canvas, tip), legend));
-  let data = null, geometry = null;
+  let data = null, end = 0, geometry = null;
   function colour(rank, max) {
     if (rank == null) return cssVar("--bg");
     if (rank === 0) return cssVar("--line");
@@ -229,48 +327,64 @@ function heatmap(container) {
     if (!data || !data.steps.length) return;
     const { modules, steps, ranks } = data;
     const max = Math.max(1, ...ranks.flat().filter((r) => r != null));
+    const last = Math.max(end, steps.at(-1)), frozen = data.final.at(-1) && last > steps.at(-1);
     const labelW = 92, top = 18, cellH = Math.max(4, Math.min(14, Math.floor(520 / modules.length)));
-    const avail = Math.max(container.clientWidth - labelW - 40, 200);
-    const cellW = Math.max(3, Math.min(40, Math.floor(avail / steps.length)));
+    const plotW = Math.max(container.clientWidth - labelW - 70, 200);
+    const px = (s) => labelW + Math.round(plotW * (s - steps[0]) / Math.max(1, last - steps[0]));
+    const columns = steps.map((s, i) => [px(s), Math.max(px(steps[i + 1] ?? last), px(s) + 3)]);
     const ratio = window.devicePixelRatio || 1;
-    const width = labelW + cellW * steps.length + 4, height = top + cellH * modules.length + 4;
+    const width = labelW + plotW + 40, height = top + cellH * modules.length + 18;
     canvas.width = width * ratio; canvas.height = height * ratio;
     canvas.style.width = `${width}px`; canvas.style.height = `${height}px`;
     const ctx = canvas.getContext("2d"); ctx.scale(ratio, ratio);
     ctx.clearRect(0, 0, width, height);
     ctx.font = "10px system-ui, sans-serif"; ctx.textBaseline = "middle";
     modules.forEach((m, j) => {
-      steps.forEach((_, i) => { ctx.fillStyle = colour(ranks[i][j], max); ctx.fillRect(labelW + i * cellW, top + j * cellH, cellW - (cellW > 4), cellH - (cellH > 5)); });
+      columns.forEach(([x0, x1], i) => { ctx.fillStyle = colour(ranks[i][j], max); ctx.fillRect(x0, top + j * cellH, x1 - x0, cellH - (cellH > 5)); });
       const first = j === 0 || modules[j - 1].layer !== m.layer || modules[j - 1].stack !== m.stack;
       ctx.fillStyle = cssVar("--muted");
       if (first) {
         ctx.fillText(`${m.stack === "decoder" ? "dec " : ""}L${m.layer ?? "–"}`, 2, top + j * cellH + cellH / 2);
         ctx.fillStyle = cssVar("--line"); ctx.fillRect(0, top + j * cellH - .5, labelW, 1); ctx.fillStyle = cssVar("--muted");
       }
-      if (cellH >= 8) ctx.fillText(TYPE_LABEL[m.type] || m.type, 48, top + j * cellH + cellH / 2);
+      if (cellH >= 8) ctx.fillText(typeName(m.type), 40, top + j * cellH + cellH / 2);
     });
     ctx.fillStyle = cssVar("--muted");
-    const every = Math.ceil(36 / cellW);
-    steps.forEach((s, i) => { if (i % every === 0) ctx.fillText(String(s), labelW + i * cellW, 8); });
-    geometry = { labelW, top, cellW, cellH };
-    legend.replaceChildren("rank 0", ...[0, .25, .5, .75, 1].map((t) => h("span", { style: `display:inline-block;width:18px;height:10px;background:${colour(t ? Math.max(1, Math.round(t * max)) : 0, max)}` })), ` ${max}`,
-      h("span", { class: "muted" }, ` · ${modules.length} modules × ${steps.length} snapshots`));
+    let shownAt = -Infinity;  // step labels at the allocations with room for them, and the last step
+    [...steps, last].forEach((s, i, all) => {
+      const x = px(s), isLast = i === all.length - 1;
+      if (isLast || (x - shownAt >= 40 && px(last) - x >= 40)) { ctx.textAlign = isLast ? "center" : "left"; ctx.fillText(String(s), x, 8); shownAt = x; }
+    });
+    ctx.textAlign = "left";
+    const bottom = top + cellH * modules.length;
+    if (frozen) {
+      const x = columns.at(-1)[0];
+      ctx.fillStyle = cssVar("--text"); ctx.fillRect(x - 1, top - 3, 2, bottom - top + 6);
+      ctx.fillText(`frozen from step ${steps.at(-1)} →`, x + 4, bottom + 9);
+    }
+    geometry = { top, cellH, columns, last };
+    // Every rank level when they fit in a row (init_r is rarely above 16), else every stride-th and the highest.
+    const stride = Math.ceil((max + 1) / 17), levels = [];
+    for (let r = 0; r < max; r += stride) levels.push(r);
+    levels.push(max);
+    legend.replaceChildren("rank", ...levels.map((r) => h("span", { class: "level", "data-rank": r },
+      h("i", { style: `background:${colour(r, max)}` }), String(r))),
+      h("span", { class: "muted" }, ` · ${modules.length} modules × ${steps.length} allocations, steps ${steps[0]}–${last}`));
+    dashboard.heatmap = { modules: modules.map((m) => m.name), steps, ranks, end: last, columns,
+                          frozenFrom: frozen ? steps.at(-1) : null, rowLabels: modules.map((m) => typeName(m.type)), levels };
   }
   canvas.addEventListener("mousemove", (e) => {
     if (!geometry) return;
-    const r = canvas.getBoundingClientRect();
-    const i = Math.floor((e.clientX - r.left - geometry.labelW) / geometry.cellW), j = Math.floor((e.clientY - r.top - geometry.top) / geometry.cellH);
-    if (i < 0 || j < 0 || i >= data.steps.length || j >= data.modules.length) { tip.hidden = true; return; }
-    tip.hidden = false; tip.style.left = `${e.clientX - r.left + 12}px`; tip.style.top = `${e.clientY - r.top + 12}px`;
-    tip.textContent = `${data.modules[j].name} · step ${data.steps[i]} · rank ${data.ranks[i][j]}`;
+    const r = canvas.getBoundingClientRect(), x = e.clientX - r.left;
+    const i = geometry.columns.findIndex(([a, b]) => x >= a && x < b), j = Math.floor((e.clientY - r.top - geometry.top) / geometry.cellH);
+    if (i < 0 || j < 0 || j >= data.modules.length) { tip.hidden = true; return; }
+    tip.hidden = false; tip.style.left = `${x + 12}px`; tip.style.top = `${e.clientY - r.top + 12}px`;
+    tip.textContent = `${data.modules[j].name} · steps ${data.steps[i]}–${data.steps[i + 1] ?? geometry.last} · rank ${data.ranks[i][j]}`;
   });
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
-  const onResize = () => draw();
-  window.addEventListener("resize", onResize); cleanups.push(() => window.removeEventListener("resize", onResize));
-  return {
-    set(columns) { data = columns; dashboard.heatmap = { modules: columns.modules.map((m) => m.name), steps: columns.steps, ranks: columns.ranks }; draw(); },
-    redraw: draw,
-  };
+  window.addEventListener("resize", draw); window.addEventListener("themechange", draw);
+  cleanups.push(() => { window.removeEventListener("resize", draw); window.removeEventListener("themechange", draw); });
+  return { set(columns, endStep) { data = columns; end = endStep; draw(); } };
 }
 
 // The final (or latest) rank pattern as bars: per layer (attention | FFN) and per module type.
@@ -298,7 +412,7 @@ function patternBars(container) {
           h("span", { class: "other", style: `width:${100 * l.other / maxLayer}%` })),
         h("span", { class: "muted", text: `${l.attention} | ${l.ffn}` })]));
       const maxType = Math.max(1, ...types.values());
-      byType.replaceChildren(...[...types].flatMap(([t, total]) => [h("span", { text: t }),
+      byType.replaceChildren(...[...types].flatMap(([t, total]) => [h("span", { text: typeName(t) }),
         h("div", { class: "bar", "data-type": t, "data-total": total },
           h("span", { class: t.startsWith("ffn") ? "ffn" : "attn", style: `width:${100 * total / maxType}%` })),
         h("span", { class: "muted", text: total })]));
@@ -314,6 +428,8 @@ function patternBars(container) {
 // -- a job -----------------------------------------------------------------------------------------------
 
 const CURVES = [["loss", "Training loss"], ["lr", "Learning rate"], ["orth_loss", "Orthogonal loss"], ["grad_norm", "Gradient norm"]];
+const NOISY = ["loss", "orth_loss", "grad_norm"];  // per-step curves: drawn with a smoothing slider
+const ARCHIVES = ["adapter", "merged", "lora", "lora-serving"];
 
 function jobPage(view, jobId) {
   const title = h("h1", { id: "job-title" }), status = h("span", { id: "job-status" });
@@ -329,25 +445,30 @@ function jobPage(view, jobId) {
   const stats = h("div", { class: "stats", id: "job-stats" });
   const error = h("p", { class: "error", id: "job-error" });
   const budgetWrap = h("div", { class: "panel" }, h("h2", { text: "Kept parameters vs budget" }), h("div", { id: "kept" }));
-  view.append(h("div", { class: "row" }, title, status, h("span", { class: "spacer" }),
+  const content = h("div", { hidden: true });  // shown once the job is found: a job this key cannot see gets notFound
+  view.append(content);
+  content.append(h("div", { class: "row" }, title, status, h("span", { class: "spacer" }),
       h("a", { href: `#/compare?a=${jobId}&b=` }, "compare…"), cancel, remove),
     h("div", { class: "panel" }, stats, error), budgetWrap);
   const charts = h("div", { class: "grid", id: "charts" });
-  view.append(charts);
-  const curve = Object.fromEntries(CURVES.map(([k, t]) => [k, lineChart(charts, k, t)]));
-  const evalChart = lineChart(charts, "eval", "Evaluation");
-  const budgetChart = lineChart(charts, "budget", "Budget: planned vs reached", { dashed: ["planned"] });
-  const heat = heatmap(view);
-  const bars = patternBars(view);
+  content.append(charts);
+  const curve = Object.fromEntries(CURVES.map(([k, t]) => [k, lineChart(charts, k, t, { smooth: NOISY.includes(k) })]));
+  const evalChart = lineChart(charts, "eval", "Evaluation", { yLabel: "score", style: { loss: { scale: "loss" } } });
+  // Widest first, so each line drawn over it leaves it visible; kept params (just under the budget) dashed on top.
+  const budgetChart = lineChart(charts, "budget", "Budget: planned vs reached", { style: {
+    planned: { width: 5 }, reached: { width: 2.5 }, "kept params": { width: 1.25, dash: [5, 3] } } });
+  const heat = heatmap(content);
+  const bars = patternBars(content);
   const events = h("ul", { id: "events" });
   const downloads = h("ul", { class: "downloads", id: "downloads" }, h("li", { class: "muted", text: "available once the job has succeeded" }));
-  view.append(h("div", { class: "grid" }, h("div", { class: "panel" }, h("h2", { text: "Events" }), events),
+  content.append(h("div", { class: "grid" }, h("div", { class: "panel" }, h("h2", { text: "Events" }), events),
     h("div", { class: "panel" }, h("h2", { text: "Downloads" }), downloads)));
 
   let job = null, metrics = { steps: [], columns: {} }, ranks = null, plan = null, planAsked = false, downloadsShown = false;
 
-  async function refresh() {
+  const refresh = singleFlight(async () => {
     job = await api(`/v1/jobs/${jobId}`);
+    content.hidden = false;
     title.textContent = job.name || `Job ${job.id.slice(0, 8)}`;
     status.replaceChildren(statusBadge(job.status));
     cancel.hidden = FINISHED.includes(job.status) || job.status === "cancelling";
@@ -363,9 +484,11 @@ function jobPage(view, jobId) {
     keptMeter();
     if (!planAsked) { planAsked = true; askPlan(); }
     await Promise.all([moreMetrics(), moreRanks()]);
-    if (job.status === "succeeded" && !downloadsShown) { downloadsShown = true; showDownloads(); }
-    if (FINISHED.includes(job.status)) stopPolling();
-  }
+    if (FINISHED.includes(job.status)) {
+      stopPolling();
+      if (!downloadsShown) { downloadsShown = true; showDownloads(); }
+    }
+  });
   function keptMeter() {
     const kept = job.adapter_params, budget = job.budget_unit === "params" ? job.current_budget : null;
     const target = job.budget_unit === "params" ? job.budget_target : null;
@@ -379,21 +502,25 @@ function jobPage(view, jobId) {
   async function askPlan() {
     try {  // the plan of this spec, from the public dry run
       plan = await api("/v1/jobs", { method: "POST", body: { ...job.spec, dry_run: true } });
-    } catch (e) { plan = null; budgetChart.panel.append(h("p", { class: "muted", text: `no plan: ${e.message}` })); }
+    } catch (e) {
+      if (e.name === "AbortError") return;
+      plan = null; budgetChart.panel.append(h("p", { class: "muted", text: `no plan: ${e.message}` }));
+    }
     drawBudget();
   }
+  // Pages are appended from the last step held, keeping only later steps: a page that arrives twice adds nothing.
   async function moreMetrics() {
     for (;;) {
-      const after = metrics.steps.length ? metrics.steps[metrics.steps.length - 1] : 0;
-      const page = await api(`/v1/jobs/${jobId}/metrics/columns?after_step=${after}`);
-      if (!page.steps.length) break;
+      const last = metrics.steps.at(-1);  // none yet: from the server's first step (0, the evaluation before training)
+      const page = await api(`/v1/jobs/${jobId}/metrics/columns${last == null ? "" : `?after_step=${last}`}`);
+      const rows = page.steps.flatMap((s, i) => s > (metrics.steps.at(-1) ?? -Infinity) ? [i] : []);  // held now, not when asked
       const n = metrics.steps.length;
       for (const name of new Set([...Object.keys(metrics.columns), ...Object.keys(page.columns)])) {
         const old = metrics.columns[name] || new Array(n).fill(null);
-        metrics.columns[name] = old.concat(page.columns[name] || new Array(page.steps.length).fill(null));
+        metrics.columns[name] = old.concat(rows.map((i) => page.columns[name]?.[i] ?? null));
       }
-      metrics.steps = metrics.steps.concat(page.steps);
-      if (!page.has_more) break;
+      metrics.steps = metrics.steps.concat(rows.map((i) => page.steps[i]));
+      if (!page.has_more || !rows.length) break;
     }
     for (const [k] of CURVES) curve[k].update(metrics.steps, metrics.columns[k] ? { [k]: metrics.columns[k] } : {});
     const evalNames = Object.keys(metrics.columns).filter((k) => k.startsWith("eval_"));
@@ -415,88 +542,138 @@ function jobPage(view, jobId) {
     budgetChart.update(x, series);
   }
   async function moreRanks() {
-    const after = ranks && ranks.steps.length ? `?after_step=${ranks.steps[ranks.steps.length - 1]}` : "";
-    const page = await api(`/v1/jobs/${jobId}/ranks/columns${after}`);
-    if (!ranks || !ranks.steps.length) ranks = page;  // the first page before any snapshot names no module
-    else if (page.steps.length) {
-      for (const k of ["steps", "budgets", "adapter_params", "final", "ranks"]) ranks[k] = ranks[k].concat(page[k]);
+    const last = ranks?.steps.at(-1);
+    const page = await api(`/v1/jobs/${jobId}/ranks/columns${last == null ? "" : `?after_step=${last}`}`);
+    if (!ranks?.steps.length) ranks = page;  // whole: the first page before any snapshot names no module
+    else {
+      const rows = page.steps.flatMap((s, i) => s > ranks.steps.at(-1) ? [i] : []);
+      for (const k of ["steps", "budgets", "adapter_params", "final", "ranks"]) ranks[k] = ranks[k].concat(rows.map((i) => page[k][i]));
       ranks.final_rank_pattern = page.final_rank_pattern;
-    } else if (!page.final_rank_pattern || ranks.final_rank_pattern) return;
-    ranks.final_rank_pattern = page.final_rank_pattern;
+    }
     if (!ranks.steps.length) return;
-    heat.set(ranks);
+    heat.set(ranks, job.step);
     const final = ranks.final_rank_pattern;
-    const latest = final ? ranks.modules.map((m) => final[m.name]) : ranks.ranks[ranks.ranks.length - 1];
-    bars.set(ranks.modules, latest, !!final);
+    bars.set(ranks.modules, final ? ranks.modules.map((m) => final[m.name]) : ranks.ranks.at(-1), !!final);
   }
   async function showDownloads() {
     const items = [];
-    for (const kind of ["adapter", "merged", "lora", "lora-serving"]) {
+    for (const kind of ARCHIVES) {
       const url = `/v1/jobs/${jobId}/artifacts/${kind}`;
-      const head = await fetch(url, { method: "HEAD", headers: authHeaders() });
+      const head = await api(url, { method: "HEAD", raw: true });
       if (!head.ok) continue;
       const size = Number(head.headers.get("content-length")), sha = head.headers.get("x-checksum-sha256");
-      const note = h("span", { class: "muted", "data-verified": "" });
-      const button = h("button", { class: "primary", id: `download-${kind}`, onclick: async () => {
-        button.disabled = true; note.textContent = " downloading…";
-        const response = await fetch(url, { headers: authHeaders() });
-        const blob = await response.blob();
-        const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()))].map((b) => b.toString(16).padStart(2, "0")).join("");
-        note.textContent = digest === sha ? " sha256 verified" : ` sha256 MISMATCH (${digest})`;
-        note.dataset.verified = String(digest === sha);
-        const a = h("a", { href: URL.createObjectURL(blob), download: `${jobId}-${kind}.tar` });
-        document.body.append(a); a.click(); a.remove(); button.disabled = false;
-      } }, `Download ${kind}`);
-      items.push(h("li", { "data-kind": kind, "data-size": size, "data-sha256": sha }, button, note,
-        h("div", { class: "muted" }, `${kind}.tar · ${bytes(size)} · sha256 `, h("code", { text: sha }))));
+      items.push(h("li", { "data-kind": kind, "data-size": size, "data-sha256": sha }, downloadLink(url, kind),
+        h("div", { class: "muted" }, `${kind}.tar · ${bytes(size)} · sha256 `, h("code", { class: "sha256", text: sha }))));
     }
-    downloads.replaceChildren(...(items.length ? items : [h("li", { class: "muted", text: "no archives" })]));
+    if (items.length) items.push(h("li", { class: "muted", text: "Check a saved file with sha256sum (shasum -a 256 on macOS): it prints the sha256 shown here." }));
+    else items.push(h("li", { class: "muted", id: "no-downloads", text: await noArchives() }));
+    downloads.replaceChildren(...items);
+  }
+  // A cancelled or failed job was not exported; what it left is checkpoints, and a new job can start from one.
+  async function noArchives() {
+    const why = { cancelled: `Cancelled at step ${job.step}: a cancelled job is not exported, so it has no archives.`,
+                  failed: "The job failed before its archives were written (the error is above), so it has none." }[job.status] ||
+                "This job left no archives.";
+    const saved = (await api(`/v1/jobs/${jobId}/checkpoints`)).data.at(-1);
+    return saved ? `${why} Its checkpoint at step ${saved.step} can start a new job: "from_checkpoint": "${jobId}:${saved.step}".`
+      : `${why} It kept no checkpoint to start a new job from.`;
   }
 
-  // Events over Server-Sent Events, read with fetch (EventSource cannot send the Bearer key).
-  const controller = new AbortController();
-  cleanups.push(() => controller.abort());
+  // Events over Server-Sent Events, read with fetch (EventSource cannot send the Bearer key). A dropped stream is
+  // opened again; an answer that will stay the same (401, 404) is not asked again.
+  const stream = new AbortController();
+  cleanups.push(() => stream.abort());
   let lastId = 0;
   async function streamEvents() {
-    while (!controller.signal.aborted) {
-      try {
-        const response = await fetch(`/v1/jobs/${jobId}/events?after_id=${lastId}`, { signal: controller.signal,
-          headers: authHeaders({ Accept: "text/event-stream" }) });
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "", ended = false;
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value.replace(/\r\n/g, "\n");
-          let cut;
-          while ((cut = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-            const fields = {};
-            for (const line of block.split("\n")) { const i = line.indexOf(": "); if (line && !line.startsWith(":") && i > 0) fields[line.slice(0, i)] = (fields[line.slice(0, i)] ? fields[line.slice(0, i)] + "\n" : "") + line.slice(i + 2); }
-            if (fields.event === "end") { ended = true; refresh(); continue; }
-            if (!fields.data) continue;
-            const event = JSON.parse(fields.data);
-            lastId = event.id;
-            const atBottom = events.scrollTop + events.clientHeight >= events.scrollHeight - 4;
-            events.append(h("li", { class: event.level, "data-event-id": event.id }, h("span", { class: "muted" }, new Date(event.ts).toLocaleTimeString(), " "), event.message));
-            if (atBottom) events.scrollTop = events.scrollHeight;
+    dashboard.streaming = true;
+    try {
+      while (!stream.signal.aborted) {
+        try {
+          const response = await fetch(`/v1/jobs/${jobId}/events?after_id=${lastId}`, { signal: stream.signal,
+            headers: authHeaders({ Accept: "text/event-stream" }) });
+          if (response.status === 401) { signOut(errorText(await response.json().catch(() => null))); return; }
+          if (response.status === 404) { gone(); return; }
+          if (!response.ok) throw new Error(`HTTP ${response.status}`);
+          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = "", ended = false;
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buffer += value.replace(/\r\n/g, "\n");
+            let cut;
+            while ((cut = buffer.indexOf("\n\n")) >= 0) {
+              const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+              const fields = {};
+              for (const line of block.split("\n")) { const i = line.indexOf(": "); if (line && !line.startsWith(":") && i > 0) fields[line.slice(0, i)] = (fields[line.slice(0, i)] ? fields[line.slice(0, i)] + "\n" : "") + line.slice(i + 2); }
+              if (fields.event === "end") { ended = true; refresh().catch(failed); continue; }
+              if (!fields.data) continue;
+              const event = JSON.parse(fields.data);
+              lastId = event.id;
+              const atBottom = events.scrollTop + events.clientHeight >= events.scrollHeight - 4;
+              events.append(h("li", { class: event.level, "data-event-id": event.id }, h("span", { class: "muted" }, new Date(event.ts).toLocaleTimeString(), " "), event.message));
+              if (atBottom) events.scrollTop = events.scrollHeight;
+            }
           }
+          if (ended) return;
+        } catch (e) {
+          if (stream.signal.aborted) return;
         }
-        if (ended) return;
-      } catch (e) {
-        if (controller.signal.aborted) return;
+        await new Promise((r) => setTimeout(r, 2000));  // reconnect after a dropped stream
       }
-      await new Promise((r) => setTimeout(r, 2000));  // reconnect after a dropped stream
-    }
+    } finally { dashboard.streaming = false; }
   }
-  streamEvents();
 
-  let polling = true;
-  const timer = setInterval(() => { if (polling) refresh().catch(() => {}); }, POLL_MS);
-  cleanups.push(() => clearInterval(timer));
-  function stopPolling() { polling = false; }
-  refresh().catch((e) => { error.textContent = e.message; stopPolling(); });
+  // Poll until the job has finished; the event stream opens once the job is known to exist.
+  let opened = false;
+  const tick = () => refresh().then(() => { if (!opened) { opened = true; streamEvents(); } }, failed);
+  const poll = setInterval(tick, POLL_MS);
+  cleanups.push(() => clearInterval(poll));
+  dashboard.polling = true;
+  function stopPolling() { clearInterval(poll); dashboard.polling = false; }
+  function gone() { stopPolling(); stream.abort(); notFound(view, jobId); }
+  function failed(e) {
+    if (e.status === 404) gone();
+    else if (e.name !== "AbortError" && e.status !== 401) { content.hidden = false; error.textContent = e.message; }
+  }
+  tick();
+}
+
+// Archives download through the service worker sw.js: a link cannot send the Authorization header, and reading a
+// merged model of many GB into the page to hash it exhausted the tab. The page hands the worker its key for one
+// ticket and opens download/<ticket>; the worker fetches the archive with the key and the response streams into the
+// browser's own downloads. The page shows the server's sha256 to check the saved file against.
+const downloadWorker = window.isSecureContext && navigator.serviceWorker ?
+  navigator.serviceWorker.register("sw.js").then(() => navigator.serviceWorker.ready) : null;
+
+function downloadLink(url, kind) {
+  if (!downloadWorker) {  // no service worker outside a secure context (HTTPS or localhost): a command does it
+    return h("div", { id: `download-${kind}` }, h("span", { class: "muted", text: "Served without HTTPS, this page cannot download with your key; run:" }),
+      h("pre", { class: "mono", text: `curl -fLOJ -H "Authorization: Bearer $ADALORA_API_KEY" ${location.origin}${url}` }));
+  }
+  const problem = h("span", { class: "error" });
+  const button = h("button", { class: "primary", id: `download-${kind}`, onclick: async () => {
+    button.disabled = true; problem.textContent = "";
+    try { await download(url, (text) => { problem.textContent = ` ${text}`; }); } finally { button.disabled = false; }
+  } }, `Download ${kind}`);
+  return h("span", {}, button, problem);
+}
+
+async function download(url, failed) {
+  const { active } = await downloadWorker, ticket = crypto.randomUUID();
+  await new Promise((resolve) => {  // the worker holds the ticket before the frame asks for it
+    const channel = new MessageChannel();
+    channel.port1.onmessage = resolve;
+    active.postMessage({ ticket, url, key: sessionStorage.getItem(KEY) }, [channel.port2]);
+  });
+  // A hidden frame, not <a download>: Chromium sends a download link's request past the service worker. An archive
+  // becomes a download and the frame stays empty; an answer it shows instead is an error, said beside the button.
+  const frame = h("iframe", { hidden: true, src: `download/${ticket}` });
+  frame.addEventListener("load", () => {
+    const text = frame.contentDocument?.body?.textContent.trim();
+    if (text) failed(`download failed: ${(() => { try { return errorText(JSON.parse(text)); } catch { return text; } })()}`);
+  });
+  document.body.append(frame);
+  setTimeout(() => frame.remove(), 60_000);  // a started download goes on without it
 }
 
 // -- new job ---------------------------------------------------------------------------------------------
@@ -664,7 +841,7 @@ function filesPage(view) {
       h("div", { class: "table-wrap" }, h("table", { id: "file-preview" }, h("thead", {}, h("tr", {}, keys.map((k) => h("th", { text: k })))),
         h("tbody", {}, f.preview.map((row) => h("tr", {}, keys.map((k) => h("td", { text: typeof row[k] === "object" ? JSON.stringify(row[k]) : row[k] }))))))));
   }
-  async function refresh() {
+  const refresh = singleFlight(async () => {
     const files = await api("/v1/files?limit=200");
     list.replaceChildren(...files.data.map((f) => h("tr", { "data-file-id": f.id },
       h("td", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); showFile(f); } }, f.filename), h("div", { class: "muted mono", text: f.id })),
@@ -674,7 +851,7 @@ function filesPage(view) {
         catch (err) { e.target.parentElement.append(h("div", { class: "error", text: err.message })); }
       } }, "Delete")))));
     if (!files.data.length) list.append(h("tr", {}, h("td", { colspan: 6, class: "muted", text: "No files yet." })));
-  }
+  });
   refresh();
 }
 
@@ -686,8 +863,15 @@ async function comparePage(view, a = "", b = "") {
     h("option", { value: "" }, "— choose a job —"), jobs.map((j) => h("option", { value: j.id, selected: j.id === value }, `${j.name || j.id.slice(0, 8)} · ${j.status} · ${j.model}`)));
   view.append(h("h1", { text: "Compare two jobs" }), h("div", { class: "panel row" }, pick("compare-a", a), "vs", pick("compare-b", b)));
   if (!a || !b) return;
-  const [ma, mb, ra, rb] = await Promise.all([a, b].flatMap((id) => [api(`/v1/jobs/${id}/metrics/columns?limit=20000`)]).concat(
-    [a, b].map((id) => api(`/v1/jobs/${id}/ranks`))));
+  let ma, mb, ra, rb;
+  try {
+    [ma, mb, ra, rb] = await Promise.all([a, b].flatMap((id) => [api(`/v1/jobs/${id}/metrics/columns?limit=20000`)]).concat(
+      [a, b].map((id) => api(`/v1/jobs/${id}/ranks`))));
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    view.append(h("p", { class: "panel error", id: "compare-error", text: `${e.message}: it was deleted, or it belongs to another tenant.` }));
+    return;
+  }
   const grid = h("div", { class: "grid" }); view.append(grid);
   const name = (id) => { const j = jobs.find((x) => x.id === id); return j?.name || id.slice(0, 8); };
   const names = [...new Set([...Object.keys(ma.columns), ...Object.keys(mb.columns)])].filter((k) => ["loss", "lr", "budget"].includes(k) || k.startsWith("eval_"));
@@ -699,7 +883,7 @@ async function comparePage(view, a = "", b = "") {
       parts.push({ label: `${label}: ${name(id)}`, x: idx.map((i) => m.steps[i]), y: idx.map((i) => m.columns[metric][i]) });
     }
     const [x, series] = align(parts);
-    lineChart(grid, `compare-${metric}`, metric).update(x, series);
+    lineChart(grid, `compare-${metric}`, metric, { smooth: metric === "loss" }).update(x, series);
   }
   const fa = ra.final_rank_pattern || ra.data.at(-1)?.ranks || {}, fb = rb.final_rank_pattern || rb.data.at(-1)?.ranks || {};
   const common = Object.keys(fa).filter((k) => k in fb).sort();
@@ -726,11 +910,14 @@ applyTheme(localStorage.getItem("adalora-theme"));
 $("#theme").addEventListener("click", () => {
   const dark = document.documentElement.dataset.theme === "dark" || (!document.documentElement.dataset.theme && matchMedia("(prefers-color-scheme: dark)").matches);
   const next = dark ? "light" : "dark";
-  localStorage.setItem("adalora-theme", next); applyTheme(next); route();
+  localStorage.setItem("adalora-theme", next); applyTheme(next);
+  // Only canvases read colours when drawn: they redraw; the page, and what a form holds, stays as it is.
+  window.dispatchEvent(new Event("themechange"));
 });
 $("#sign-out").addEventListener("click", () => signOut(""));
 // A request a page did not handle itself (a 503 while the database restarts, say): said on the page, once.
 window.addEventListener("unhandledrejection", (e) => {
+  if (e.reason?.name === "AbortError") { e.preventDefault(); return; }  // a request of a page left behind
   if (!(e.reason instanceof ApiError)) return;
   e.preventDefault();
   if (e.reason.status === 401) return;  // already back at the sign-in page, which says why

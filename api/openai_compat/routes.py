@@ -11,12 +11,12 @@ from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.dataset_checks import check_file_dataset
 from api.downloads import stored_download
 from api.deps import JobDep, SessionDep, TenantDep
 from api.errors import SpecError, field_errors
 from api.idempotency import IdempotencyKeyHeader
-from api.job_submission import submit_job
+from api.job_presenter import eta_seconds
+from api.job_submission import AlreadyFinished, cancel, check_submission, submit_job
 from api.openai_compat.errors import OpenAIError
 from api.openai_compat.schemas import (
     CheckpointMetrics,
@@ -37,11 +37,9 @@ from api.openai_compat.translate import (
     present_job,
     unix,
 )
-from api.routes.jobs import eta_seconds
 from api.schemas import JobCreate
 from api.upload_flow import store_upload
 from service.files import active_jobs_using, delete_file, tenant_file
-from service.lifecycle import request_cancel
 from service.models import Checkpoint, File, Job, JobEvent, Metric
 
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -140,7 +138,7 @@ async def create_job(body: JobCreateRequest, session: SessionDep, tenant: Tenant
         raise OpenAIError(400, "; ".join(f"{param_for(e.field)}: {e.message}" for e in errors),
                           param_for(errors[0].field), "invalid_value") from None
     try:
-        await session.run_sync(check_file_dataset, tenant_id, checked)
+        await check_submission(session, tenant_id, checked)
     except SpecError as exc:  # named by the request's own parameter
         raise OpenAIError(400, f"{param_for(exc.field)}: {exc.message}", param_for(exc.field),
                           "invalid_value") from None
@@ -166,11 +164,10 @@ async def retrieve_job(job: JobDep) -> FineTuningJob:
 
 @jobs_router.post("/{job_id}/cancel", response_model=FineTuningJob)
 async def cancel_job(job: JobDep, session: SessionDep) -> FineTuningJob:
-    new_status = await session.run_sync(request_cancel, job.id)
-    await session.commit()
-    await session.refresh(job)
-    if new_status is None and job.status != "cancelling":
-        raise OpenAIError(409, f"fine-tuning job {job.id} already {job.status}; nothing to cancel", "job_id")
+    try:
+        await cancel(session, job)
+    except AlreadyFinished as exc:
+        raise OpenAIError(409, f"fine-tuning job {job.id} already {exc}; nothing to cancel", "job_id") from None
     return present_job(job, eta_seconds(job))
 
 

@@ -63,7 +63,7 @@ class ErrorDetail(BaseModel):
 class SupervisedHyperparameters(BaseModel):
     n_epochs: Auto | int
     batch_size: int
-    learning_rate_multiplier: float
+    learning_rate_multiplier: Auto | float  # "auto" until the range test has chosen
 
 
 class FineTuningJob(BaseModel):

@@ -101,7 +101,9 @@ def job_spec(request: JobCreateRequest, training_file: File, continue_from: Job 
         training["epochs"] = chosen.n_epochs
     if chosen.batch_size not in (None, "auto"):
         training["batch_size"] = chosen.batch_size
-    if chosen.learning_rate_multiplier not in (None, "auto"):
+    if chosen.learning_rate_multiplier == "auto":  # our range test picks the rate (absent: our default rate)
+        training["learning_rate"] = "auto"
+    elif chosen.learning_rate_multiplier is not None:
         training["learning_rate"] = DEFAULT_LEARNING_RATE * chosen.learning_rate_multiplier
     dataset: dict[str, Any] = {"source": "file", "file_id": request.training_file, **dataset_columns(training_file)}
     if request.validation_file:
@@ -152,16 +154,19 @@ def present_job(job: Job, eta_seconds: float | None = None) -> FineTuningJob:
     n_epochs = int(epochs) if epochs and float(epochs).is_integer() else ("auto" if epochs or
                                                                           training.get("max_steps") else 1)
     learning_rate = training.get("learning_rate", DEFAULT_LEARNING_RATE)
+    if learning_rate == "auto" and job.lr_probe:
+        learning_rate = job.lr_probe["learning_rate"]
+    multiplier = "auto" if learning_rate == "auto" else learning_rate / DEFAULT_LEARNING_RATE
     return FineTuningJob(
         id=job.id, created_at=unix(job.created_at), finished_at=unix(job.finished_at), model=spec["model"],
         status=STATUSES[job.status], fine_tuned_model=fine_tuned_model(job), organization_id=f"org-{job.tenant_id}",
         error=ErrorDetail(code="job_failed", message=job.error or "the job failed") if job.status == "failed" else None,
         hyperparameters=SupervisedHyperparameters(n_epochs=n_epochs,
                                                   batch_size=training.get("batch_size", DEFAULT_BATCH_SIZE),
-                                                  learning_rate_multiplier=learning_rate / DEFAULT_LEARNING_RATE),
+                                                  learning_rate_multiplier=multiplier),
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": n_epochs, "batch_size": training.get("batch_size", DEFAULT_BATCH_SIZE),
-            "learning_rate_multiplier": learning_rate / DEFAULT_LEARNING_RATE}}},
+            "learning_rate_multiplier": multiplier}}},
         result_files=[], seed=training.get("seed", 0), trained_tokens=None,
         training_file=dataset.get("file_id") or f"{dataset['source']}:{dataset.get('path')}",
         validation_file=dataset.get("validation_file_id"),

@@ -7,44 +7,23 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.checkpoint_checks import check_from_checkpoint
-from api.dataset_checks import check_file_dataset
 from api.deps import JobDep, SessionDep, TenantDep, authorized_job, job_for_key
-from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, SpecError, error_response
+from api.errors import AUTHENTICATED_RESPONSES, JOB_RESPONSES, error_response
 from api.etags import NOT_MODIFIED_RESPONSE, if_none_match, weak_etag
 from api.idempotency import IdempotencyKeyHeader
-from api.job_submission import submit_job
+from api.job_presenter import job_public
+from api.job_submission import AlreadyFinished, cancel, check_submission, submit_job
 from api.routes import MAX_BIGINT, V1
 from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPublic, JobsPublic, MetricPublic
 from service.db import read_connection
 from service.job_removal import JobInUse, delete_finished_job
-from service.lifecycle import request_cancel
-from service.routing import unserved_class_problem
-from service.models import JOB_STATUSES, Job, Metric, utcnow
+from service.models import JOB_STATUSES, Job, Metric
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=AUTHENTICATED_RESPONSES)
 
 StatusFilter = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$",
                                            description="only jobs in this status")]
-
-
-def eta_seconds(job: Job) -> float | None:
-    """Remaining steps at the average step rate since the run started."""
-    if job.status != "running" or not job.started_at or not job.total_steps or job.step <= 0:
-        return None
-    elapsed = (utcnow() - job.started_at).total_seconds()
-    return max(0.0, elapsed / job.step * (job.total_steps - job.step))
-
-
-def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPublic:
-    return model(
-        id=job.id, name=job.spec.get("name"), status=job.status, model=job.spec["model"], task=job.spec["task"],
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, step=job.step,
-        total_steps=job.total_steps, current_budget=job.current_budget, budget_unit=job.budget_unit,
-        budget_target=job.budget_target, adapter_params=job.adapter_params, error=job.error, attempts=job.attempts,
-        eta_seconds=eta_seconds(job), spec=job.spec, **extra)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic | DryRunPublic,
@@ -56,21 +35,13 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
 async def create_job(body: JobCreate, session: SessionDep, tenant: TenantDep, response: Response,
                      idempotency_key: IdempotencyKeyHeader = None) -> JobPublic | DryRunPublic | JSONResponse:
     tenant_id = tenant.id  # a rollback below expires the loaded tenant, and an async session cannot reload it
-    # The shared checks below are plain functions on a blocking Session: run_sync hands them this one.
-    await session.run_sync(check_file_dataset, tenant_id, body)  # uploaded files: the caller's, columns named
-    await session.run_sync(check_from_checkpoint, tenant_id, body)  # the earlier job: the caller's, finished
-    await session.run_sync(check_gpu_class, body)  # some worker serves the class asked for
+    await check_submission(session, tenant_id, body)
     if body.dry_run:  # creates nothing, so there is nothing to make idempotent
         response.status_code = status.HTTP_200_OK
         await session.close()  # no pooled connection waits on the plan
         return await run_in_threadpool(_plan, body)  # reads model configs and files: off the event loop
     return await submit_job(session, tenant_id, body.model_dump(mode="json", exclude={"dry_run", "gpu"}),
                             idempotency_key, present=job_public, surface="v1")
-
-
-def check_gpu_class(session: Session, spec: JobCreate) -> None:
-    if (problem := unserved_class_problem(session, spec.resources.queue)) is not None:
-        raise SpecError("resources.queue", problem)
 
 
 def _plan(body: JobCreate) -> DryRunPublic:
@@ -120,13 +91,10 @@ async def get_job(job_id: str, request: Request) -> Response:
              responses={**JOB_RESPONSES, 409: error_response("the job already finished")})
 async def cancel_job(job: JobDep, session: SessionDep) -> CancelPublic:
     """A queued job is cancelled at once; a running one is asked to stop (`cancelling`) and the worker finishes it."""
-    new_status = await session.run_sync(request_cancel, job.id)  # conditional updates: never race a worker's claim
-    await session.commit()
-    if new_status is None:
-        await session.refresh(job)
-        if job.status != "cancelling":
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job already {job.status}; nothing to cancel")
-    return CancelPublic(id=job.id, status=new_status or job.status)
+    try:
+        return CancelPublic(id=job.id, status=await cancel(session, job))
+    except AlreadyFinished as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"job already {exc}; nothing to cancel") from None
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={

@@ -16,7 +16,9 @@ from service.models import Metric
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"], responses=JOB_RESPONSES)
 
 
-AfterStep = Annotated[int, Query(ge=0, le=MAX_INT, description="only steps after this one")]
+# Step 0 holds the evaluation before training, so the default (-1) starts there.
+AfterStep = Annotated[int, Query(ge=-1, le=MAX_INT, description="only steps after this one (-1: from step 0, "
+                                 "the evaluation before training)")]
 
 
 async def read_metrics(session: SessionDep, job_id: str, after_step: int, limit: int) -> list[Metric]:
@@ -25,14 +27,14 @@ async def read_metrics(session: SessionDep, job_id: str, after_step: int, limit:
 
 
 @router.get("", response_model=MetricsPublic)
-async def list_metrics(job: JobDep, session: SessionDep, after_step: AfterStep = 0,
+async def list_metrics(job: JobDep, session: SessionDep, after_step: AfterStep = -1,
                        limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> MetricsPublic:
     rows = await read_metrics(session, job.id, after_step, limit)
     return MetricsPublic(data=[MetricPublic.model_validate(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
 @router.get("/columns", response_model=MetricColumnsPublic)
-async def metric_columns(job: JobDep, session: SessionDep, after_step: AfterStep = 0,
+async def metric_columns(job: JobDep, session: SessionDep, after_step: AfterStep = -1,
                          limit: Annotated[int, Query(ge=1, le=20000)] = 5000) -> MetricColumnsPublic:
     """The rows of GET /metrics as one list per metric, the form chart libraries plot."""
     rows = await read_metrics(session, job.id, after_step, limit)

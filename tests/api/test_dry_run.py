@@ -235,3 +235,22 @@ def test_a_data_parallel_job_is_estimated_per_device(client, alice):
     assert (one["batch_size"], two["batch_size"]) == (8, 4)
     assert two["activations_bytes"] < one["activations_bytes"] and two["weights_bytes"] == one["weights_bytes"]
     assert any(note.startswith("per device: training.batch_size 8 over resources.gpus 2") for note in two["notes"])
+
+
+def test_the_plan_gives_the_scale_and_warns_when_it_is_far_from_the_defaults(client, alice):
+    spec = tiny_spec()
+    plan = dry_run(client, alice, {**spec, "budget": {"init_r": 4, "target_r": 2}})
+    assert plan["scale"] == pytest.approx(8 / 4 ** 0.5) and plan["warnings"] == []
+    # PEFT's AdaLoRA shape at a high rank: alpha 8 over init_r 64 trains at a sixteenth of the default's scale.
+    paper = dry_run(client, alice, {**spec, "budget": {"init_r": 64, "target_r": 2, "lora_alpha": 8,
+                                                       "scaling": "standard"}})
+    assert paper["scale"] == pytest.approx(8 / 64)
+    assert len(paper["warnings"]) == 1 and "trains slowly" in paper["warnings"][0]
+    assert "lora_alpha to about 64" in paper["warnings"][0]
+
+
+def test_learning_rate_auto_is_a_valid_spec_and_anything_else_not_a_number_is_refused(client, alice):
+    spec = tiny_spec()
+    assert dry_run(client, alice, {**spec, "training": {**spec["training"], "learning_rate": "auto"}})["dry_run"]
+    found = problems(client, alice, {**spec, "training": {**spec["training"], "learning_rate": "fast"}})
+    assert any(field.startswith("training.learning_rate") for field in found), found

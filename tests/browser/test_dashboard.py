@@ -1,32 +1,25 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against a live uvicorn
 process and a real Celery worker training the tiny model on Postgres + Redis. Signs in, uploads, dry-runs,
 submits, watches the curves and the rank heatmap grow while the job trains (read from the page's chart data
-and compared with REST), downloads the adapter and checks its sha256, cancels a second job, compares the two;
-and no request leaves the server. Takes the screenshots the README shows (docs/dashboard-*.png, written there
-with SAVE_SCREENSHOTS=1)."""
+and compared with REST), downloads the adapter and checks it against the sha256 shown, cancels a second job,
+compares the two; and no request leaves the server. Takes the screenshots the README shows (docs/dashboard-*.png,
+written there with SAVE_SCREENSHOTS=1). The fixtures are in conftest.py; test_dashboard_pages.py tests the pages
+on jobs written into the database."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 
 from service.db import session_scope
-from service.keys import create_api_key, key_prefix, revoke_api_key, tenant_for_key
+from service.keys import key_prefix, revoke_api_key, tenant_for_key
 from service.models import Job, utcnow
-from tests.conftest import REPO, empty_database, migrate, start_worker, stop_process
-from tests.conftest import free_port, start_api
+from tests.browser.helpers import console_errors, foreign_requests, js, wait_js
+from tests.conftest import REPO, free_port, start_api, start_worker, stop_process
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (pip install -e .[test])")
-
-CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-# Without the background-networking flags Chromium calls Google's hosts at start-up (refused here).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-default-apps"]
 TRAIN_STEPS = 1500   # long enough on a busy CPU to watch the charts grow over several polls
 WAIT_MS = 180_000    # a job's whole run on a loaded CI machine; reached only when something is wrong
 # SAVE_SCREENSHOTS=1 writes the README's screenshots into docs/; otherwise they go to the test's own folder,
@@ -35,18 +28,8 @@ SAVE_TO_DOCS = os.environ.get("SAVE_SCREENSHOTS") == "1"
 
 
 @pytest.fixture(scope="module")
-def database_url(tmp_path_factory):
-    """Postgres only: the browser flow is the same on SQLite, and two runs of it cost a minute."""
-    with empty_database("postgres", tmp_path_factory.mktemp("db")) as url:
-        migrate(url)
-        yield url
-
-
-@pytest.fixture(scope="module")
-def server(service_env, tmp_path_factory):
-    """A live API on a free port and a worker that logs progress every 50 steps."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: scripts/test.sh installs Debian's chromium package")
+def server(service_env, browser, tmp_path_factory):
+    """A live API on a free port and a worker that logs progress every 50 steps (once there is a browser)."""
     folder = tmp_path_factory.mktemp("live")
     worker = start_worker(service_env, folder, extra_env={"PROGRESS_EVENT_STEPS": "50"})
     port = free_port()
@@ -56,39 +39,9 @@ def server(service_env, tmp_path_factory):
     stop_process(worker.process)
 
 
-@pytest.fixture(scope="module")
-def key(service_env) -> str:
-    with session_scope() as session:
-        return create_api_key(session, "browser")
-
-
-@pytest.fixture(scope="module")
-def browser_page(server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
-        page = context.new_page()
-        page.requests, page.console_errors = [], []
-        page.on("request", lambda request: page.requests.append(request.url))
-        page.on("console", lambda message: message.type == "error" and page.console_errors.append(message.text))
-        page.on("pageerror", lambda error: page.console_errors.append(str(error)))
-        page.set_default_timeout(30_000)
-        yield page
-        context.close()
-        browser.close()
-
-
-def js(page, expression: str):
-    return page.evaluate(f"() => {expression}")
-
-
-def wait_js(page, condition: str, timeout: float = WAIT_MS):
-    page.wait_for_function(f"() => {condition}", timeout=timeout)
-
-
-def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page, key, tiny_dataset_file, tmp_path):
+def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, tiny_dataset_file, tmp_path):
     shots = REPO / "docs" if SAVE_TO_DOCS else tmp_path
-    page, rest = browser_page, httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    rest = httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
     # Sign in: a wrong key is refused with the server's reason, the right one opens the jobs list.
     page.goto(f"{server}/")
@@ -181,7 +134,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     charts = js(page, "window.dashboard.charts")
     assert charts["loss"]["x"] == metrics["steps"] and charts["loss"]["series"]["loss"] == metrics["columns"]["loss"]
     assert charts["grad_norm"]["series"]["grad_norm"] == metrics["columns"]["grad_norm"]
-    assert charts["eval"]["x"] == [500, 1000, 1500] and "accuracy" in charts["eval"]["series"]
+    evaluated = [s for i, s in enumerate(metrics["steps"]) if metrics["columns"]["eval_accuracy"][i] is not None]
+    assert charts["eval"]["x"] == evaluated and evaluated[-3:] == [500, 1000, 1500]
     assert charts["budget"]["series"]["planned"][-1] == charts["budget"]["series"]["reached"][-1] == 2 * 908
     ranks = rest.get(f"/v1/jobs/{job_id}/ranks/columns").json()
     heat = js(page, "window.dashboard.heatmap")
@@ -198,17 +152,16 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.screenshot(path=str(shots / "dashboard-job.png"), full_page=True)
     page.locator(".panel:has(#heatmap)").screenshot(path=str(shots / "dashboard-heatmap.png"))
 
-    # Download the adapter: the size and sha256 shown are the server's, and the file matches them.
+    # Download the adapter: the size and sha256 shown are the server's, and the saved file matches them.
     head = rest.head(f"/v1/jobs/{job_id}/artifacts/adapter")
     item = page.locator("#downloads li[data-kind='adapter']")
-    assert item.get_attribute("data-sha256") == head.headers["x-checksum-sha256"]
     assert item.get_attribute("data-size") == head.headers["content-length"]
+    assert item.locator("code.sha256").text_content() == head.headers["x-checksum-sha256"]
     with page.expect_download() as download:
         page.click("#download-adapter")
     saved = tmp_path / "adapter.tar"
     download.value.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == head.headers["x-checksum-sha256"]
-    page.wait_for_selector("#downloads li[data-kind='adapter'] [data-verified='true']")
 
     # A second, long job, cancelled from its page.
     page.click("nav a[href='#/new']")
@@ -244,7 +197,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     second_ranks = rest.get(f"/v1/jobs/{second}/ranks").json()["data"][-1]["ranks"]
     assert js(page, "window.dashboard.rankDiff") == {m: second_ranks[m] - final[m] for m in final}
     assert "B: no final pattern" in page.text_content("#rank-diff-note")  # cancelled before the budget froze
-    assert js(page, "Object.keys(window.dashboard.charts['compare-loss'].series).length") == 2
+    assert [k for k in js(page, "Object.keys(dashboard.charts['compare-loss'].series)") if "smoothed" not in k] == [
+        "A: browser-run", "B: to-cancel"]
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
 
     # A phone, in the dark: the job page fits the screen's width (wide parts scroll inside their own panels).
@@ -295,8 +249,6 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, browser_page,
     page.wait_for_selector("#signin-error:has-text('Signed out: unknown or revoked API key')")
     assert js(page, "sessionStorage.getItem('adalora-api-key')") is None
 
-    foreign = [url for url in page.requests
-               if urlparse(url).scheme not in ("blob", "data") and urlparse(url).netloc != urlparse(server).netloc]
-    assert foreign == []
+    assert foreign_requests(page.requests, server) == []
     # Chromium logs every 4xx as "Failed to load resource" (the wrong key, the broken file): those were meant.
-    assert [e for e in page.console_errors if not e.startswith("Failed to load resource")] == []
+    assert console_errors(page) == []

@@ -108,6 +108,20 @@ def test_a_chat_job_from_create_to_download(oa, succeeded_job, live_service, api
     assert checkpoints[0].metrics.train_loss is not None and checkpoints[0].metrics.valid_loss is not None
 
 
+def test_an_auto_learning_rate_multiplier_asks_for_our_range_test(oa, prompt_file, live_service, api_key):
+    job = oa.fine_tuning.jobs.create(model="tiny-chat-gpt2", training_file=prompt_file.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": "auto"}}},
+        metadata={"adalora_init_r": "4", "adalora_target_r": "2", "adalora_max_steps": "24"})
+    ours = httpx.get(f"{live_service.url}/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {api_key}"}).json()
+    assert ours["spec"]["training"]["learning_rate"] == "auto"
+    finished = wait(oa, job.id)
+    assert finished.status == "succeeded"
+    probed = httpx.get(f"{live_service.url}/v1/jobs/{job.id}", headers={"Authorization": f"Bearer {api_key}"}).json()
+    assert probed["lr_probe"]["steps"] >= 16 and probed["learning_rate"] == probed["lr_probe"]["learning_rate"]
+    multiplier = finished.hyperparameters.learning_rate_multiplier
+    assert multiplier == pytest.approx(probed["learning_rate"] / 1e-3)
+
+
 def test_legacy_hyperparameters_prompt_completion_and_cancel(oa, prompt_file):
     job = oa.fine_tuning.jobs.create(model="tiny-chat-gpt2", training_file=prompt_file.id,
                                      hyperparameters={"n_epochs": 2, "batch_size": 4})
@@ -253,3 +267,15 @@ def test_a_fine_tuned_model_is_fine_tuned_further(oa, succeeded_job, prompt_file
         oa.fine_tuning.jobs.create(model="ft:tiny-chat-gpt2:x:00000000-0000-0000-0000-000000000000",
                                    training_file=prompt_file.id)
     assert refused.value.body["param"] == "model"
+
+
+def test_continuing_refuses_what_v1_refuses_before_anything_is_queued(oa, succeeded_job, prompt_file):
+    """The earlier job's adapters have init_r 4: a new init_r cannot load them. /v1 refuses this at submission;
+    the OpenAI surface runs the same checks, so it is a 400 naming our metadata key, not a failed job later."""
+    before = len(oa.fine_tuning.jobs.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as refused:
+        oa.fine_tuning.jobs.create(model=succeeded_job.fine_tuned_model, training_file=prompt_file.id,
+                                   metadata={"adalora_init_r": "8"})
+    assert refused.value.body["param"] == "metadata.adalora_init_r"
+    assert "must be 4 as in job" in refused.value.body["message"]
+    assert len(oa.fine_tuning.jobs.list(limit=100).data) == before

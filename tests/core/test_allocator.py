@@ -7,7 +7,7 @@ from adalora_core import AdaLoraConfig, BudgetSchedule, ConfigError, RankAllocat
 
 def two_modules(r=3):
     torch.manual_seed(0)
-    return {"a": SVDLinear(nn.Linear(4, 5), r, lora_alpha=1), "b": SVDLinear(nn.Linear(6, 2), r, lora_alpha=1)}
+    return {"a": SVDLinear(nn.Linear(4, 5), r, scaling=1), "b": SVDLinear(nn.Linear(6, 2), r, scaling=1)}
 
 
 def set_values_and_grads(modules, seed):

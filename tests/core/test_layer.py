@@ -19,7 +19,7 @@ def test_wrapped_model_equals_base_model_at_init(init):
 
 def test_lora_init_starts_like_lora_and_b_learns_first():
     torch.manual_seed(0)
-    layer = SVDLinear(nn.Linear(16, 24), r=4, lora_alpha=8, init="lora")
+    layer = SVDLinear(nn.Linear(16, 24), r=4, scaling=2, init="lora")
     assert torch.equal(layer.lora_B, torch.zeros(24, 4)) and torch.equal(layer.lora_E, torch.ones(4, 1))
     bound = 1 / 16 ** 0.5  # kaiming-uniform with a = sqrt(5), as nn.Linear initialises its weight
     assert layer.lora_A.abs().max() <= bound and layer.lora_A.std() > bound / 4
@@ -47,7 +47,7 @@ def test_merge_then_unmerge_restores_outputs(conv1d):
         base = Conv1D(24, 16)
     else:
         base = nn.Linear(16, 24)
-    layer = SVDLinear(base, r=4, lora_alpha=8)
+    layer = SVDLinear(base, r=4, scaling=2)
     with torch.no_grad():
         layer.lora_E.normal_()
     x = torch.randn(5, 16)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adalora_core import AdaLoraConfig, TrainArgs, TrainCallbacks, build_model, plan_run, train
+from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, TrainCallbacks, build_model, plan_run, train
 from tests.core.tiny import classification_data, collate
 
 
@@ -12,11 +12,15 @@ class Recorder(TrainCallbacks):
         self.metrics, self.allocations, self.events, self.checkpoints = [], [], [], []
         self.stop_at = stop_at
         self.starts = []
+        self.start_metrics = None
 
     def on_start(self, total_steps, plan):
         self.starts.append((total_steps, plan, len(self.metrics)))
 
     def on_metrics(self, step, metrics):
+        if step == 0:  # the evaluation before training
+            self.start_metrics = metrics
+            return
         self.metrics.append((step, metrics))
 
     def on_allocation(self, step, budget, ranks, final, params):
@@ -175,3 +179,57 @@ def test_a_diverged_loss_stops_the_run_naming_the_step(bert_dir):
     with pytest.raises(TrainingDiverged, match=r"became nan at step \d+: the run diverged; lower the learning rate"):
         run(bert_dir, rec, learning_rate=1e9, max_grad_norm=None, warmup_ratio=0.0)
     assert all(math.isfinite(m["loss"]) for _, m in rec.metrics), "no non-finite loss is reported"
+
+
+def test_a_run_that_evaluates_scores_the_untrained_model_at_step_0_before_any_update(bert_dir):
+    seen = []
+
+    def eval_fn(model):
+        seen.append(sum(float(p.abs().sum()) for n, p in model.named_parameters() if "lora_B" in n))
+        return {"accuracy": 0.25 * len(seen)}
+
+    rec = Recorder()
+    model = build_model(bert_dir, "sequence_classification")
+    train(model, CONFIG, TrainArgs(max_steps=8, batch_size=8, learning_rate=5e-2), classification_data(), collate,
+          eval_fn=eval_fn, callbacks=rec)
+    assert rec.start_metrics == {"eval_accuracy": 0.25}
+    assert seen[0] == 0.0 < seen[-1]  # init "lora": B = 0 before the first step, trained after
+    assert rec.metrics[-1][1]["eval_accuracy"] == 0.5
+
+
+def test_a_resumed_run_does_not_evaluate_step_0_again(bert_dir, tmp_path):
+    rec = Recorder()
+    run(bert_dir, rec, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=6)
+    again = Recorder()
+    run(bert_dir, again, checkpoint_dir=str(tmp_path / "b"), resume_from=rec.checkpoints[0][1])
+    assert rec.start_metrics is not None and again.start_metrics is None
+
+
+def test_learning_rate_auto_probes_then_trains_exactly_as_with_the_rate_it_chose(bert_dir):
+    rec = Recorder()
+    auto = run(bert_dir, rec, learning_rate="auto", max_steps=40)
+    probe = auto.lr_probe
+    assert probe is not None and 16 <= probe.steps <= 16 and probe.lrs[0] == 1e-5
+    assert probe.learning_rate == pytest.approx(probe.lowest_at / 10, rel=1e-2)
+    assert rec.starts[0][1]["lr_probe"]["learning_rate"] == probe.learning_rate
+    assert any("learning rate auto" in message for _, message in rec.events)
+    again = run(bert_dir, learning_rate="auto", max_steps=40)
+    assert again.lr_probe.learning_rate == probe.learning_rate  # deterministic for a seed
+    given = run(bert_dir, learning_rate=probe.learning_rate, max_steps=40)
+    assert_same_training(auto, given)  # the probe left no trace: weights and random state put back
+
+
+def test_learning_rate_auto_resumes_with_the_probed_rate(bert_dir, tmp_path):
+    rec = Recorder()
+    full = run(bert_dir, rec, learning_rate="auto", max_steps=40, checkpoint_dir=str(tmp_path / "a"),
+               checkpoint_every=20)
+    resumed = run(bert_dir, learning_rate="auto", max_steps=40, checkpoint_dir=str(tmp_path / "b"),
+                  resume_from=rec.checkpoints[0][1])
+    assert resumed.lr_probe is None
+    assert_same_training(resumed, full)
+
+
+@pytest.mark.parametrize("value", [0, -1e-3, "fast"])
+def test_a_learning_rate_must_be_positive_or_auto(value):
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainArgs(learning_rate=value)

@@ -37,8 +37,8 @@ def test_batched_selection_equals_the_sequential_greedy(seed):
 
 def three_shapes(r=3):
     torch.manual_seed(0)  # triplets cost 8 + 4 + 1 = 13, 3 + 5 + 1 = 9 and 16 + 16 + 1 = 33 parameters
-    return {"small": SVDLinear(nn.Linear(8, 4), r, lora_alpha=1), "narrow": SVDLinear(nn.Linear(3, 5), r, lora_alpha=1),
-            "wide": SVDLinear(nn.Linear(16, 16), r, lora_alpha=1)}
+    return {"small": SVDLinear(nn.Linear(8, 4), r, scaling=1), "narrow": SVDLinear(nn.Linear(3, 5), r, scaling=1),
+            "wide": SVDLinear(nn.Linear(16, 16), r, scaling=1)}
 
 
 def test_parameters_kept_at_every_allocation_step_of_a_hand_computed_case():

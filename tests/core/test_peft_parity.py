@@ -88,7 +88,7 @@ def run_side_by_side(s: Schedule) -> Trace:
         orth_reg_weight=ORTH))
     config = AdaLoraConfig(init_r=INIT_R, target_r=TARGET_R, lora_alpha=LORA_ALPHA, target_modules=TARGETS,
                            tinit=s.tinit, tfinal=s.tfinal, delta_t=s.delta_t, orth_reg_weight=ORTH,
-                           init="gaussian", e_lr_multiplier=1.0, budget_unit="ranks",
+                           init="gaussian", e_lr_multiplier=1.0, budget_unit="ranks", scaling="standard",
                            orth_target="orthonormal")  # the paper's and PEFT's
     ours = inject_adalora(tiny_bert(), config)
     theirs = {n.removeprefix("base_model.model."): m for n, m in peft_model.named_modules()

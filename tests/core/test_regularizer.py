@@ -9,7 +9,7 @@ from adalora_core.config import ConfigError
 
 
 def adapter(a: torch.Tensor, b: torch.Tensor) -> SVDLinear:
-    layer = SVDLinear(nn.Linear(a.shape[1], b.shape[0]), r=a.shape[0], lora_alpha=1)
+    layer = SVDLinear(nn.Linear(a.shape[1], b.shape[0]), r=a.shape[0], scaling=1)
     with torch.no_grad():
         layer.lora_A.copy_(a)
         layer.lora_B.copy_(b)
@@ -37,7 +37,7 @@ def test_overlapping_triplets_cost_the_same_under_both_targets():
 
 def test_near_the_lora_start_only_the_paper_target_pushes_b_to_grow():
     torch.manual_seed(0)
-    layer = SVDLinear(nn.Linear(6, 4), r=3, lora_alpha=1, init="lora")
+    layer = SVDLinear(nn.Linear(6, 4), r=3, scaling=1, init="lora")
     with torch.no_grad():
         layer.lora_B.normal_(std=1e-3)  # a hair away from B = 0, as after a first task step
     b = layer.lora_B.detach().clone()

@@ -74,3 +74,31 @@ def test_0005_allows_the_lora_downloads_and_still_refuses_other_kinds(empty_data
     migrate(empty_database_url, "0004", direction="downgrade")  # drops the rows the old constraint refuses
     with pytest.raises(IntegrityError):
         _insert_artifact(empty_database_url, "lora")
+
+
+@pytest.mark.parametrize("empty_database_url", BACKENDS, indirect=True)
+def test_0007_keeps_the_scale_a_stored_job_trained_with(empty_database_url):
+    """A spec stored before budget.scaling existed trained with lora_alpha / init_r: it must resume that way."""
+    from sqlalchemy import select
+
+    from service.models import Job, Tenant
+
+    migrate(empty_database_url, "0006")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            tenant = connection.execute(Tenant.__table__.insert().values(name="t").returning(Tenant.id)).scalar()
+            for name, budget in (("old", {"init_r": 12, "lora_alpha": 12.0}), ("none", None)):
+                spec = {"model": "m", "task": "causal_lm", "name": name, **({"budget": budget} if budget else {})}
+                connection.execute(Job.__table__.insert().values(id=name, tenant_id=tenant, spec=spec, status="queued"))
+        migrate(empty_database_url, "head")
+        with engine.connect() as connection:
+            specs = dict(connection.execute(select(Job.__table__.c.id, Job.__table__.c.spec)).all())
+        assert specs["old"]["budget"] == {"init_r": 12, "lora_alpha": 12.0, "scaling": "standard"}
+        assert "budget" not in specs["none"]
+        migrate(empty_database_url, "0006", direction="downgrade")
+        with engine.connect() as connection:
+            specs = dict(connection.execute(select(Job.__table__.c.id, Job.__table__.c.spec)).all())
+        assert specs["old"]["budget"] == {"init_r": 12, "lora_alpha": 12.0}
+    finally:
+        engine.dispose()

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import event, select
 
 from service.db import session_scope
-from service.models import Artifact, Job, JobEvent, Metric, RankSnapshot, Tenant
+from service.models import Artifact, Job, JobEvent, Metric, RankSnapshot
 from service.settings import get_settings
 from tests.conftest import tiny_job_spec
+from tests.worker.conftest import queued_job
 from worker.runner import run_job
-
-
-def queued_job(spec: dict) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name=f"runner-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=spec)
-        session.add(job)
-        session.flush()
-        return job.id
 
 
 def count_commits(engine) -> list[int]:
@@ -52,7 +40,7 @@ def test_progress_is_written_in_batches_not_per_step(engine, step_driven_flushes
                                     .order_by(RankSnapshot.step)).all()
         kinds = session.scalars(select(Artifact.kind).where(Artifact.job_id == job_id)).all()
     assert (job.status, job.step, job.total_steps, job.error) == ("succeeded", 30, 30, None)
-    assert steps == list(range(1, 31))
+    assert steps == list(range(0, 31))  # step 0: the evaluation before training
     # 30 steps flushed every 5 (METRICS_FLUSH_STEPS), plus about ten lifecycle commits (claim, start,
     # export, cleanup, finish) that do not grow with the run; one commit per row would be 30+ for metrics alone.
     assert commits[0] <= 30 // 5 + 10, commits[0]
@@ -192,3 +180,30 @@ def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
 
     with heartbeat(job_id, interval=0.05):
         wait_for(newer_heartbeat, 10, interval=0.05, what="a heartbeat from the thread")
+
+
+def test_a_job_scores_the_base_model_at_step_0_and_reports_its_gain(engine):
+    job_id = queued_job(tiny_job_spec(max_steps=24))
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        metrics = dict(session.execute(select(Metric.step, Metric.values).where(Metric.job_id == job_id)).all())
+        events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    assert set(metrics[0]) == {"eval_loss", "eval_accuracy", "eval_f1"} or "eval_loss" in metrics[0]
+    assert "loss" not in metrics[0]  # no step was trained yet
+    before = next(e for e in events if e.startswith("evaluation before training (step 0)"))
+    final = next(e for e in events if e.startswith("evaluation at step 24/24"))
+    change = metrics[24]["eval_loss"] - metrics[0]["eval_loss"]
+    assert f"{metrics[0]['eval_loss']:.4g}" in before and f"({change:+.4g} from step 0)" in final
+
+
+def test_learning_rate_auto_records_the_rate_chosen_and_its_range_test_on_the_job(engine):
+    job_id = queued_job(tiny_job_spec(max_steps=24, learning_rate="auto"))
+    assert run_job(job_id) == "succeeded"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+    probe = job.lr_probe
+    assert probe["steps"] == 16 and len(probe["lrs"]) == len(probe["losses"]) == 16
+    assert 1e-5 <= probe["learning_rate"] <= 1e-2 and probe["learning_rate"] == pytest.approx(probe["lowest_at"] / 10,
+                                                                                               rel=1e-2)
+    assert any(e.startswith(f"learning rate auto: {probe['learning_rate']:.3g}") for e in events)
