@@ -62,12 +62,19 @@ def _write(out_dir: str | Path, config: dict, tensors: dict[str, torch.Tensor]) 
 
 
 def save_lora_adapter(adapter_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
-    """Per-module ranks (rank_pattern, alpha_pattern); returns the rank of each module kept."""
+    """Per-module ranks (rank_pattern, alpha_pattern); returns the rank of each module kept (none when all
+    were pruned: then every module is written at rank 1 with zeros, the one exact LoRA PEFT loads)."""
     layout = AdapterLayout(adapter_dir)
     ranks = {name: r for name, r in layout.ranks().items() if r > 0}
-    if not ranks:
-        raise ValueError("every module was pruned to rank 0: the adapter changes nothing, so there is no LoRA to "
-                         "write (the merged model equals the base)")
+    if not ranks:  # every module pruned, dW = 0: PEFT takes no r=0, so rank 1 with zero factors (exact)
+        config = {**layout.base_config(), "target_modules": sorted(layout.factors), "r": 1, "lora_alpha": 1,
+                  "rank_pattern": {}, "alpha_pattern": {}}
+        tensors = dict(layout.heads)  # a trained task head still counts
+        for name, (a, b) in layout.factors.items():
+            tensors[f"{PREFIX}{name}.lora_A.weight"] = torch.zeros(1, a.shape[1], dtype=a.dtype)
+            tensors[f"{PREFIX}{name}.lora_B.weight"] = torch.zeros(b.shape[0], 1, dtype=b.dtype)
+        _write(out_dir, config, tensors)
+        return {}
     top = max(ranks.values())
     alpha = layout.config["lora_alpha"]
     config = {**layout.base_config(), "target_modules": sorted(ranks), "r": top, "lora_alpha": alpha * top / layout.config["init_r"],

@@ -114,8 +114,10 @@ def serve(host: str, port: int, on_listening: Callable[[], None] | None = None) 
     logging_config.setdefault("filters", {})["redact_keys"] = {"()": RedactKeys}
     for handler in logging_config["handlers"].values():
         handler.setdefault("filters", []).append("redact_keys")
+    from cli.header_limits import BoundedHeadersProtocol
+
     server = uvicorn.Server(uvicorn.Config("api.main:app", host=host, port=port, proxy_headers=True,
-                                           log_config=logging_config))
+                                           log_config=logging_config, http=BoundedHeadersProtocol))
     if on_listening is not None:
         announce_when_listening(server, on_listening)
     server.run()

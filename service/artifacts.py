@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +50,20 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def write_tar(folder: Path, out: Path, top: str) -> None:
     """Write `folder` to `out` as an uncompressed tar whose entries sit under `top/`; same input, same bytes."""
     tmp = out.with_name(out.name + ".partial")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(folder, arcname=top, recursive=False, filter=_normalise)
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames.sort()
-            for name in sorted(dirnames) + sorted(filenames):
-                path = Path(dirpath) / name
-                if path.is_symlink():
-                    raise ValueError(f"refusing to archive a symlink: {path}")
-                tar.add(path, arcname=f"{top}/{path.relative_to(folder).as_posix()}",
-                        recursive=False, filter=_normalise)
-    os.replace(tmp, out)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(folder, arcname=top, recursive=False, filter=_normalise)
+            for dirpath, dirnames, filenames in os.walk(folder):
+                dirnames.sort()
+                for name in sorted(dirnames) + sorted(filenames):
+                    path = Path(dirpath) / name
+                    if path.is_symlink():
+                        raise ValueError(f"refusing to archive a symlink: {path}")
+                    tar.add(path, arcname=f"{top}/{path.relative_to(folder).as_posix()}",
+                            recursive=False, filter=_normalise)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a tar cut short (a full disk, a refused symlink) leaves nothing
 
 
 def sha256_file(path: Path) -> str:
@@ -78,14 +82,15 @@ class Archive:
     sha256: str
 
 
-def archive_folder(job_id: str, kind: str, folder: Path) -> Archive:
-    """Archive `folder` as the job's `kind` download and put it in the store (not yet on record)."""
+def archive_folder(job_id: str, kind: str, folder: Path, put: Callable[[str, Path], None] | None = None) -> Archive:
+    """Archive `folder` as the job's `kind` download and store it with `put` (the store's own by default; not
+    yet on record)."""
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"artifact kind must be one of {ARTIFACT_KINDS}, got {kind!r}")
     out = job_dir(job_id) / f"{kind}.tar"
     write_tar(folder, out, top=kind)
     archive = Archive(kind, job_key(job_id, out.name), out.stat().st_size, sha256_file(out))
-    get_store().put(archive.key, out)
+    (put or get_store().put)(archive.key, out)
     return archive
 
 

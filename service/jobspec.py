@@ -9,20 +9,24 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 # The core's settings module is torch-free: its defaults and rules are the spec's, written once.
 from adalora_core.config import AdaLoraConfig, TrainArgs, default_target_r, steps_of
 
+from service.dataset.formats import SUFFIX_FORMATS
 from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
 from service.settings import get_settings
 
 Task = Literal["sequence_classification", "causal_lm", "seq2seq"]
 DataFormat = Literal["csv", "tsv", "jsonl", "json"]
-# The suffixes a file in DATA_DIRS may have (an upload may be more: service.dataset.formats.UPLOAD_SUFFIX_FORMATS).
-SERVER_SUFFIX_FORMATS: dict[str, DataFormat] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
+# The suffixes a file in DATA_DIRS may have: those of the one map (service.dataset.formats) whose format a spec
+# may name (an upload may also be Parquet).
+SERVER_SUFFIX_FORMATS: dict[str, str] = {suffix: fmt for suffix, fmt in SUFFIX_FORMATS.items()
+                                         if fmt in get_args(DataFormat)}
 # A Hugging Face hub id: `name` or `org/name`.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -271,6 +275,18 @@ class Training(Strict):
     learning_rate: Annotated[float, Field(gt=0, le=1)] | Literal["auto"] = Field(
         default=TrainArgs.learning_rate, description="the peak rate, or \"auto\": a short range test on the "
         "job's own data picks it before training (about 5 % of the steps, at least 16; the job's lr_probe shows it)")
+
+    @field_validator("learning_rate", mode="wrap")
+    @classmethod
+    def _rate_or_auto(cls, value, handler):
+        """One error for either branch of the union, saying both ways to write it."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "finite_number" for e in exc.errors()):  # NaN or Infinity: said as for any number
+                raise PydanticCustomError("finite_number", "Input should be a finite number") from None
+            raise ValueError(f"training.learning_rate: {value!r} is neither a number in (0, 1] (e.g. 1e-3) nor "
+                             "\"auto\"") from None
     weight_decay: float = Field(default=TrainArgs.weight_decay, ge=0)
     warmup_ratio: float = Field(default=TrainArgs.warmup_ratio, ge=0, lt=1)
     lr_schedule: Literal["linear", "cosine", "constant"] = TrainArgs.lr_schedule

@@ -11,6 +11,7 @@ cancelling → cancelled when its worker stopped responding (recover_dead_run).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -22,13 +23,19 @@ from service.settings import get_settings
 LAST_SENT = func.coalesce(Job.heartbeat_at, Job.created_at)
 
 
+class Claim(NamedTuple):
+    attempts: int          # this start included
+    spec: dict[str, Any]   # the stored job spec
+
+
 def claim_job(session: Session, job_id: str, worker: str, task_id: str | None,
-              stale_after_seconds: float, max_attempts: int | None = None) -> bool:
-    """Move a queued job to running for this worker; False when another claim won or the job is not runnable.
+              stale_after_seconds: float, max_attempts: int | None = None) -> Claim | None:
+    """Move a queued job to running for this worker and return what the run needs, read by the same statement
+    (UPDATE ... RETURNING); None when another claim won or the job is not runnable.
 
     A running job whose heartbeat is older than `stale_after_seconds` is taken over too: its worker died
     and the broker redelivered the message. Unless it was already started `max_attempts` times (default:
-    MAX_ATTEMPTS): then it is failed instead, as the reconciler would, and False returned. Commits, so the
+    MAX_ATTEMPTS): then it is failed instead, as the reconciler would, and None returned. Commits, so the
     claim is visible before any training starts.
     """
     if max_attempts is None:
@@ -36,17 +43,18 @@ def claim_job(session: Session, job_id: str, worker: str, task_id: str | None,
     now = utcnow()
     stale = (Job.status == "running") & or_(Job.heartbeat_at.is_(None),
                                             Job.heartbeat_at < now - timedelta(seconds=stale_after_seconds))
-    claimed = session.execute(
+    row = session.execute(
         update(Job)
         .where(Job.id == job_id, or_(Job.status == "queued", stale & (Job.attempts < max_attempts)))
         .values(status="running", started_at=now, heartbeat_at=now, attempts=Job.attempts + 1,
                 worker=worker, celery_task_id=task_id, step=0, error=None)
+        .returning(Job.attempts, Job.spec)
         .execution_options(synchronize_session=False)
-    ).rowcount == 1
-    if not claimed:
+    ).one_or_none()
+    if row is None:
         _fail_if_out_of_attempts(session, job_id, stale & (Job.attempts >= max_attempts), now)
     session.commit()
-    return claimed
+    return None if row is None else Claim(*row)
 
 
 def out_of_attempts_message(attempts: int, last_seen: datetime | None) -> str:

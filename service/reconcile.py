@@ -104,8 +104,10 @@ def reconciler_thread(interval: float) -> Periodic:
 
 def _reconcile_pass() -> None:
     from service.db import session_scope
+    from service.scratch import prune_scratch
 
     with session_scope() as session:
         done = reconcile(session, utcnow())
     if any(vars(done).values()):
         log.info("reconciler: %s", done)
+    prune_scratch(get_settings().scratch_max_bytes)  # this worker host's copies of what was deleted, and its bound

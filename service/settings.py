@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 << 20            # a JSON request body
     max_upload_bytes: int = 2 << 30          # an uploaded dataset file
     max_line_bytes: int = 8 << 20            # one line (JSONL/CSV/TSV) or one item of a JSON array in an upload
+    max_header_bytes: int = Field(32 << 10, ge=1024)  # a request's line and headers (adalora-svc serve): 431 past it
+    max_headers: int = Field(100, ge=8)      # ... and its header fields, as gunicorn's limit_request_fields
     max_steps_cap: int = 200_000             # no job may ask for more optimizer steps
     jobs_per_minute: int = 30                # new jobs per tenant in any 60 s window (0: unlimited)
     metrics_flush_steps: int = 20            # the worker writes buffered metrics every N steps ...
@@ -54,6 +56,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 30.0          # a running job's worker stamps the row this often, even mid-step
     stale_job_seconds: float = 180.0         # a running job without a heartbeat this long is taken over
     database_outage_limit_seconds: float = 3600.0  # a run trains on through a database outage this long, then fails
+    store_outage_limit_seconds: float = 3600.0  # a finished run retries storing its results this long, then fails
+    scratch_max_bytes: int = Field(20 << 30, ge=0)  # a worker host's fetched copies and tokenised-data cache under
+                                             # ARTIFACT_DIR beyond this are evicted, least recently used first
     max_attempts: int = 3                    # a job whose worker stopped responding this many times fails
     queued_grace_seconds: float = 300.0      # a job queued this long without a claim is sent to the broker again
     reconcile_seconds: float = 60.0          # each worker process runs the reconciler this often (0: never)

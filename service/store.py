@@ -40,14 +40,14 @@ def check_key(key: str) -> str:
     return key
 
 
-def _local_root() -> Path:
+def local_root() -> Path:
     return get_settings().artifact_dir.expanduser().resolve()
 
 
 class Store(ABC):
     def local_path(self, key: str) -> Path:
         """Where this host keeps `key`: the object itself for a folder store, scratch or a cache otherwise."""
-        root = _local_root()
+        root = local_root()
         path = (root / check_key(key)).resolve()
         if not path.is_relative_to(root):
             raise ValueError(f"store key {key!r} leaves the artifact folder")
@@ -55,7 +55,7 @@ class Store(ABC):
 
     def key_for(self, path: Path) -> str:
         """The key whose local_path is `path`: a file this host wrote under ARTIFACT_DIR."""
-        return check_key(Path(path).resolve().relative_to(_local_root()).as_posix())
+        return check_key(Path(path).resolve().relative_to(local_root()).as_posix())
 
     @abstractmethod
     def put(self, key: str, source: Path) -> None:
@@ -79,6 +79,10 @@ class Store(ABC):
 
     def delete(self, key: str) -> None:
         self.delete_prefix(check_key(key))
+
+    def forget_local(self, prefix: str) -> None:
+        """Drops this host's scratch and copies under `prefix` (a key, or a folder ending in /); the stored
+        objects stay. Nothing for a folder store, whose files are the objects themselves."""
 
     def _delete_local(self, prefix: str) -> None:
         path = self.local_path(prefix.rstrip("/"))
@@ -129,7 +133,7 @@ class FolderStore(Store):
         self._delete_local(prefix)
 
     def check(self) -> None:
-        root = _local_root()
+        root = local_root()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -177,8 +181,12 @@ class S3Store(Store):
         if size is None:
             return None
         path = self.local_path(key)
-        if path.is_file() and path.stat().st_size == size:
-            return path  # keys are never rewritten with other bytes of the same size: a cache hit
+        try:
+            if path.stat().st_size == size:  # keys are never rewritten with other bytes of the same size: a hit
+                os.utime(path)  # used now: scratch eviction (service/scratch.py) takes the least recent first
+                return path
+        except FileNotFoundError:
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.partial")  # two workers of a host may fetch it
         try:
@@ -188,6 +196,9 @@ class S3Store(Store):
         finally:
             partial.unlink(missing_ok=True)
         return path
+
+    def forget_local(self, prefix: str) -> None:
+        self._delete_local(prefix)
 
     def delete_prefix(self, prefix: str) -> None:
         check_key(prefix.rstrip("/"))
@@ -244,8 +255,13 @@ def _s3_client(endpoint: str | None):
         from botocore.config import Config
     except ImportError:
         raise RuntimeError("ARTIFACT_STORE=s3://... needs boto3: pip install 'adalora-service[s3]'") from None
-    config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=60)
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+    # SigV4 always: botocore still presigns with SigV2 in us-east-1, which AWS refuses on buckets made since
+    # June 2020. The region must be the bucket's (a presigned URL is signed for it); boto3 reads only
+    # AWS_DEFAULT_REGION, while ECS and Lambda may set just AWS_REGION.
+    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5,
+                    read_timeout=60)
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
 
 
 def get_store() -> Store:

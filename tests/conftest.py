@@ -89,6 +89,22 @@ def empty_database_url(request, tmp_path) -> Iterator[str]:
         yield url
 
 
+# Tests whose variants exercise the same code: one runs by default, the rest only with TEST_ALL (marked slow).
+# A SIGTERM hand-back costs ~30 s a variant; the default one is production's shape (Postgres, Redis, solo).
+ONE_VARIANT_BY_DEFAULT = {
+    "test_a_sigterm_checkpoints_requeues_and_the_next_worker_resumes": {"pool": "solo", "database_url": "postgres"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kept = ONE_VARIANT_BY_DEFAULT.get(getattr(item, "originalname", item.name))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if kept is not None and any(params.get(name) != value for name, value in kept.items()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request, tmp_path_factory) -> Iterator[str]:
     """A migrated database for this test module, on each backend."""

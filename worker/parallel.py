@@ -50,7 +50,7 @@ def device_for(rank: int, size: int):
     if size == 1:
         return torch.device("cuda")  # this worker's GPU, as CUDA_VISIBLE_DEVICES gives it
     if torch.cuda.device_count() < size:
-        from worker.setup import JobError
+        from worker.run_setup import JobError
         raise JobError(f"resources.gpus is {size}, but this worker sees {torch.cuda.device_count()} GPU(s): start "
                        f"it with {size} visible devices (CUDA_VISIBLE_DEVICES), or ask for fewer")
     return torch.device("cuda", rank)
@@ -81,7 +81,7 @@ class Peer:
         return code is not None and code != 0
 
     def failure(self):
-        from worker.setup import JobError
+        from worker.run_setup import JobError
 
         said = self.error.read_text(errors="replace").strip() if self.error.is_file() else ""
         return JobError(f"rank {self.rank} of the data-parallel run (pid {self.process.pid}) "
@@ -96,7 +96,7 @@ def peers(job_id: str, spec: JobSpec, size: int, resume: str | None, warm_start:
         return
     import torch.distributed as dist
 
-    from worker.setup import checkpoint_dir
+    from worker.run_setup import checkpoint_dir
 
     folder = checkpoint_dir(job_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,10 +138,10 @@ def _wait_until_ready(others: list[Peer], reporter) -> None:
             if peer.failed:
                 raise peer.failure()
         if reporter.should_stop():
-            from worker.setup import JobError
+            from worker.run_setup import JobError
             raise JobError("stopped while the data-parallel processes were starting")
         if time.monotonic() > deadline:
-            from worker.setup import JobError
+            from worker.run_setup import JobError
             raise JobError(f"the data-parallel processes did not start within {READY_SECONDS:.0f} s")
         time.sleep(0.2)
 
@@ -151,7 +151,7 @@ def _collective_failure(exc: BaseException) -> bool:
     diverged loss, a configuration error, an out-of-memory), which says more as it is."""
     from adalora_core import ConfigError, TrainingDiverged
 
-    from worker.setup import JobError
+    from worker.run_setup import JobError
 
     return not isinstance(exc, (ConfigError, TrainingDiverged, JobError, MemoryError)) and \
         "out of memory" not in str(exc).lower()
@@ -231,7 +231,7 @@ def _peer(arguments: dict) -> None:
         import torch.distributed as dist
 
         import adalora_core as core
-        from worker.setup import set_up_run
+        from worker.run_setup import set_up_run
 
         device = device_for(rank, size)
         if device.type == "cuda":

@@ -9,7 +9,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,11 +23,13 @@ from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import claim_job, finish_job, requeue_job
 from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
+from service.progress import upsert_checkpoints
 from service.redaction import hide_server_paths
+from service.scratch import prune_scratch
 from service.settings import get_settings
 from service.store import StoreUnavailable, get_store
 from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
-from worker.setup import CHECKPOINTS, JobError, build, checkpoint_dir, set_up_run
+from worker.run_setup import CHECKPOINTS, JobError, build, checkpoint_dir, set_up_run
 from worker.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,8 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
     settings = get_settings()
     worker = f"{worker} pid {os.getpid()}"
     with session_scope() as session:
-        if not claim_job(session, job_id, worker, task_id, settings.stale_job_seconds):
+        claim = claim_job(session, job_id, worker, task_id, settings.stale_job_seconds)
+        if claim is None:
             status, holder = session.execute(select(Job.status, Job.celery_task_id)
                                              .where(Job.id == job_id)).one_or_none() or (None, None)
             if status in RUNNING_STATUSES and holder == task_id:
@@ -59,9 +64,10 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
             # that run dies, the reconciler requeues the job.
             log.info("job %s not run: it is %s", job_id, status or "gone")
             return None
-        attempts, spec_json = session.execute(select(Job.attempts, Job.spec).where(Job.id == job_id)).one()
+        attempts, spec_json = claim
         session.add(JobEvent(job_id=job_id, message=f"started on {worker}"
                              + (f" (attempt {attempts}: the previous worker stopped)" if attempts > 1 else "")))
+    make_room()
     # From here on the run survives a database outage: its writes go through `link`, which retries them.
     link = run_link(job_id)
     reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
@@ -82,6 +88,8 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         log.exception("job %s failed", job_id)
     finally:
         release_gpu_memory()
+        if not reporter.lost:  # a lost job may be running again, in another worker of this host
+            get_store().forget_local(artifacts.job_key(job_id))  # with S3: archives, checkpoints, fetched copies
     if error is not None:
         error = hide_server_paths(error)  # a loader's message may carry a folder of this server
     if reporter.lost:
@@ -95,6 +103,14 @@ def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> 
         log.error("job %s: its outcome (%s%s) could not be recorded: %s", job_id, status,
                   f": {error}" if error else "", e)
         return None
+
+
+def make_room() -> None:
+    """Before a run fetches anything: this host's scratch back within SCRATCH_MAX_BYTES (service/scratch.py)."""
+    try:
+        prune_scratch(get_settings().scratch_max_bytes)
+    except Exception:  # only space is at stake: the run goes on
+        log.warning("could not prune this host's scratch", exc_info=True)
 
 
 def record_outcome(job_id: str, spec: dict, status: str, error: str | None, reporter: ProgressReporter,
@@ -146,8 +162,15 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
         if run.quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
             full_base = build(spec, spec.model_source(), num_labels=data.num_labels,
                               config_overrides=data.model_config_overrides(), dtype=run.dtype)
-        export(job_id, spec, result, run.tokenizer, link, full_base=full_base)
-        store_final_state(job_id, result)
+        puts = PatientPuts(get_settings().store_outage_limit_seconds, lambda text: reporter.event("warning", text))
+        store_final_state(job_id, result, puts)  # first: once it is stored, a store outage costs no training
+        try:
+            export(job_id, spec, result, run.tokenizer, link, puts, full_base=full_base)
+        except StoreUnavailable as exc:
+            keep_final_state(job_id, result.step, link)
+            start = f'"from_checkpoint": "{job_id}:{result.step}"'
+            raise JobError(f"training finished, but the downloads could not be stored: {exc}. The trained weights "
+                           f"are kept: start a new job from them with {start}") from None
         discard_checkpoints(job_id, link)
         outcome = "succeeded"
         return outcome
@@ -186,13 +209,59 @@ def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
 FINAL_STATE = "final-state.pt"
 
 
-def store_final_state(job_id: str, result) -> None:
+def store_final_state(job_id: str, result, puts: PatientPuts) -> None:
     """A succeeded job's weights and allocator state (no optimizer): what `from_checkpoint: "<job id>"` starts
-    from."""
+    from. A store that stays away past the limit fails the job with its checkpoints kept."""
     import adalora_core as core
 
     path = core.save_warm_start(str(artifacts.job_dir(job_id) / FINAL_STATE), result)
-    get_store().put(artifacts.job_key(job_id, FINAL_STATE), Path(path))
+    try:
+        puts.put(artifacts.job_key(job_id, FINAL_STATE), Path(path))
+    except StoreUnavailable as exc:
+        raise JobError(f"training finished, but its result could not be stored: {exc}. The job's checkpoints "
+                       f"are kept (GET /v1/jobs/{job_id}/checkpoints): start a new job from the latest with "
+                       "from_checkpoint, or submit this one again") from None
+
+
+def keep_final_state(job_id: str, step: int, link: DatabaseLink) -> None:
+    """The stored final state on record as the job's checkpoint at its last step, so that a job failed after
+    training can be started from (`from_checkpoint: "<job id>:<step>"`) without training again."""
+    key = artifacts.job_key(job_id, FINAL_STATE)
+    link.write(lambda session: upsert_checkpoints(session, job_id, {step: key}), "keeping the final state")
+
+
+STORE_RETRY_SECONDS = (2.0, 60.0)  # the first pause after a failed put, doubling up to the second
+
+
+class PatientPuts:
+    """Store puts that wait through a store outage: a failed put (after boto3's own retries) is tried again
+    after a pause that doubles up to a minute, until the store has been away for `limit` seconds
+    (STORE_OUTAGE_LIMIT_SECONDS); then StoreUnavailable. A job's results cost a training run: worth the wait."""
+
+    def __init__(self, limit: float, warn: Callable[[str], None]) -> None:
+        self.limit, self.warn = limit, warn
+        self.down_since: float | None = None
+
+    def put(self, key: str, path: Path) -> None:
+        pause = STORE_RETRY_SECONDS[0]
+        while True:
+            try:
+                get_store().put(key, path)
+            except StoreUnavailable as exc:
+                now = time.monotonic()
+                if self.down_since is None:
+                    self.down_since = now
+                    self.warn(f"{exc}; storing the results is retried for up to {self.limit:g} s")
+                if now - self.down_since + pause > self.limit:
+                    raise StoreUnavailable(f"{exc} for {now - self.down_since:.0f} s "
+                                           f"(STORE_OUTAGE_LIMIT_SECONDS={self.limit:g})") from None
+                time.sleep(pause)
+                pause = min(2 * pause, STORE_RETRY_SECONDS[1])
+            else:
+                if self.down_since is not None:
+                    self.warn(f"the artifact store is back after {time.monotonic() - self.down_since:.0f} s")
+                    self.down_since = None
+                return
 
 
 def warm_start_path(spec: JobSpec, link: DatabaseLink) -> str | None:
@@ -223,7 +292,8 @@ def discard_checkpoints(job_id: str, link: DatabaseLink) -> None:
     shutil.rmtree(checkpoint_dir(job_id), ignore_errors=True)
 
 
-def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, full_base=None) -> None:
+def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, puts: PatientPuts,
+           full_base=None) -> None:
     """The downloads: the AdaLoRA adapter (PEFT), the merged model, and the adapter rewritten as plain LoRA
     for serving engines (per-module ranks, and one padded rank; adalora_core/lora_format.py)."""
     from adalora_core import save_lora_adapter, save_merged, save_peft_adapter, save_serving_adapter
@@ -235,16 +305,14 @@ def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, fu
         save_merged(result, str(folders["merged"]), base_model=full_base)
         tokenizer.save_pretrained(str(folders["merged"]))
         notes = []
-        try:
-            ranks = save_lora_adapter(folders["adapter"], folders["lora"])
-            notes.append(f"lora: {len(ranks)} modules at ranks {min(ranks.values())}-{max(ranks.values())}")
-        except ValueError as exc:  # every rank pruned: there is no LoRA to write
-            del folders["lora"]
-            notes.append(f"no lora download: {exc}")
+        ranks = save_lora_adapter(folders["adapter"], folders["lora"])
+        notes.append(f"lora: {len(ranks)} modules at ranks {min(ranks.values())}-{max(ranks.values())}" if ranks else
+                     "lora: every module was pruned to rank 0, so it holds rank-1 zeros (PEFT takes no rank 0): "
+                     "the adapted layers are the base model's")
         notes.append(f"lora-serving: rank {save_serving_adapter(folders['adapter'], folders['lora-serving'])} "
                      "everywhere, zero-padded, the scale folded into lora_B")
 
-        archives = [artifacts.archive_folder(job_id, kind, folder) for kind, folder in folders.items()]
+        archives = [artifacts.archive_folder(job_id, kind, folder, put=puts.put) for kind, folder in folders.items()]
 
     def record(session) -> None:  # stored first, recorded once: a row never names a half-stored archive
         for archive in archives:

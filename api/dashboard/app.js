@@ -45,6 +45,12 @@ function duration(s) {
   return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round(s % 3600 / 60)} min` :
          s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
+// The rate in use; with "auto", what the range test chose (or that it has yet to run).
+function learningRate(job) {
+  const probe = job.lr_probe;
+  if (probe) return `${Number(probe.learning_rate.toPrecision(3))} (auto, ${probe.steps}-step range test)`;
+  return job.learning_rate == null ? "auto (probed at the start)" : String(job.learning_rate);
+}
 const statusBadge = (s) => h("span", { class: `status ${s}`, text: s });
 const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
@@ -479,6 +485,7 @@ function jobPage(view, jobId) {
       stat("model", job.model), stat("task", job.task),
       stat("budget now", job.current_budget == null ? "–" : `${int(job.current_budget)} ${job.budget_unit}`),
       stat("budget target", job.budget_target == null ? "–" : `${int(job.budget_target)} ${job.budget_unit}`),
+      stat("learning rate", learningRate(job), "job-lr"),
       stat("created", when(job.created_at)), stat("finished", when(job.finished_at)), stat("attempts", job.attempts));
     error.textContent = job.error || "";
     keptMeter();

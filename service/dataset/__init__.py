@@ -1,8 +1,8 @@
 """A job's dataset by its rules, without torch: the API checks and plans with them, the worker tokenises
 what they return (worker/data).
 
-formats.py   checking an uploaded file: its format, every row, a summary of its columns
-readers.py   reading a job's dataset into plain columns, the hold-out, counting training rows
+formats.py   parsing each file format (one reader each, the suffix map) and checking an upload with them
+readers.py   a job's dataset as plain columns (files through formats' readers), the hold-out, row counts
 columns.py   which columns feed which role (explicit mapping, else common names)
 labels.py    classes or regression from the label values, and their ids
 packing.py   the tokenizer rules both sides share: a vocabulary, the end token, plain text packed into blocks

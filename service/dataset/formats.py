@@ -1,4 +1,6 @@
-"""Checking an uploaded dataset file: find its format, parse every row, summarise its columns.
+"""Parsing dataset files, one reader per format, and checking an upload with them: find its format, parse
+every row, summarise its columns. Training reads server files and uploads through the same readers
+(service.dataset.readers: text_rows, parquet_batches), so a file is read the same way whichever way it came.
 
 Everything streams: a file is read in chunks or line by line, never whole, so a multi-gigabyte upload
 costs little memory. Errors are DataError whose message names the place (line, item or row) and what to
@@ -12,6 +14,7 @@ import csv
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,9 +23,10 @@ from typing import Any, BinaryIO
 from service.dataset import DataError
 from service.redaction import first_line
 
-# An upload's format by its suffix where its content does not tell (files in DATA_DIRS: SERVER_SUFFIX_FORMATS).
-UPLOAD_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-                         ".tab": "tsv", ".parquet": "parquet"}
+# A file's format by its suffix: an upload's where its content does not tell, a server file's where its job
+# spec names none (service.jobspec.SERVER_SUFFIX_FORMATS: these, less the formats a spec cannot name).
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+                  ".parquet": "parquet"}
 PARQUET_MAGIC = b"PAR1"
 SNIFF_BYTES = 8192
 CHUNK_CHARS = 1 << 16
@@ -44,7 +48,8 @@ csv.field_size_limit(2**31 - 1)
 
 def detect_format(path: Path, filename: str) -> str:
     """The format from the content where it is unambiguous (Parquet's magic bytes, a leading `[` or `{`),
-    otherwise from the file name's suffix; refuses empty and binary files."""
+    otherwise from the file name's suffix. Text that cannot be read (empty, binary, UTF-16) is refused
+    by text_rows."""
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     suffix = PurePosixPath(filename).suffix.lower()
@@ -53,17 +58,9 @@ def detect_format(path: Path, filename: str) -> str:
     if suffix == ".parquet":
         raise DataError("not a Parquet file: it does not start with the PAR1 magic bytes; upload the file "
                         "as written by pandas/pyarrow, or name it after its real format")
-    if (encoding := wide_encoding(head)) is not None:
-        raise DataError(f"the file is {encoding} text; this server reads UTF-8: save it as UTF-8 (e.g. "
-                        f"`iconv -f {encoding.lower()} -t utf-8`, or \"CSV UTF-8\" in Excel)")
-    if not head.removeprefix(codecs.BOM_UTF8).strip():
-        raise DataError("empty file: it holds no data; upload a file with a header and rows, or JSON records")
-    if b"\0" in head:
-        raise DataError(f"binary data, not text (a NUL byte at offset {head.index(0)}); upload JSON Lines, "
-                        "a JSON array, CSV, TSV or Parquet")
     first = head.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
-    if suffix in UPLOAD_SUFFIX_FORMATS:
-        fmt = UPLOAD_SUFFIX_FORMATS[suffix]
+    if suffix in SUFFIX_FORMATS:
+        fmt = SUFFIX_FORMATS[suffix]
         if fmt == "json" and first == b"{":
             raise DataError("the JSON file holds an object, not an array of records: wrap the records in "
                             "[ ... ], or upload one object per line as JSON Lines (.jsonl)")
@@ -74,6 +71,18 @@ def detect_format(path: Path, filename: str) -> str:
         return "jsonl"
     first_line = head.split(b"\n", 1)[0]
     return "tsv" if b"\t" in first_line else "csv"
+
+
+def check_text_head(head: bytes) -> None:
+    """Refuses, from its first bytes, a text file that is UTF-16 or UTF-32, empty, or binary."""
+    if (encoding := wide_encoding(head)) is not None:
+        raise DataError(f"the file is {encoding} text; this server reads UTF-8: save it as UTF-8 (e.g. "
+                        f"`iconv -f {encoding.lower()} -t utf-8`, or \"CSV UTF-8\" in Excel)")
+    if not head.removeprefix(codecs.BOM_UTF8).strip():
+        raise DataError("empty file: it holds no data; upload a file with a header and rows, or JSON records")
+    if b"\0" in head:
+        raise DataError(f"binary data, not text (a NUL byte at offset {head.index(0)}); upload JSON Lines, "
+                        "a JSON array, CSV, TSV or Parquet")
 
 
 def wide_encoding(head: bytes) -> str | None:
@@ -230,16 +239,34 @@ def inspect_file(path: Path, filename: str, max_line_bytes: int) -> FileSummary:
         return inspect_parquet(path)
     summariser = Summariser(fmt, typed=fmt in ("json", "jsonl"))
     with open(path, "rb") as f:
-        rows = {"jsonl": jsonl_rows, "json": json_array_rows, "csv": csv_rows, "tsv": tsv_rows}[fmt]
-        for place, row in rows(f, max_line_bytes):
+        for place, row in text_rows(f, fmt, max_line_bytes):
             summariser.add(row, place)
-    if summariser.rows == 0:
-        raise DataError("header only: no data rows; add rows below the header" if fmt in ("csv", "tsv")
-                        else "no records in the file; add at least one object")
     return summariser.summary()
 
 
 # -- text formats ----------------------------------------------------------------------------------
+
+def text_rows(f: BinaryIO, fmt: str, max_line_bytes: int, column_names: list[str] | None = None,
+              json_columns: bool = False) -> Iterator[tuple[str, dict]]:
+    """(place, row) for every row of a jsonl, json, csv or tsv file, parsed by that format's one reader; a
+    file that is not UTF-8 text, or holds no rows, is refused. `column_names` name the columns of a csv/tsv
+    file without a header row; `json_columns` lets a json file hold an object of columns (files in DATA_DIRS)."""
+    check_text_head(f.read(SNIFF_BYTES))
+    f.seek(0)
+    if fmt == "jsonl":
+        rows = jsonl_rows(f, max_line_bytes)
+    elif fmt == "json":
+        rows = json_array_rows(f, max_line_bytes, json_columns)
+    else:
+        rows = delimited_rows(f, max_line_bytes, fmt, column_names)
+    empty = True
+    for place, row in rows:
+        empty = False
+        yield place, row
+    if empty:
+        raise DataError("header only: no data rows; add rows below the header" if fmt in ("csv", "tsv")
+                        else "no records in the file; add at least one object")
+
 
 def text_lines(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, str]]:
     """(line number, decoded line with its newline), refusing lines over the limit and bytes that are
@@ -268,7 +295,7 @@ def not_utf8(byte: int, offset: int, place: str) -> str:
 def jsonl_rows(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[str, dict]]:
     for number, text in text_lines(f, max_line_bytes):
         if not text.strip():
-            continue  # blank lines are skipped, as the worker does
+            continue  # blank lines are skipped
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
@@ -304,31 +331,31 @@ def json_kind(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
-def csv_rows(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[str, dict]]:
-    yield from delimited_rows(f, max_line_bytes, "CSV", {})
+# GLUE-style TSV: quotes are ordinary characters.
+DIALECTS = {"csv": {}, "tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}}
 
 
-def tsv_rows(f: BinaryIO, max_line_bytes: int) -> Iterator[tuple[str, dict]]:
-    # GLUE-style TSV: quotes are ordinary characters, as the worker reads them.
-    yield from delimited_rows(f, max_line_bytes, "TSV", {"delimiter": "\t", "quoting": csv.QUOTE_NONE})
-
-
-def delimited_rows(f: BinaryIO, max_line_bytes: int, kind: str, dialect: dict) -> Iterator[tuple[str, dict]]:
+def delimited_rows(f: BinaryIO, max_line_bytes: int, fmt: str,
+                   column_names: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """The rows of a csv or tsv file under its header, or under `column_names` when it has none."""
+    kind = fmt.upper()
     lines = (text for _, text in text_lines(f, max_line_bytes))
-    reader = csv.reader(lines, strict=True, **dialect)
+    reader = csv.reader(lines, strict=True, **DIALECTS[fmt])
     try:
-        header = next(reader, None)
-        while header == []:  # leading blank lines
-            header = next(reader, None)
+        header, named = column_names, "dataset.column_names"
         if header is None:
-            raise DataError("empty file: no header row")
-        check_header(header)
+            header, named = next(reader, None), "the header"
+            while header == []:  # leading blank lines
+                header = next(reader, None)
+            if header is None:
+                raise DataError("empty file: no header row")
+            check_header(header)
         for fields in reader:
             if not fields:
                 continue
             place = f"line {reader.line_num}"
             if len(fields) != len(header):
-                raise DataError(f"{place}: row has {len(fields)} fields, the header has {len(header)} "
+                raise DataError(f"{place}: row has {len(fields)} fields, {named} has {len(header)} "
                                 f"({', '.join(header)}); quote fields that contain the delimiter, or check "
                                 f"that the file really is {kind}")
             yield place, dict(zip(header, fields, strict=True))
@@ -345,12 +372,16 @@ def check_header(header: list[str]) -> None:
             raise DataError(f"line 1: the header names column {name!r} twice; give each column its own name")
 
 
-def json_array_rows(f: BinaryIO, max_item_bytes: int) -> Iterator[tuple[str, dict]]:
+def json_array_rows(f: BinaryIO, max_item_bytes: int, columns: bool = False) -> Iterator[tuple[str, dict]]:
     """The objects of a file holding one JSON array, decoded a chunk at a time (a single-line file of
-    gigabytes included); each item may be at most `max_item_bytes` long."""
+    gigabytes included); each item may be at most `max_item_bytes` long. With `columns`, the file may
+    instead hold one object of records or columns (json_object_rows)."""
     text = ChunkedText(f)
     decoder = json.JSONDecoder()
     text.skip_space()
+    if columns and text.peek() == "{":
+        yield from json_object_rows(text, decoder)
+        return
     if text.peek() != "[":
         raise DataError(f"{text.place()}: a JSON file must hold an array of objects `[{{...}}, ...]`, "
                         f"it starts with {text.peek()!r}; for one object per line upload JSON Lines (.jsonl)")
@@ -383,6 +414,32 @@ def json_array_rows(f: BinaryIO, max_item_bytes: int) -> Iterator[tuple[str, dic
     text.skip_space()
     if text.peek():
         raise DataError(f"{text.place()}: unexpected data after the closing ] of the array")
+
+
+def json_object_rows(text: ChunkedText, decoder: json.JSONDecoder) -> Iterator[tuple[str, dict]]:
+    """The records of a JSON object `{"data": [{...}, ...]}`, or of columns `{"name": [values], ...}`: a
+    layout only files in DATA_DIRS may have (an upload holds an array). The object is decoded whole."""
+    loaded = text.decode(decoder, "the object", sys.maxsize)
+    text.skip_space()
+    if text.peek():
+        raise DataError(f"{text.place()}: unexpected data after the closing }} of the object")
+    if isinstance(loaded.get("data"), list):
+        rows = loaded["data"]
+    elif loaded and all(isinstance(values, list) for values in loaded.values()):
+        if len(lengths := {len(values) for values in loaded.values()}) > 1:
+            raise DataError(f"the columns hold different numbers of values ({', '.join(map(str, sorted(lengths)))}); "
+                            "give every column one value per row")
+        rows = [dict(zip(loaded, values, strict=True)) for values in zip(*loaded.values(), strict=True)]
+    else:
+        raise DataError("a JSON object must hold the records as {\"data\": [...]} or columns as "
+                        "{\"name\": [values], ...}; or write an array of records [{...}, ...]")
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise DataError(f"item {number}: expected an object {{...}}, found {json_kind(row)}; every record "
+                            "must be an object with named fields")
+        if too_deep(row):
+            raise DataError(f"item {number}: {TOO_DEEP}")
+        yield f"item {number}", row
 
 
 class ChunkedText:
@@ -458,12 +515,13 @@ class ChunkedText:
 
 # -- Parquet ---------------------------------------------------------------------------------------
 
-def inspect_parquet(path: Path) -> FileSummary:
-    """Reads every record batch (a truncated or corrupt file fails here) and summarises its columns."""
+def parquet_batches(path: Path) -> Iterator:
+    """The record batches of a Parquet file, its schema checked first (each name once, nesting within the
+    limit); a truncated or corrupt file fails while they are read, a file without rows after the last."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    rows = 0
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
@@ -472,20 +530,31 @@ def inspect_parquet(path: Path) -> FileSummary:
         # The row is the first level, as a JSON record is.
         if deep := [name for name in schema.names if 1 + arrow_depth(schema.field(name).type) > MAX_JSON_DEPTH]:
             raise DataError(f"column {deep[0]!r}: {TOO_DEEP}")
-        stats = {name: ColumnStats(name) for name in schema.names}
-        rows, preview = 0, []
         for batch in parquet.iter_batches(batch_size=65_536):
-            for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                add_arrow_column(stats[name], column, pa, pc)
-            if len(preview) < PREVIEW_ROWS:
-                preview += [{k: clip(v) for k, v in row.items()} for row in batch.slice(0, PREVIEW_ROWS).to_pylist()]
-                preview = preview[:PREVIEW_ROWS]
             rows += batch.num_rows
+            yield batch
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"not a readable Parquet file ({first_line(e)}); the upload may be cut short, "
                         "write it again with pandas/pyarrow") from None
     if rows == 0:
         raise DataError("the Parquet file has no rows; write the table with its data")
+
+
+def inspect_parquet(path: Path) -> FileSummary:
+    """Reads every record batch and summarises its columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stats: dict[str, ColumnStats] = {}
+    rows, preview = 0, []
+    for batch in parquet_batches(path):
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            add_arrow_column(stats.setdefault(name, ColumnStats(name)), column, pa, pc)
+        if len(preview) < PREVIEW_ROWS:
+            preview += [{k: clip(v) for k, v in row.items()} for row in batch.slice(0, PREVIEW_ROWS).to_pylist()]
+            preview = preview[:PREVIEW_ROWS]
+        rows += batch.num_rows
+        schema = batch.schema
     columns = [s.public() | {"type": arrow_kind(schema.field(s.name).type, pa)} for s in stats.values()]
     return FileSummary("parquet", rows, columns, preview)
 

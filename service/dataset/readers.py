@@ -1,83 +1,51 @@
 """Reading a job's dataset into plain columns (dict of lists), without torch: the worker tokenizes what
 this returns, and the API's dry run counts training rows with the same rules.
 
-Server files and uploads are read with the csv/json modules (Parquet with pyarrow); hub datasets through
-`datasets.load_dataset`, imported only when a hub dataset is used. Uploads were checked row by row when they
-arrived (service.dataset.formats); an uploaded file's row count comes from its File row.
+Server files and uploads are parsed by the readers that check an upload (service.dataset.formats), so both
+are read under the same rules; hub datasets through `datasets.load_dataset`, imported only when a hub
+dataset is used. Uploads were checked row by row when they arrived; an uploaded file's row count comes
+from its File row.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
+import re
 from pathlib import Path
 
 from service.dataset import Columns, DataError
+from service.dataset.formats import parquet_batches, text_rows
 from service.files import local_copy, stored_file
 from service.jobspec import SERVER_SUFFIX_FORMATS, FileDataset, HubDataset, JobSpec, ServerDataset
 from service.redaction import first_line
+from service.settings import get_settings
+
+PLACED = re.compile(r"^(line|item) \d+")  # a parse error that names its place in the file
 
 
 def read_file(path: Path, fmt: str, column_names: list[str] | None = None) -> Columns:
     """Rows of a csv/tsv (header row, or `column_names` when it has none), jsonl, json or parquet file,
-    as columns."""
-    if fmt == "parquet":
-        return read_parquet(path)
+    as columns. A json file may also hold {"data": [records]} or an object of column lists."""
     try:
-        if fmt in ("csv", "tsv"):
-            with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: skip an Excel byte-order mark
-                # TSV corpora (GLUE) use bare quotes inside text: read them literally.
-                dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-                rows = list(csv.DictReader(f, fieldnames=column_names, **dialect))
-            _check_widths(rows, path)
-        elif fmt == "jsonl":
-            with open(path, encoding="utf-8-sig") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-        else:
-            with open(path, encoding="utf-8") as f:
-                loaded = json.load(f)
-            rows = loaded if isinstance(loaded, list) else _rows_from_columns(loaded, path)
-    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
-        raise DataError(f"dataset file {path.name} is not valid {fmt}: {e}") from e
-    except RecursionError:  # a value nested thousands deep; uploads refuse these when they arrive
-        raise DataError(f"dataset file {path.name}: values are nested too deeply to read (lists or objects "
-                        "inside each other, thousands of levels); flatten them") from None
-    if not rows:
-        raise DataError(f"dataset file {path.name} has no rows")
-    if not all(isinstance(row, dict) for row in rows):
-        raise DataError(f"dataset file {path.name}: every record must be an object with named fields")
+        if fmt == "parquet":
+            return read_parquet(path)
+        with open(path, "rb") as f:
+            rows = [row for _, row in text_rows(f, fmt, get_settings().max_line_bytes, column_names,
+                                                json_columns=True)]
+    except DataError as e:
+        where = f"{path.name}, " if PLACED.match(str(e)) else ""
+        raise DataError(f"dataset file {path.name} is not valid {fmt}: {where}{e}") from None
     names = list(dict.fromkeys(name for row in rows for name in row))  # a field first seen late counts too
     return {name: [row.get(name) for row in rows] for name in names}
 
 
 def read_parquet(path: Path) -> Columns:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pydict()
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"dataset file {path.name} is not readable Parquet: {first_line(e)}") from e
-
-
-def _check_widths(rows: list[dict], path: Path) -> None:
-    """DictReader puts extra fields under None and fills missing ones with None: both mean a broken row."""
-    for number, row in enumerate(rows, start=2):
-        if None in row or None in row.values():
-            raise DataError(f"dataset file {path.name}, line {number}: {len(row) - (None in row)} columns expected, "
-                            "the row has a different number (a tab or comma inside unquoted text, or a file "
-                            "without a header row: set dataset.column_names)")
-
-
-def _rows_from_columns(loaded: object, path: Path) -> list[dict]:
-    if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
-        return loaded["data"]
-    if isinstance(loaded, dict) and loaded and all(isinstance(v, list) for v in loaded.values()):
-        names = list(loaded)
-        return [dict(zip(names, values)) for values in zip(*loaded.values())]
-    raise DataError(f"dataset file {path.name}: expected a list of records, {{'data': [...]}} or column lists")
+    columns: Columns = {}
+    for batch in parquet_batches(path):
+        for name, values in batch.to_pydict().items():
+            columns.setdefault(name, []).extend(values)
+    return columns
 
 
 def read_hub(spec: HubDataset, split: str) -> Columns:

@@ -25,7 +25,7 @@ def test_metric_columns_align_values_with_steps_and_null_the_gaps(client, alice,
     assert body["columns"]["eval_accuracy"] == [None, None, None, 0.7, None, None, None, 0.9]
     page = client.get(url, params={"after_step": 10, "limit": 2}, headers=alice).json()
     assert page["steps"] == [15, 20] and page["has_more"] and set(page["columns"]) == {"loss", "lr", "eval_accuracy"}
-    assert client.get(url, params={"after_step": -1}, headers=alice).status_code == 422
+    assert client.get(url, params={"after_step": -2}, headers=alice).status_code == 422  # -1: from step 0
     assert client.get(url, params={"limit": 0}, headers=alice).status_code == 422
 
 

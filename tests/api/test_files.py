@@ -1,5 +1,6 @@
 """Uploads over REST: every format parses to the same rows, the bytes are kept exactly, files are the
-caller's own, a file in use cannot be deleted, jobs train on uploads, and limits hold while streaming."""
+caller's own, a file in use cannot be deleted, jobs train on uploads (read as a server file of the same
+content is), and limits hold while streaming."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import io
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from service.dataset import DataError
 from service.dataset.readers import read_splits
 from service.jobspec import JobSpec
 from service.settings import get_settings
@@ -239,6 +242,73 @@ def test_excel_csv_with_a_byte_order_mark_and_a_long_field_reads_the_same_in_the
     spec = file_spec(file["id"], validation_split=0)
     train, _ = read_splits(JobSpec.model_validate(spec))
     assert train == {"sentence": [long_text, "short"], "label": ["1", "0"]}
+
+
+# Content the training reader once parsed otherwise than the upload check (a byte-order mark before a JSON
+# array, blank lines, CRLF, quotes in GLUE TSV, NaN and Infinity); now one reader per format reads both.
+ODD_FILES = {
+    "excel.csv": (b'\xef\xbb\xbfsentence,label\r\n\r\n"a film,\nin two lines",1\r\nbad film,0\r\n\n',
+                  {"sentence": ["a film,\nin two lines", "bad film"], "label": ["1", "0"]}),
+    "glue.tsv": (b'sentence\tlabel\n\nit \'s "quoted"\t1\n"open quote\t0\n',
+                 {"sentence": ['it \'s "quoted"', '"open quote'], "label": ["1", "0"]}),
+    "scores.jsonl": (b'\xef\xbb\xbf{"sentence": "a", "label": NaN}\r\n\n \n{"sentence": "b", "label": -Infinity}\n',
+                     {"sentence": ["a", "b"], "label": [float("nan"), float("-inf")]}),
+    "array.json": (b'\xef\xbb\xbf[\n {"sentence": "a", "label": NaN},\n {"sentence": "b", "label": 1}\n]\n',
+                   {"sentence": ["a", "b"], "label": [float("nan"), 1]}),
+}
+# ... and content the training reader once took but an upload refuses: now refused both ways, alike.
+REFUSED_FILES = {
+    "twice.csv": (b"sentence,sentence\na,b\n", "line 1: the header names column 'sentence' twice"),
+    "utf16.csv": ("sentence,label\nfine,1\n".encode("utf-16"), "the file is UTF-16 text"),
+    "nul.csv": (b"sentence,label\nfi\0ne,1\n", "binary data, not text (a NUL byte at offset 17)"),
+    "old-mac.csv": (b"sentence,label\rfine,1\r", "line 1: not valid CSV"),
+    "deep.jsonl": (b'{"sentence": ' + b"[" * 40 + b'"a"' + b"]" * 40 + b', "label": 1}\n',
+                   "line 1: values are nested more than 32 levels deep"),
+}
+
+
+def in_data_dir(name: str, data: bytes) -> Path:
+    """The file, under a name of its own, in the server's data folder (DATA_DIRS)."""
+    path = get_settings().resolved_data_dirs()[0] / f"{uuid.uuid4().hex[:8]}-{name}"
+    path.write_bytes(data)
+    return path
+
+
+def server_spec(path: Path) -> dict:
+    return tiny_spec(dataset={"source": "server", "path": path.name, "validation_split": 0})
+
+
+@pytest.mark.parametrize("name", list(ODD_FILES))
+def test_a_server_file_and_an_upload_of_the_same_odd_content_read_the_same(client, alice, name):
+    data, expected = ODD_FILES[name]
+    response = upload(client, alice, name, data)
+    assert response.status_code == 201, response.text
+    uploaded_rows, _ = read_splits(JobSpec.model_validate(file_spec(response.json()["id"], validation_split=0)))
+    path = in_data_dir(name, data)
+    try:
+        server_rows, _ = read_splits(JobSpec.model_validate(server_spec(path)))
+    finally:
+        path.unlink()
+    as_text = lambda columns: json.dumps(columns)  # noqa: E731 (NaN is never equal to itself; its text is)
+    assert as_text(server_rows) == as_text(uploaded_rows) == as_text(expected)
+
+
+@pytest.mark.parametrize("name", list(REFUSED_FILES))
+def test_a_server_file_and_an_upload_of_the_same_bad_content_are_refused_alike(client, alice, name):
+    data, says = REFUSED_FILES[name]
+    response = upload(client, alice, name, data)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    problem = error["message"].removeprefix(f"{name}: ")
+    assert says in problem
+    path = in_data_dir(name, data)
+    try:
+        with pytest.raises(DataError) as refused:
+            read_splits(JobSpec.model_validate(server_spec(path)))
+    finally:
+        path.unlink()
+    assert str(refused.value).startswith(f"dataset file {path.name} is not valid ")
+    assert str(refused.value).endswith(problem)
 
 
 @pytest.mark.parametrize("labels, dataset", [

@@ -374,3 +374,22 @@ def test_a_download_streams_to_disk_through_the_service_worker_with_the_servers_
     failure = "download failed: the adapter archive is missing from the artifact store"
     page.wait_for_selector(f"#downloads li[data-kind='adapter'] .error:has-text('{failure}')")
     assert console_errors(page) == []
+
+
+# -- issue 24: where a run started, and the rate it chose ----------------------------------------------------
+
+def test_the_eval_chart_starts_at_step_0_and_the_page_shows_the_rate_auto_chose(server, page, key, tenant_id):
+    from service.models import Metric
+
+    job_id = seed_job(tenant_id)
+    probe = {"learning_rate": 0.00123, "steps": 16, "lrs": [1e-5, 1e-1], "losses": [0.7, 0.4], "lowest_at": 0.0123}
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        job.spec = {**job.spec, "training": {**job.spec["training"], "learning_rate": "auto"}}
+        job.lr_probe = probe
+        session.add(Metric(job_id=job_id, step=0, values={"eval_loss": 0.9, "eval_accuracy": 0.4}))
+    open_dashboard(page, server, key, f"#/jobs/{job_id}")
+    wait_until_settled(page)
+    assert page.inner_text("#job-lr") == "0.00123 (auto, 16-step range test)"
+    xs = js(page, "dashboard.plots.eval.data[0]")
+    assert xs[0] == 0 and xs[1:] == [50, 100, 150]  # the score before training, then every evaluation

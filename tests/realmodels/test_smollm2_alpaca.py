@@ -52,7 +52,7 @@ def base_eval_loss(spec: dict, model_dir: Path) -> float:
     from transformers import AutoModelForCausalLM
 
     from worker.data import make_collate, make_eval_fn, prepare
-    from worker.setup import load_tokenizer
+    from worker.run_setup import load_tokenizer
 
     job = JobSpec.model_validate(spec)
     tokenizer = load_tokenizer(job, str(model_dir))

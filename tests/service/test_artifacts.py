@@ -26,6 +26,14 @@ def sample_folder(root, mtime: int):
     return folder
 
 
+def test_a_tar_that_cannot_be_finished_leaves_no_partial_file(tmp_path):
+    folder = sample_folder(tmp_path, 1_000)
+    (folder / "link").symlink_to(folder / "config.json")
+    with pytest.raises(ValueError, match="symlink"):
+        artifacts.write_tar(folder, tmp_path / "a.tar", top="adapter")
+    assert sorted(p.name for p in tmp_path.glob("a.tar*")) == []
+
+
 def test_the_same_folder_always_gives_the_same_bytes(tmp_path):
     a, b = tmp_path / "a.tar", tmp_path / "b.tar"
     artifacts.write_tar(sample_folder(tmp_path, 1_000), a, top="adapter")

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from service.db import make_engine
 from service.models import IdempotentRequest, Job, Tenant, utcnow
 from tests.conftest import REPO, free_port, wait_for
+from tests.raw_http import exchange, request, status_of
 
 
 def cli(*args: str, cwd, env: dict) -> subprocess.CompletedProcess:
@@ -162,6 +163,9 @@ def test_dev_mode_starts_api_and_worker_on_the_embedded_defaults(tmp_path):
         names = [model["name"] for model in answer.json()["data"]]
         assert names == ["sentence-transformers/all-MiniLM-L6-v2"], names  # from the package `make` installs
         assert (tmp_path / "var" / "adalora.sqlite").exists() and (tmp_path / "var" / "broker.sqlite").exists()
+        # The embedded server bounds request heads as `serve` does (tests/service/test_header_limits.py).
+        assert status_of(exchange(port, request([("X-Big", "a" * 200_000)]))) == 431
+        assert status_of(exchange(port, request([(f"X-H{i}", "1") for i in range(3000)]))) == 431
     finally:
         code = stop_dev(process, signal.SIGINT)  # Ctrl+C
     assert code == 130 and "Warm shutdown" in log.read_text()  # the worker was stopped with the API

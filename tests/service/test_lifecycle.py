@@ -34,7 +34,7 @@ def get(job_id: str) -> Job:
 def claim(job_id: str, worker: str, max_attempts: int | None = None) -> bool:
     with session_scope() as session:
         return claim_job(session, job_id, worker, task_id=None, stale_after_seconds=STALE_AFTER,
-                         max_attempts=max_attempts)
+                         max_attempts=max_attempts) is not None
 
 
 def stop_heartbeat(job_id: str) -> None:
@@ -139,3 +139,11 @@ def test_finished_jobs_ignore_cancel_and_finish(engine):
         assert request_cancel(session, job_id) is None
         assert not finish_job(session, job_id, "failed", "too late")
     assert (get(job_id).status, get(job_id).error) == ("succeeded", None)
+
+
+def test_a_claim_reads_the_attempt_and_the_spec_in_its_own_statement(engine):
+    job_id = new_job()
+    with session_scope() as session:
+        won = claim_job(session, job_id, "first", task_id=None, stale_after_seconds=STALE_AFTER)
+        stored = session.get(Job, job_id).spec
+    assert won is not None and won.attempts == 1 and won.spec == stored

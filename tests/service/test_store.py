@@ -115,3 +115,29 @@ def test_an_unreachable_store_raises_store_unavailable_and_keeps_what_it_holds(s
     assert store.size("files/kept.csv") == 8 and "service/files/new.csv" not in objects(s3_endpoint, bucket)
     relay.close()
     reset_service_caches()
+
+
+def test_presigned_urls_are_sigv4_for_the_configured_region_and_fetch_the_object(s3_endpoint, monkeypatch, tmp_path):
+    # AWS refuses SigV2 (AWSAccessKeyId/Signature/Expires) on buckets created since June 2020.
+    import httpx
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.s3 import new_bucket
+
+    env = {"ARTIFACT_DIR": str(tmp_path), **store_env(s3_endpoint, new_bucket(s3_endpoint)), "AWS_REGION": "eu-west-1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # only AWS_REGION, as ECS and Lambda may set it
+    reset_service_caches()
+    store = get_store()
+    store.put("jobs/j/adapter.tar", scratch(store, "a", b"the archive"))
+    url = store.download_url("jobs/j/adapter.tar", 'attachment; filename="a.tar"', 300)
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == ["300"]
+    assert query["X-Amz-Credential"][0].endswith("/eu-west-1/s3/aws4_request")
+    assert not {"AWSAccessKeyId", "Signature", "Expires"} & set(query)
+    direct = httpx.get(url)
+    assert direct.status_code == 200 and direct.content == b"the archive"
+    assert direct.headers["content-disposition"] == 'attachment; filename="a.tar"'
+    monkeypatch.undo()
+    reset_service_caches()

@@ -62,7 +62,7 @@ def test_worker_trains_a_queued_job_to_succeeded(celery_worker):
                                     .order_by(RankSnapshot.step)).all()
         artifacts = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
 
-    assert [m.step for m in metrics] == list(range(1, 25))
+    assert [m.step for m in metrics] == list(range(0, 25))  # step 0: the evaluation before training
     assert {"loss", "lr", "budget", "orth_loss"} <= metrics[0].values.keys()
     assert "eval_accuracy" in metrics[-1].values
 

@@ -50,6 +50,15 @@ def test_jsonl_and_column_json_read_the_same(data_dir):
     assert read_file(data_dir / "a.jsonl", "jsonl") == read_file(data_dir / "b.json", "json")
 
 
+def test_a_json_object_holds_records_under_data_or_columns_of_one_length(data_dir):
+    (data_dir / "records.json").write_text(json.dumps({"data": [{"text": "good film", "label": 1}]}))
+    assert read_file(data_dir / "records.json", "json") == {"text": ["good film"], "label": [1]}
+    (data_dir / "short.json").write_text(json.dumps({"text": ["good film", "bad film"], "label": [1]}))
+    with pytest.raises(DataError, match=r"short.json is not valid json: the columns hold different numbers of "
+                                        r"values \(1, 2\); give every column one value per row"):
+        read_file(data_dir / "short.json", "json")
+
+
 def test_broken_json_names_the_file(data_dir):
     (data_dir / "bad.jsonl").write_text('{"text": "fine"}\n{"text": \n')
     with pytest.raises(DataError, match="bad.jsonl is not valid jsonl"):

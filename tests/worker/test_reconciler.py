@@ -32,4 +32,4 @@ def test_a_job_whose_message_was_lost_is_sent_again_and_runs_once(reconciling_wo
         steps = session.scalars(select(Metric.step).where(Metric.job_id == job.id).order_by(Metric.step)).all()
         started = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job.id,
                                                                  JobEvent.message.startswith("started on"))).all()
-    assert steps == list(range(1, 13)) and len(started) == 1
+    assert steps == list(range(0, 13)) and len(started) == 1

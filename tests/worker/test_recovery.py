@@ -56,7 +56,7 @@ def test_a_killed_run_is_taken_over_and_resumes_from_its_checkpoint(prefork_work
     resumed = [m for m in messages if m.startswith("resumed from step")]
     assert len(resumed) == 1 and int(resumed[0].split()[-1]) % CHECKPOINT_EVERY == 0, messages
     assert any("attempt 2: the previous worker stopped" in m for m in messages)
-    assert steps == list(range(1, STEPS + 1))  # every step once: the resumed run overwrote, never duplicated
+    assert steps == list(range(0, STEPS + 1))  # every step once: the resumed run overwrote, never duplicated
     assert checkpoints == [] and not (job_dir(job_id) / "checkpoints").exists()  # cleaned up after success
     assert stored_keys(f"jobs/{job_id}/") == {f"jobs/{job_id}/{name}" for name in (
         "adapter.tar", "merged.tar", "lora.tar", "lora-serving.tar", "final-state.pt")}

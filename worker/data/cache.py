@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from service.dataset import Columns
+from service.scratch import touch
 
 FORMAT_VERSION = 1  # bump when the examples built for the same key change
 
@@ -70,6 +71,7 @@ def load(path: Path) -> tuple[dict[str, list[dict]], dict] | None:
             arrays = dict(stored)
     except (OSError, ValueError):  # missing, or cut short by a crash: tokenise again
         return None
+    touch(path)  # a hit: evicted last (service/scratch.py bounds the cache)
     meta = json.loads(str(arrays.pop("meta")))
     splits: dict[str, list[dict]] = {}
     for name in [n[:-len("/count")] for n in arrays if n.endswith("/count")]:
