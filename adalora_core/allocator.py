@@ -85,8 +85,8 @@ class RankAllocator:
         self.schedule = BudgetSchedule(init_budget, target_budget, total_step, tinit, tfinal, config.delta_t)
         self._kept_params = rank_cost(self.modules) * self.r  # recounted only when the mask changes
         # Parameters in a fixed order: A of every module, then E, then B.
-        self.params = ([m.lora_A for m in self.modules] + [m.lora_E for m in self.modules]
-                       + [m.lora_B for m in self.modules])
+        self.params: list[torch.Tensor] = [*(m.lora_A for m in self.modules), *(m.lora_E for m in self.modules),
+                                           *(m.lora_B for m in self.modules)]
         self.ema_ipt = [torch.zeros_like(p) for p in self.params]
         self.ema_unc = [torch.zeros_like(p) for p in self.params]
         self.mask = torch.ones(n, self.r, dtype=torch.bool, device=self.params[0].device)
@@ -250,6 +250,7 @@ def target_params(config: AdaLoraConfig, modules: list[SVDLinear]) -> int:
     """The final budget in parameters: target_params, or what rank target_r in every module costs."""
     per_rank = rank_cost(modules)
     if config.target_params is None:
+        assert config.target_r is not None, "AdaLoraConfig sets target_r when target_params is None"
         return round(config.target_r * per_rank)
     if config.target_params > per_rank * config.init_r:
         raise ConfigError(f"target_params={config.target_params} exceeds the adapters' size at init_r="

@@ -47,7 +47,9 @@ def data_parallel(model: nn.Module, device: torch.device, size: int) -> nn.Modul
 
 def accumulating(net: nn.Module, last: bool):
     """Within grad accumulation, the gradients are averaged across processes once, on the last micro-batch."""
-    return net.no_sync() if hasattr(net, "no_sync") and not last else nullcontext()
+    from torch.nn.parallel import DistributedDataParallel
+
+    return net.no_sync() if isinstance(net, DistributedDataParallel) and not last else nullcontext()
 
 
 def mean_over_processes(values: torch.Tensor, size: int) -> torch.Tensor:

@@ -8,14 +8,16 @@ import os
 import torch
 from safetensors.torch import save_file
 
+from .lora_format import AdapterLayout
 from .loop import TrainResult
 
 PEFT_PREFIX = "base_model.model."
 
 
 def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None = None,
-                      task_type: str | None = None) -> None:
-    """adapter_config.json + adapter_model.safetensors, pruned ranks removed, loadable by stock PEFT."""
+                      task_type: str | None = None) -> AdapterLayout:
+    """adapter_config.json + adapter_model.safetensors, pruned ranks removed, loadable by stock PEFT; returns
+    what it wrote, for the LoRA writers (adalora_core.lora_format)."""
     adapted, config = result.adapted, result.config
     pattern = result.rank_pattern
     tensors: dict[str, torch.Tensor] = {}
@@ -28,6 +30,7 @@ def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None 
     for head in adapted.heads:
         for pname, p in adapted.model.get_submodule(head).named_parameters():
             tensors[f"{PEFT_PREFIX}{head}.{pname}"] = p.detach()
+    assert config.total_step is not None, "train() fills it in"
     tinit, tfinal = config.schedule_steps(config.total_step)
     peft_config = {
         "peft_type": "ADALORA",
@@ -56,10 +59,11 @@ def save_peft_adapter(result: TrainResult, out_dir: str, base_model: str | None 
         "inference_mode": True,
     }
     os.makedirs(out_dir, exist_ok=True)
-    save_file({k: v.float().contiguous().cpu() for k, v in tensors.items()},
-              os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    written = {k: v.float().contiguous().cpu() for k, v in tensors.items()}
+    save_file(written, os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
         json.dump(peft_config, f, indent=2, sort_keys=True)
+    return AdapterLayout(json.loads(json.dumps(peft_config)), written)  # as a reader of the file would see it
 
 
 def merged_state_dict(result: TrainResult, base_model=None) -> dict[str, torch.Tensor]:
@@ -88,4 +92,5 @@ def save_merged(result: TrainResult, out_dir: str, base_model=None) -> None:
     """Merged weights via transformers' save_pretrained (safetensors); save the tokenizer beside it yourself.
     Pass `base_model` (the base loaded in full precision) when the run trained on a 4-bit base."""
     model = result.adapted.model if base_model is None else base_model
-    model.save_pretrained(out_dir, state_dict=merged_state_dict(result, base_model), safe_serialization=True)
+    model.save_pretrained(out_dir, state_dict=merged_state_dict(result, base_model),  # type: ignore[operator]
+                          safe_serialization=True)  # (a transformers model: nn.Module types it as Tensor | Module)

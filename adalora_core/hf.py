@@ -104,7 +104,7 @@ def build_model(name_or_path: str, task: str, num_labels: int | None = None, *, 
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     auto = AUTO_CLASSES[task]
-    if type(config) not in auto._model_mapping:  # checked here so the error names the fix, not a class list
+    if type(config) not in auto._model_mapping:  # type: ignore[operator]  # set by each auto class; checked here so the error names the fix, not a class list
         raise UnsupportedTask(name_or_path, config.model_type, task)
     if empty:
         with torch.device("meta"):

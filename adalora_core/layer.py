@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from bitsandbytes.functional import QuantState
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -12,9 +17,14 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
+def quant_state(module: nn.Module) -> QuantState | None:
+    """The scales of a bitsandbytes 4-bit layer's packed weight; None for any other layer."""
+    return getattr(getattr(module, "weight", None), "quant_state", None)
+
+
 def is_quantized(module: nn.Module) -> bool:
     """A bitsandbytes 4-bit layer: its weight is packed, with the scales in a quant_state."""
-    return getattr(getattr(module, "weight", None), "quant_state", None) is not None
+    return quant_state(module) is not None
 
 
 class SVDLinear(nn.Module):
@@ -25,13 +35,17 @@ class SVDLinear(nn.Module):
     Pruning a rank zeroes its E entry; the mask lives in the allocator, not here.
     """
 
+    in_features: int
+    out_features: int
+
     def __init__(self, base: nn.Module, r: int, scaling: float, dropout: float = 0.0,
                  init: str = "gaussian") -> None:
         super().__init__()
         self.base = base
         self.fan_in_fan_out = is_conv1d(base)
-        weight = base.weight
+        weight = self.weight
         if is_quantized(base):  # the packed 4-bit weight's shape is not the layer's
+            assert isinstance(base, nn.Linear), "bitsandbytes' Linear4bit is an nn.Linear"
             self.in_features, self.out_features = base.in_features, base.out_features
         else:
             self.in_features, self.out_features = (weight.shape if self.fan_in_fan_out else weight.shape[::-1])
@@ -77,18 +91,22 @@ class SVDLinear(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The frozen base weight: some models read `layer.weight` (T5's MLP checks its dtype)."""
-        return self.base.weight
+        weight = self.base.weight
+        assert isinstance(weight, torch.Tensor)  # nn.Module types its attributes as Tensor | Module
+        return weight
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base.bias
+        bias = self.base.bias
+        assert bias is None or isinstance(bias, torch.Tensor)
+        return bias
 
     def weight_out_in(self) -> torch.Tensor:
-        if is_quantized(self.base):
+        if (state := quant_state(self.base)) is not None:
             from bitsandbytes.functional import dequantize_4bit
 
-            return dequantize_4bit(self.base.weight.data, self.base.weight.quant_state)
-        w = self.base.weight
+            return dequantize_4bit(self.weight.data, state)
+        w = self.weight
         return w.T if self.fan_in_fan_out else w
 
     def delta_weight(self) -> torch.Tensor:
@@ -112,7 +130,7 @@ class SVDLinear(nn.Module):
         if is_quantized(self.base):
             raise ValueError("a 4-bit base weight cannot take dW in place: merge into a full-precision copy "
                              "(export.save_merged with base_model=)")
-        w = self.base.weight
+        w = self.weight
         delta = self.delta_weight()
         w += (delta.T if self.fan_in_fan_out else delta).to(w.dtype)
         self.merged = True
@@ -121,7 +139,7 @@ class SVDLinear(nn.Module):
     def unmerge(self) -> None:
         if not self.merged:
             return
-        w = self.base.weight
+        w = self.weight
         delta = self.delta_weight()
         w -= (delta.T if self.fan_in_fan_out else delta).to(w.dtype)
         self.merged = False

@@ -171,6 +171,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         callbacks.on_metrics(done, metrics)
         result.step, result.metrics = done, metrics
         if rank == 0 and done < total and checkpoint_due(done):
+            assert args.checkpoint_dir is not None, "TrainArgs requires it with checkpoint_every(_seconds)"
             path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
             callbacks.on_checkpoint(done, path)
     return result
@@ -202,13 +203,14 @@ def _checkpoint_timer(args: TrainArgs, start: int, clock: Callable[[], float]) -
     """`due(done)`: whether a periodic checkpoint is due after `done` steps, i.e. checkpoint_every steps or
     checkpoint_every_seconds have passed since the last one (or since the run started). Saying yes restarts
     both counts. Checkpoints only ever fall on step boundaries, so any of them resumes exactly."""
-    timed = args.checkpoint_every_seconds is not None
+    every_seconds = args.checkpoint_every_seconds
+    timed = every_seconds is not None
     last = {"step": start, "time": clock() if timed else 0.0}
 
     def due(done: int) -> bool:
         now = clock() if timed else 0.0
         if ((args.checkpoint_every and done - last["step"] >= args.checkpoint_every)
-                or (timed and now - last["time"] >= args.checkpoint_every_seconds)):
+                or (every_seconds is not None and now - last["time"] >= every_seconds)):
             last["step"], last["time"] = done, now
             return True
         return False
@@ -235,6 +237,7 @@ def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]]
 
 def _optimizer(adapted: Adapted, config: AdaLoraConfig, args: TrainArgs) -> torch.optim.Optimizer:
     """AdamW; the singular values E may take a larger learning rate (config.e_lr_multiplier)."""
+    assert not isinstance(args.learning_rate, str), "train() replaces \"auto\" with a rate first"
     e_params = {id(m.lora_E) for m in adapted.modules.values()}
     trainable = [p for p in adapted.model.parameters() if p.requires_grad]
     groups = [

@@ -2,7 +2,8 @@
 `lora_B` and one alpha/r).
 
 The rewrite is exact. A module keeps the ranks S that survived pruning, and its update is
-    dW = B[:, S] · (A ⊙ E)[S] · lora_alpha / init_r,
+    dW = B[:, S] · (A ⊙ E)[S] · lora_alpha / init_r
+(the PEFT adapter's lora_alpha is written so that this is our scale, whatever the scaling rule),
 so LoRA's lora_A = (A ⊙ E)[S] and lora_B = B[:, S] give the same dW with LoRA's scale alpha' / r' when
 r' = |S| and alpha' = lora_alpha · |S| / init_r. Two layouts:
 
@@ -28,14 +29,14 @@ SERVING_RANKS = (8, 16, 32, 64, 128, 256, 512)
 
 
 class AdapterLayout:
-    """An AdaLoRA adapter folder read back: its config, its modules' LoRA factors, and the saved heads."""
+    """An AdaLoRA adapter in PEFT's form (adapter_config.json's dict and the safetensors' tensors): its config,
+    its modules' LoRA factors, and the saved heads. export.save_peft_adapter returns the one it wrote, so the
+    LoRA writers need not read it back; `read` takes one from a folder."""
 
-    def __init__(self, adapter_dir: str | Path) -> None:
-        folder = Path(adapter_dir)
-        self.config = json.loads((folder / "adapter_config.json").read_text())
+    def __init__(self, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.config = config
         if self.config.get("peft_type") != "ADALORA":
-            raise ValueError(f"{folder} is a {self.config.get('peft_type')} adapter, not ADALORA")
-        tensors = load_file(str(folder / "adapter_model.safetensors"))
+            raise ValueError(f"a {self.config.get('peft_type')} adapter, not ADALORA")
         self.scale = self.config["lora_alpha"] / self.config["init_r"]
         self.factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # module -> (lora_A, lora_B), unscaled
         for name in self.config["target_modules"]:
@@ -43,6 +44,14 @@ class AdapterLayout:
             a, e, b = tensors[key + ".lora_A"], tensors[key + ".lora_E"], tensors[key + ".lora_B"]
             self.factors[name] = (a * e, b)  # E is (rank, 1): it scales each row of A
         self.heads = {k: v for k, v in tensors.items() if ".lora_" not in k}
+
+    @classmethod
+    def read(cls, adapter_dir: str | Path) -> AdapterLayout:
+        folder = Path(adapter_dir)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        if config.get("peft_type") != "ADALORA":
+            raise ValueError(f"{folder} is a {config.get('peft_type')} adapter, not ADALORA")
+        return cls(config, load_file(str(folder / "adapter_model.safetensors")))
 
     def ranks(self) -> dict[str, int]:
         return {name: a.shape[0] for name, (a, _) in self.factors.items()}
@@ -61,10 +70,14 @@ def _write(out_dir: str | Path, config: dict, tensors: dict[str, torch.Tensor]) 
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def save_lora_adapter(adapter_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
+def _layout(adapter: AdapterLayout | str | Path) -> AdapterLayout:
+    return adapter if isinstance(adapter, AdapterLayout) else AdapterLayout.read(adapter)
+
+
+def save_lora_adapter(adapter: AdapterLayout | str | Path, out_dir: str | Path) -> dict[str, int]:
     """Per-module ranks (rank_pattern, alpha_pattern); returns the rank of each module kept (none when all
     were pruned: then every module is written at rank 1 with zeros, the one exact LoRA PEFT loads)."""
-    layout = AdapterLayout(adapter_dir)
+    layout = _layout(adapter)
     ranks = {name: r for name, r in layout.ranks().items() if r > 0}
     if not ranks:  # every module pruned, dW = 0: PEFT takes no r=0, so rank 1 with zero factors (exact)
         config = {**layout.base_config(), "target_modules": sorted(layout.factors), "r": 1, "lora_alpha": 1,
@@ -97,10 +110,10 @@ def serving_rank(largest: int, sizes: tuple[int, ...] = SERVING_RANKS) -> int:
     return fitting[0]
 
 
-def save_serving_adapter(adapter_dir: str | Path, out_dir: str | Path,
+def save_serving_adapter(adapter: AdapterLayout | str | Path, out_dir: str | Path,
                          sizes: tuple[int, ...] = SERVING_RANKS) -> int:
     """One global rank for every module (zero-padded), the scale folded into lora_B; returns that rank."""
-    layout = AdapterLayout(adapter_dir)
+    layout = _layout(adapter)
     rank = serving_rank(max(layout.ranks().values(), default=0), sizes)
     config = {**layout.base_config(), "target_modules": sorted(layout.factors), "r": rank, "lora_alpha": rank,
               "rank_pattern": {}, "alpha_pattern": {}}

@@ -78,8 +78,8 @@ def range_test(step_loss: Callable[[dict], torch.Tensor], trainable: Sequence[nn
                 break
     finally:
         with torch.no_grad():
-            for p, value in zip(trainable, saved):
-                p.copy_(value)
+            for p, kept in zip(trainable, saved):
+                p.copy_(kept)
         torch.set_rng_state(rng[0])
         if rng[1] is not None:
             torch.cuda.set_rng_state_all(rng[1])

@@ -154,7 +154,7 @@ def meta_batch(model: nn.Module, task: str, batch_size: int, seq_len: int) -> di
     ids = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
     if task != "sequence_classification":  # causal_lm, seq2seq: a label per token (targets up to seq_len)
         return {"input_ids": ids, "labels": ids}
-    regression = model.config.num_labels == 1
+    regression = model.config.num_labels == 1  # type: ignore[union-attr]  # a transformers model's config
     labels = torch.zeros(batch_size, dtype=torch.float32 if regression else torch.long, device="meta")
     return {"input_ids": ids, "labels": labels}
 
@@ -223,25 +223,29 @@ def trace_saved_tensors(model: nn.Module, batch: dict[str, torch.Tensor], fused_
     per_layer = [0] * len(layers)
     outside = 0
     for key, size in sizes.items():
-        if owner[key] is None:
+        if (index := owner[key]) is None:
             outside += size
         else:
-            per_layer[owner[key]] += size
+            per_layer[index] += size
     return SavedTensors(outside=outside, layers=per_layer, layer_inputs=inputs, largest=max(sizes.values(), default=0))
 
 
 def checkpoint_layers(model: nn.Module) -> list[nn.Module]:
     """The blocks gradient checkpointing wraps: transformers marks them; else the longest ModuleList."""
+    marked: list[nn.Module] = []
     try:
         from transformers.modeling_layers import GradientCheckpointingLayer
     except ImportError:  # older transformers
-        GradientCheckpointingLayer = None
-    if GradientCheckpointingLayer is not None:
+        pass
+    else:
         marked = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-        if marked:
-            return marked
+    if marked:
+        return marked
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+    if not lists:
+        return []
+    longest = max(lists, key=len)  # on its own line: inside list(...) mypy infers max's type from list's
+    return list(longest)
 
 
 class FusedAttention(TorchFunctionMode):

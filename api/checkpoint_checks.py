@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import SpecError
 from service.jobspec import JobSpec
-from service.models import FINISHED_STATUSES, Checkpoint, Job
+from service.tables import FINISHED_STATUSES, Checkpoint, Job
 
 FIELD = "from_checkpoint"
 MUST_MATCH = (("model", lambda s: s.get("model")), ("task", lambda s: s.get("task")),

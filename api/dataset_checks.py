@@ -14,7 +14,7 @@ from service.dataset.columns import LABEL_NAMES, default_label_column
 from service.dataset.readers import held_out_count
 from service.files import tenant_file
 from service.jobspec import FileDataset, JobSpec
-from service.models import File
+from service.tables import File
 
 
 def check_file_dataset(session: Session, tenant_id: int, spec: JobSpec) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.db import async_session
 from service.keys import ACTIVE_KEY, TENANT_FOR_KEY, key_matches, key_prefix
-from service.models import ApiKey, Job, Tenant
+from service.tables import ApiKey, Job, Tenant
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:
@@ -60,7 +60,7 @@ async def current_tenant(request: Request, session: SessionDep) -> Tenant:
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
 
-JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # service.models.new_job_id
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # service.tables.new_job_id
 
 
 _keys, _jobs = ApiKey.__table__, Job.__table__

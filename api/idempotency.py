@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import SpecError
-from service.models import IdempotentRequest, utcnow
+from service.tables import IdempotentRequest, utcnow
 from service.reconcile import idempotency_cutoff
 from service.settings import get_settings
 

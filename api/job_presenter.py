@@ -4,7 +4,7 @@ surface (api/openai_compat/translate.py) presents the same row in OpenAI's shape
 from __future__ import annotations
 
 from api.schemas import JobPublic
-from service.models import Job, utcnow
+from service.tables import Job, utcnow
 
 
 def eta_seconds(job: Job) -> float | None:

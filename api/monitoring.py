@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import async_session
-from service.models import JOB_STATUSES, Job
+from service.tables import JOB_STATUSES, Job
 
 
 class RequestMetrics:

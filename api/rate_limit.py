@@ -16,7 +16,7 @@ from fastapi import HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import Job, utcnow
+from service.tables import Job, utcnow
 
 WINDOW = timedelta(seconds=60)
 

@@ -1,4 +1,4 @@
-"""What the API accepts and returns, kept apart from the tables in service.models."""
+"""What the API accepts and returns, kept apart from the tables in service.tables."""
 
 from __future__ import annotations
 

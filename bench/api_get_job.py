@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.keys import create_api_key  # noqa: E402
-from service.models import Job, Metric, Tenant, utcnow  # noqa: E402
+from service.tables import Job, Metric, Tenant, utcnow  # noqa: E402
 
 
 @contextmanager

@@ -56,7 +56,7 @@ def seed(database_url: str, artifact_dir: Path, size: int) -> tuple[str, str, st
     from sqlalchemy.orm import Session
 
     from service.keys import create_api_key
-    from service.models import Artifact, Job, Tenant, utcnow
+    from service.tables import Artifact, Job, Tenant, utcnow
 
     job_id = str(uuid.uuid4())
     relative = f"jobs/{job_id}/merged.tar"

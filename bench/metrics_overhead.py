@@ -77,7 +77,7 @@ def running_job() -> str:
     """A job row as a worker's claim leaves it (running, attempt 1): what the reporter writes to."""
     from service.db import session_scope
     from service.keys import create_api_key
-    from service.models import Job, Tenant, utcnow
+    from service.tables import Job, Tenant, utcnow
 
     with session_scope() as session:
         create_api_key(session, f"bench-{uuid.uuid4().hex[:6]}")
@@ -102,17 +102,16 @@ def one_run(arm: str, args, data, collate) -> tuple[float, float]:
 
     import adalora_core as core
     from service.settings import get_settings
-    from worker.reporting import ProgressReporter, heartbeat
+    from worker.heartbeat import heartbeat
+    from worker.reporting import ProgressReporter
 
     torch.manual_seed(0)
     model = core.build_model(minilm_path(), "sequence_classification", num_labels=2)
     config = core.AdaLoraConfig(init_r=12, target_r=8, lora_alpha=32, tinit=0.1, tfinal=0.3, delta_t=10)
     train_args = core.TrainArgs(batch_size=args.batch, max_steps=args.steps, learning_rate=1e-3, seed=0)
     settings = get_settings()
-    if arm == "reporter":  # the claimed job row and the run's plan exist before training starts, as in the runner
+    if arm == "reporter":  # the claimed job row exists before training starts, as in the runner
         job_id = running_job()
-        skeleton = core.build_model(minilm_path(), "sequence_classification", num_labels=2, empty=True)
-        plan = core.plan_run(skeleton, config, args.steps)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     if arm == "bare":
         core.train(model, config, train_args, data, collate)
@@ -120,7 +119,6 @@ def one_run(arm: str, args, data, collate) -> tuple[float, float]:
         reporter = ProgressReporter(job_id, settings.metrics_flush_steps, settings.metrics_flush_seconds,
                                     settings.cancel_poll_seconds, attempt=1)
         with heartbeat(job_id, settings.heartbeat_seconds, reporter.link), reporter:
-            reporter.start(args.steps, plan)
             core.train(model, config, train_args, data, collate, callbacks=reporter)
         reporter.flush()  # what the runner writes before it records the outcome
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu

@@ -216,6 +216,42 @@ def table(rows: list[dict], bases: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], bases: dict[str, dict], png: str) -> None:
+    """Held-out answer loss against the adapter parameters kept, one line per method (mean ± std at the chosen
+    LR), one panel per task and length."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["task"], r["steps"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), dpi=120, squeeze=False)
+    for ax, (task, steps) in zip(axes[0], panels):
+        for method in METHODS:
+            points = []
+            for size in sorted({r["lora_r"] for r in rows if r["task"] == task and r["method"] == method}):
+                runs = [r for r in rows if (r["task"], r["steps"], r["method"], r["lora_r"], r["arm"]) ==
+                        (task, steps, method, size, "default")]
+                if not runs:
+                    continue
+                at = runs if method == "adalora_auto" else [r for r in runs if r["lr"] == chosen_lr(runs)]
+                losses = [r["eval_loss"] for r in at]
+                points.append((statistics.mean(r["adapter_params_final"] for r in at), statistics.mean(losses),
+                               statistics.stdev(losses) if len(losses) > 1 else 0.0))
+            if points:
+                xs, ys, es = zip(*points)
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+        if task in bases:
+            ax.axhline(bases[task]["eval_loss"], color="grey", linestyle=":", label="base model")
+        ax.set_xscale("log")
+        ax.set_xlabel("adapter parameters kept")
+        ax.set_ylabel("held-out answer loss")
+        ax.set_title(f"SmolLM2-135M, {task}, {steps} steps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+
+
 def read_rows(path: str | None) -> list[dict]:
     if not path or not os.path.exists(path):
         return []
@@ -248,11 +284,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="append each run as a JSON line; runs already there are skipped")
     p.add_argument("--table-from", default=None)
+    p.add_argument("--png", default=None, help="with --table-from: draw loss against size to this file")
     opts = p.parse_args()
     if opts.table_from:
         rows = read_rows(opts.table_from)
         bases = {r["task"]: r for r in rows if r.get("base") and "task" in r}
-        print(table([r for r in rows if "method" in r and "select_loss" in r], bases))
+        runs = [r for r in rows if "method" in r and "select_loss" in r]
+        print(table(runs, bases))
+        if opts.png:
+            plot(runs, bases, opts.png)
         return
     opts.lora_alpha = 2.0 * opts.lora_r  # LoRA's and rsLoRA's alpha at this size
     torch.set_num_threads(opts.threads)

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from service.db import make_engine
-from service.models import Base, UTCDateTime
+from service.tables import Base, UTCDateTime
 from service.settings import get_settings
 
 target_metadata = Base.metadata

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import ARTIFACT_KINDS, Artifact, utcnow
+from service.tables import ARTIFACT_KINDS, Artifact, utcnow
 from service.store import get_store
 
 JOB_ID = re.compile(r"^[0-9a-f-]{36}$")

@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Engine, Executable, create_engine, event, exc
+from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -198,6 +198,14 @@ def reset() -> None:
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
     _forget_async_engines()
+
+
+def rowcount(session: Session, statement: Executable) -> int:
+    """Executes an UPDATE or DELETE; returns how many rows it matched. Session.execute is typed as returning a
+    Result, but a DML statement's is a CursorResult, the one kind with a rowcount."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult), f"{type(statement).__name__} returned no cursor result"
+    return result.rowcount
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from service.dataset import DataError
 from service.dataset.formats import inspect_file
 from service.db import session_scope
 from service.jobspec import FILE_ID
-from service.models import UNFINISHED_STATUSES, File, Job, new_file_id
+from service.tables import UNFINISHED_STATUSES, File, Job, new_file_id
 from service.settings import get_settings
 from service.store import StoreUnavailable, get_store
 
@@ -81,7 +81,7 @@ def active_jobs_using(session: Session, file: File) -> list[str]:
 def dataset_file_ids(dataset: dict) -> set[str]:
     if dataset.get("source") != "file":
         return set()
-    return {dataset.get("file_id"), dataset.get("validation_file_id")} - {None}
+    return {name for name in (dataset.get("file_id"), dataset.get("validation_file_id")) if name is not None}
 
 
 def delete_file(session: Session, file: File) -> None:

@@ -10,7 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.artifacts import job_key
-from service.models import FINISHED_STATUSES, UNFINISHED_STATUSES, Job
+from service.db import rowcount
+from service.tables import FINISHED_STATUSES, UNFINISHED_STATUSES, Job
 from service.store import StoreUnavailable, get_store
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ def delete_finished_job(session: Session, job: Job) -> None:
                        "they have finished")
     store = get_store()
     store.check()  # StoreUnavailable before anything changes: the caller answers 503
-    deleted = session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(FINISHED_STATUSES)))
+    deleted = rowcount(session, delete(Job).where(Job.id == job.id, Job.status.in_(FINISHED_STATUSES)))
     session.commit()
-    if deleted.rowcount:
+    if deleted:
         try:
             store.delete_prefix(job_key(job.id))
         except StoreUnavailable as exc:  # it answered a moment ago; at worst the objects outlive the row

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 # The core's settings module is torch-free: its defaults and rules are the spec's, written once.
 from adalora_core.config import AdaLoraConfig, TrainArgs, default_target_r, steps_of
 
+from service.dataset import DataError
 from service.dataset.formats import SUFFIX_FORMATS
 from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
 from service.settings import get_settings
@@ -25,8 +26,9 @@ Task = Literal["sequence_classification", "causal_lm", "seq2seq"]
 DataFormat = Literal["csv", "tsv", "jsonl", "json"]
 # The suffixes a file in DATA_DIRS may have: those of the one map (service.dataset.formats) whose format a spec
 # may name (an upload may also be Parquet).
-SERVER_SUFFIX_FORMATS: dict[str, str] = {suffix: fmt for suffix, fmt in SUFFIX_FORMATS.items()
-                                         if fmt in get_args(DataFormat)}
+SERVER_SUFFIX_FORMATS: dict[str, DataFormat] = {suffix: cast(DataFormat, fmt)  # the filter keeps DataFormats
+                                                for suffix, fmt in SUFFIX_FORMATS.items()
+                                                if fmt in get_args(DataFormat)}
 # A Hugging Face hub id: `name` or `org/name`.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -168,12 +170,22 @@ class ServerDataset(DatasetCommon):
         return self
 
     def resolved_path(self) -> Path:
-        return find_under(self.path, get_settings().resolved_data_dirs(), want_dir=False)
+        return _data_file(self.path, "dataset.path")
 
     def resolved_validation_path(self) -> Path | None:
         if self.validation_path is None:
             return None
-        return find_under(self.validation_path, get_settings().resolved_data_dirs(), want_dir=False)
+        return _data_file(self.validation_path, "dataset.validation_path")
+
+
+def _data_file(path: str, field: str) -> Path:
+    """The file a validated `path` names, looked up again where the job reads it: it may have gone since the
+    spec was checked (or this host's DATA_DIRS lack it), which must not read as "no validation file"."""
+    found = find_under(path, get_settings().resolved_data_dirs(), want_dir=False)
+    if found is None:
+        raise DataError(f"{field}: no file {path!r} inside this server's data folders any more; "
+                        "restore the file or submit the job again with another path")
+    return found
 
 
 FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")

@@ -10,7 +10,7 @@ import secrets
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey, Tenant, utcnow
+from service.tables import ApiKey, Tenant, utcnow
 
 KEY_SCHEME = "ada"
 # What new_raw_key makes: a hex prefix and a URL-safe secret. Anything else is refused before it reaches a

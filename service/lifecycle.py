@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import FINISHED_STATUSES, RUNNING_STATUSES, Job, JobEvent, utcnow
+from service.db import rowcount
+from service.tables import FINISHED_STATUSES, RUNNING_STATUSES, Job, JobEvent, utcnow
 from service.settings import get_settings
 
 # When a queued job's message was last sent: its claim overwrites heartbeat_at, the reconciler stamps a re-send.
@@ -116,11 +117,11 @@ def requeue_job(session: Session, job_id: str) -> bool:
     """Hand a run back to the queue because its worker is shutting down (a deploy), not because it failed: the
     attempt is not counted (the next claim counts it again). False when it is no longer running (e.g. a
     cancel was requested meanwhile). The caller commits, then sends the job id."""
-    return session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running")
+    return rowcount(
+        session, update(Job).where(Job.id == job_id, Job.status == "running")
         .values(status="queued", attempts=Job.attempts - 1, heartbeat_at=utcnow(), worker=None)
         .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    ) == 1
 
 
 def request_cancel(session: Session, job_id: str) -> str | None:
@@ -129,14 +130,14 @@ def request_cancel(session: Session, job_id: str) -> str | None:
     The caller commits. A finished job is left as it is.
     """
     now = utcnow()
-    if session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                       .values(status="cancelled", finished_at=now)
-                       .execution_options(synchronize_session=False)).rowcount:
+    if rowcount(session, update(Job).where(Job.id == job_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=now)
+                .execution_options(synchronize_session=False)):
         session.add(JobEvent(job_id=job_id, level="info", message="cancelled before it started"))
         return "cancelled"
-    if session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                       .values(status="cancelling")
-                       .execution_options(synchronize_session=False)).rowcount:
+    if rowcount(session, update(Job).where(Job.id == job_id, Job.status == "running")
+                .values(status="cancelling")
+                .execution_options(synchronize_session=False)):
         session.add(JobEvent(job_id=job_id, level="info", message="cancellation requested"))
         return "cancelling"
     return None
@@ -146,11 +147,11 @@ def finish_job(session: Session, job_id: str, status: str, error: str | None = N
     """Record the outcome of a run this worker holds; the caller commits."""
     if status not in FINISHED_STATUSES:
         raise ValueError(f"not a final status: {status!r}")
-    return session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES))
+    return rowcount(
+        session, update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES))
         .values(status=status, finished_at=utcnow(), heartbeat_at=utcnow(), error=error)
         .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    ) == 1
 
 
 def beat(session: Session, job_id: str) -> None:
@@ -160,5 +161,5 @@ def beat(session: Session, job_id: str) -> None:
 
 
 def _update(session: Session, job_id: str, conditions: tuple, **values) -> bool:
-    return session.execute(update(Job).where(Job.id == job_id, *conditions).values(**values)
-                           .execution_options(synchronize_session=False)).rowcount == 1
+    return rowcount(session, update(Job).where(Job.id == job_id, *conditions).values(**values)
+                    .execution_options(synchronize_session=False)) == 1

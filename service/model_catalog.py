@@ -44,9 +44,11 @@ def task_tables() -> dict[str, frozenset[str]]:
     wanted = {table: task for task, table in TASK_TABLES.items()}
     found: dict[str, frozenset[str]] = {}
     for node in ast.parse(source.read_text()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in wanted:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(target := node.targets[0], ast.Name)
+                and target.id in wanted):
+            assert isinstance(node.value, ast.Call), f"modeling_auto.py's {target.id} is no OrderedDict([...]) call"
             pairs = ast.literal_eval(node.value.args[0])  # OrderedDict([(model_type, class name), ...])
-            found[wanted[node.targets[0].id]] = frozenset(model_type for model_type, _ in pairs)
+            found[wanted[target.id]] = frozenset(model_type for model_type, _ in pairs)
     missing = set(TASK_TABLES) - found.keys()
     assert not missing, f"transformers' modeling_auto.py no longer defines the tables for {sorted(missing)}"
     return found
@@ -92,5 +94,7 @@ def server_models() -> list[ServerModel]:
     """Every model folder a job may name (service.model_problems.model_folders) that holds safetensors
     weights, described; folders without them are left out, since no job could train them."""
     roots = get_settings().resolved_model_dirs()
-    described = (describe(name, find_under(name, roots, want_dir=True)) for name in model_folders())
+    # A folder that resolves outside the roots (a symlink out of MODEL_DIRS) is not one a job may name.
+    folders = ((name, find_under(name, roots, want_dir=True)) for name in model_folders())
+    described = (describe(name, folder) for name, folder in folders if folder is not None)
     return [model for model in described if model is not None and model.parameters is not None]

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+from service.tables import RUNNING_STATUSES, Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -28,7 +28,7 @@ class Snapshot(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Budget:
+class BudgetState:
     """Where the job's budget stands: now, in its unit ("params" or "ranks"), against the target."""
 
     current: float | None = None
@@ -43,9 +43,11 @@ def _upsert(session: Session, model: type, rows: list[dict[str, Any]], update_co
     dialect = session.get_bind().dialect.name
     if dialect not in _INSERTS:
         raise NotImplementedError(f"no upsert for database dialect {dialect!r}: use PostgreSQL or SQLite")
+    # mypy joins _INSERTS's values to plain Insert; both dialects' inserts have excluded and on_conflict_do_update.
     stmt = _INSERTS[dialect](model).values(rows)
-    stmt = stmt.on_conflict_do_update(index_elements=["job_id", "step"],
-                                      set_={col: stmt.excluded[col] for col in update_columns})
+    excluded = stmt.excluded  # type: ignore[attr-defined]
+    stmt = stmt.on_conflict_do_update(index_elements=["job_id", "step"],  # type: ignore[attr-defined]
+                                      set_={col: excluded[col] for col in update_columns})
     session.execute(stmt)
 
 
@@ -74,7 +76,7 @@ def add_events(session: Session, job_id: str, events: list[tuple[datetime, str, 
 
 
 def record_progress(session: Session, job_id: str, step: int, total_steps: int | None,
-                    budget: Budget = Budget(), lr_probe: dict | None = None) -> None:
+                    budget: BudgetState = BudgetState(), lr_probe: dict | None = None) -> None:
     """The job row's progress fields and heartbeat; only while the run is active."""
     values: dict[str, Any] = {"step": step, "heartbeat_at": utcnow()}
     fields = {"total_steps": total_steps, "current_budget": budget.current, "adapter_params": budget.adapter_params,

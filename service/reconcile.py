@@ -27,8 +27,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from service.db import rowcount
 from service.lifecycle import LAST_SENT, mark_resent, recover_dead_run
-from service.models import RUNNING_STATUSES, IdempotentRequest, Job, utcnow
+from service.tables import RUNNING_STATUSES, IdempotentRequest, Job, utcnow
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
 
@@ -92,8 +93,8 @@ def delete_expired_idempotency_keys(session: Session, now: datetime, settings: S
     cutoff = idempotency_cutoff(now, settings)
     if cutoff is None:
         return 0
-    return session.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < cutoff)
-                           .execution_options(synchronize_session=False)).rowcount
+    return rowcount(session, delete(IdempotentRequest).where(IdempotentRequest.created_at < cutoff)
+                    .execution_options(synchronize_session=False))
 
 
 def reconciler_thread(interval: float) -> Periodic:

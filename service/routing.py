@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import WorkerQueue, utcnow
+from service.db import rowcount
+from service.tables import WorkerQueue, utcnow
 from service.settings import get_settings
 
 
@@ -32,8 +33,8 @@ def record_served(session: Session, queues: list[str], worker: str) -> None:
     """A worker is consuming `queues`; the caller commits."""
     now = utcnow()
     for name in queues:
-        seen = session.execute(update(WorkerQueue).where(WorkerQueue.name == name)
-                               .values(last_seen_at=now, last_worker=worker[:200])).rowcount
+        seen = rowcount(session, update(WorkerQueue).where(WorkerQueue.name == name)
+                        .values(last_seen_at=now, last_worker=worker[:200]))
         if not seen:
             try:
                 with session.begin_nested():  # a worker starting at the same moment may insert it first

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from service.db import get_sessionmaker
 from service.files import dataset_file_ids
-from service.models import RUNNING_STATUSES, File, Job
+from service.tables import RUNNING_STATUSES, File, Job
 from service.store import FolderStore, get_store, local_root
 
 log = logging.getLogger(__name__)

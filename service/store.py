@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from service.settings import get_settings, parse_store_url
 
@@ -234,7 +235,7 @@ class _translated:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, error, tb) -> bool:
+    def __exit__(self, kind, error, tb) -> Literal[False]:  # translates, never swallows
         if error is None or isinstance(error, (FileNotFoundError, GeneratorExit)):
             return False
         from botocore.exceptions import BotoCoreError, ClientError

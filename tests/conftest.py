@@ -259,6 +259,26 @@ def tiny_chat_gpt2_dir(tiny_model_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tiny_model_dir) -> Path:
+    """A 2-layer GPT-2 beside the tiny BERT (same MODEL_DIRS), reusing its word-level tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tiny_model_dir.parent / "tiny-gpt2"
+    if not folder.exists():
+        shutil.copytree(tiny_model_dir, folder)
+        for weights in folder.glob("*.safetensors"):
+            weights.unlink()
+        (folder / "config.json").unlink()
+        torch.manual_seed(0)
+        config = GPT2Config(vocab_size=33, n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0)
+        GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """(sentence, "positive"|"negative"): the label is the polarity of the one sentiment word."""
     import random
@@ -393,20 +413,15 @@ def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Pope
 
 
 def claimed_job(tenant_prefix: str) -> str:
-    """A job row claimed by 'this test' (attempt 1), as run_job leaves it just before training."""
+    """A job row claimed by 'this test' (attempt 1), as claim_and_run leaves it just before training."""
     from service.db import session_scope
     from service.lifecycle import claim_job
-    from service.models import Job, Tenant
+    from tests.helpers import new_job
 
+    job_id = new_job(tiny_job_spec(), tenant_prefix)
     with session_scope() as session:
-        tenant = Tenant(name=f"{tenant_prefix}-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=tiny_job_spec())
-        session.add(job)
-    with session_scope() as session:
-        assert claim_job(session, job.id, "this test", None, stale_after_seconds=60)
-    return job.id
+        assert claim_job(session, job_id, "this test", None, stale_after_seconds=60)
+    return job_id
 
 
 @dataclass

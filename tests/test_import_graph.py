@@ -125,6 +125,29 @@ def test_no_modules_import_each_other_round_a_circle():
     assert circles(import_graph()) == []
 
 
+def imported_test_modules(path: Path, name: str, test_modules: set[str]) -> set[str]:
+    """The test modules among those the file imports: `from tests.a.test_b import x`, `import tests.a.test_b`
+    and `from tests.a import test_b` all import tests.a.test_b."""
+    imported = set()
+    for base, taken in imported_names(path, name):
+        imported |= {base, *(f"{base}.{item}" for item in taken)}
+    return (imported & test_modules) - {name}
+
+
+def test_no_test_module_imports_another(tmp_path):
+    """A test file is a leaf (changing one breaks no other): what tests share lives in a conftest.py or a
+    helpers module (tests/helpers.py, tests/<area>/helpers.py), never in another test_*.py."""
+    files = {module_name(path): path for path in sorted((REPO / "tests").rglob("test_*.py"))}
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("from tests.helpers import new_job\nfrom tests.worker import test_runner\n"
+                     "def f():\n    import tests.core.test_export as export\n")
+    assert imported_test_modules(probe, "tests.test_probe", set(files)) == {"tests.worker.test_runner",
+                                                                           "tests.core.test_export"}
+    leaks = sorted(f"{name} imports {target}" for name, path in files.items()
+                   for target in imported_test_modules(path, name, set(files)))
+    assert leaks == []
+
+
 def test_the_dataset_rules_load_without_torch():
     """The API's checks and the shared dataset rules never pull in torch or transformers (the dry run does,
     and is imported only when one is asked for)."""

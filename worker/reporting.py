@@ -1,160 +1,40 @@
-"""How a run reports back: buffered progress written in batches from a thread, and a heartbeat thread.
+"""How a run reports back: progress buffered on the training thread and written in batches from a thread.
 
 The hot path (one call per optimizer step) only appends to buffers; a writer thread sends them in one
 transaction per flush, with idempotent upserts keyed by (job, step), and reads the job's status for a cancel.
 When the database goes away the run trains on: the buffers are kept, every write is retried with capped
-exponential backoff, and everything is written when the database is back (DatabaseLink below). Only an
-outage longer than DATABASE_OUTAGE_LIMIT_SECONDS ends the run.
+exponential backoff, and everything is written when the database is back (worker/db_link.py). Only an
+outage longer than DATABASE_OUTAGE_LIMIT_SECONDS ends the run. Checkpoints go into the store from a thread of
+their own (worker/checkpoint_upload.py) and are put on record once stored.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from service.db import get_sessionmaker, session_scope
-from service.lifecycle import beat
-from service.models import RUNNING_STATUSES, Job, utcnow
-from service.periodic import Periodic
-from service.progress import (Budget, Snapshot, add_events, record_progress, upsert_checkpoints, upsert_metrics,
-                              upsert_rank_snapshots)
-from service.redaction import first_line
-from service.settings import get_settings
-from service.store import StoreUnavailable, get_store
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from service.progress import (
+    BudgetState,
+    Snapshot,
+    add_events,
+    record_progress,
+    upsert_checkpoints,
+    upsert_metrics,
+    upsert_rank_snapshots,
+)
+from service.tables import RUNNING_STATUSES, Job, utcnow
+from worker.checkpoint_upload import CheckpointUploader
+from worker.db_link import DatabaseLink, run_link
 
 # Set when this worker process is told to shut down (SIGTERM: a deploy); the run checkpoints and hands the job
 # back to the queue at the next step boundary (worker/celery_app.py sets it).
 SHUTDOWN = threading.Event()
-
-FIRST_RETRY_SECONDS = 0.5   # the first retry after a failed write; each further one waits twice as long ...
-MAX_RETRY_SECONDS = 5.0     # ... up to this, so a database that is back is noticed within a few seconds
-CHECKPOINT_RETRY_SECONDS = (2.0, 8.0)  # pauses between attempts to store a checkpoint (boto3 retries inside each)
-
-
-class DatabaseUnavailable(Exception):
-    """The database stayed unreachable for longer than this worker waits for it."""
-
-
-def is_outage(error: BaseException) -> bool:
-    """True for errors that say the database cannot be reached right now (down, restarting, a dropped
-    connection, a locked SQLite file): worth retrying. A bad statement or a missing table is not."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    if not isinstance(error, (OperationalError, InterfaceError)):
-        return False
-    return not re.search(r"no such (table|column)|syntax error", str(error.orig or error))
-
-
-class DatabaseLink:
-    """One run's way to the database, shared by its threads: every write is one transaction, and one that
-    fails because the database is away is retried with capped exponential backoff. The first failure of an
-    outage logs a warning, the first success after it logs how long it lasted; nothing in between."""
-
-    def __init__(self, job_id: str, limit_seconds: float) -> None:
-        self.job_id, self.limit = job_id, limit_seconds
-        self._lock = threading.Lock()
-        self.down_since: float | None = None  # monotonic time of the first failure of the current outage
-        self.delay = FIRST_RETRY_SECONDS
-        self.next_try = 0.0
-        self.last_error = ""
-        self.outages: list[float] = []  # the length in seconds of each outage this run went through
-
-    def due(self) -> bool:
-        return time.monotonic() >= self.next_try
-
-    def try_once(self, work: Callable[[Session], T], what: str, commit: bool = True) -> tuple[bool, T | None]:
-        """Run `work` in a transaction (rolled back when not `commit`: a read) unless the outage's next retry
-        is not due yet; (False, None) while the database is away. Raises DatabaseUnavailable once an outage
-        has lasted longer than the limit."""
-        if not self.due():
-            self.check_limit()
-            return False, None
-        try:
-            if commit:
-                with session_scope() as session:
-                    value = work(session)
-            else:
-                with get_sessionmaker()() as session:
-                    value = work(session)
-        except Exception as e:
-            if not is_outage(e):
-                raise
-            self._failed(e, what)
-            self.check_limit()
-            return False, None
-        self._succeeded()
-        return True, value
-
-    def write(self, work: Callable[[Session], T], what: str) -> T:
-        """Run `work` in a transaction, waiting through an outage (up to the limit) for it to succeed."""
-        self.next_try = 0.0  # a blocking write tries at once
-        while True:
-            done, value = self.try_once(work, what)
-            if done:
-                return value
-            time.sleep(max(0.05, self.next_try - time.monotonic()))
-
-    def _failed(self, error: Exception, what: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.last_error = first_line(getattr(error, "orig", None) or error)
-            if self.down_since is None:
-                self.down_since, self.delay = now, FIRST_RETRY_SECONDS
-                log.warning("job %s: the database is unreachable (%s failed: %s); the run goes on and keeps "
-                            "its progress buffered, retrying with backoff for up to %g s", self.job_id, what,
-                            self.last_error, self.limit)
-            else:
-                self.delay = min(self.delay * 2, MAX_RETRY_SECONDS)
-            self.next_try = now + self.delay
-
-    def _succeeded(self) -> None:
-        with self._lock:
-            if self.down_since is None:
-                return
-            lasted = time.monotonic() - self.down_since
-            self.outages.append(lasted)
-            self.down_since, self.delay, self.next_try = None, FIRST_RETRY_SECONDS, 0.0
-        log.warning("job %s: the database is back after %.1f s; buffered progress is being written",
-                    self.job_id, lasted)
-
-    def check_limit(self) -> None:
-        down_since = self.down_since
-        if down_since is not None and time.monotonic() - down_since > self.limit:
-            raise DatabaseUnavailable(
-                f"the database was unreachable for {time.monotonic() - down_since:.0f} s, longer than this worker "
-                f"waits (DATABASE_OUTAGE_LIMIT_SECONDS={self.limit:g}); last error: {self.last_error}")
-
-
-def run_link(job_id: str) -> DatabaseLink:
-    return DatabaseLink(job_id, get_settings().database_outage_limit_seconds)
-
-
-def heartbeat(job_id: str, interval: float, link: DatabaseLink | None = None) -> Periodic:
-    """Stamps the job row every `interval` seconds from a thread, so a long model load or evaluation never
-    looks like a dead worker. Use as a context manager around the run. During an outage it skips the beats
-    the link's backoff says are not due; the run itself reports an outage that outlasts the limit."""
-    link = link or run_link(job_id)
-
-    def beat_once() -> None:
-        try:
-            link.try_once(lambda session: beat(session, job_id), "the heartbeat")
-        except DatabaseUnavailable:
-            pass
-    return Periodic(f"heartbeat-{job_id}", interval, beat_once)
 
 
 @dataclass
@@ -167,7 +47,7 @@ class Batch:
     events: list[tuple[datetime, str, str]]
     step: int
     total_steps: int | None
-    budget: Budget
+    budget: BudgetState
     lr_probe: dict | None = None
 
     def write(self, session: Session, job_id: str) -> None:
@@ -183,7 +63,8 @@ class ProgressReporter:
     """adalora_core.TrainCallbacks (duck-typed, so this module imports no torch) that buffer what the loop
     reports. Inside `with reporter:` a writer thread writes the buffers in one transaction every `flush_steps`
     steps or `flush_seconds` seconds, and re-reads the job status every `poll_seconds` for should_stop; the
-    training thread never waits for the database. `flush()` writes everything now, waiting for it."""
+    training thread never waits for the database, nor for the store (on_checkpoint hands the file to an upload
+    thread). `flush()` writes everything buffered now, waiting for it."""
 
     job_id: str
     flush_steps: int
@@ -193,7 +74,7 @@ class ProgressReporter:
     link: DatabaseLink | None = None
     step: int = 0
     total_steps: int | None = None
-    budget: Budget = field(default_factory=Budget)
+    budget: BudgetState = field(default_factory=BudgetState)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
     checkpoints: dict[int, str] = field(default_factory=dict)
@@ -221,6 +102,8 @@ class ProgressReporter:
         self._flush_wanted = False
         self._outage_step: int | None = None  # the step the run was at when the current outage began
         self._thread: threading.Thread | None = None
+        self.uploads = CheckpointUploader(self.job_id, self._checkpoint_stored,
+                                          warn=lambda message: self.event("warning", message))
 
     # -- the writer thread ----------------------------------------------------------------------------
 
@@ -230,6 +113,7 @@ class ProgressReporter:
         return self
 
     def __exit__(self, exc_type, *_exc) -> None:
+        self.uploads.join()  # the run's last checkpoint goes on record with the rest
         self._closed.set()
         self._wake.set()
         self._thread.join()
@@ -345,6 +229,12 @@ class ProgressReporter:
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
+        self.uploads.raise_failure()
+
+    def wait_for_uploads(self) -> None:
+        """Until every checkpoint handed over so far is stored and in the buffers (or dropped): before the run
+        discards its checkpoints. Leaving `with reporter:` waits for them too."""
+        self.uploads.wait()
 
     # -- TrainCallbacks --------------------------------------------------------------------------------
 
@@ -353,7 +243,7 @@ class ProgressReporter:
         ranks, unit = plan["ranks_init"], plan["budget_unit"]
         self.total_steps = total_steps
         self.lr_probe = plan.get("lr_probe")
-        self.budget = Budget(float(plan["budget_init"]), plan["adapter_params_init"], unit,
+        self.budget = BudgetState(float(plan["budget_init"]), plan["adapter_params_init"], unit,
                              float(plan["budget_final"]))
         with self._buffer_lock:
             self.snapshots[0] = Snapshot(float(plan["budget_init"]), ranks, False, plan["adapter_params_start"])
@@ -402,7 +292,8 @@ class ProgressReporter:
         """`loss 0.91 (-0.41 from step 0)`: each score with its change since the start, when known."""
         def one(name: str, value: float) -> str:
             start = self.start_scores.get(name)
-            change = f" ({value - start:+.4g} from step 0)" if start is not None and scores is not self.start_scores else ""
+            change = (f" ({value - start:+.4g} from step 0)"
+                      if start is not None and scores is not self.start_scores else "")
             return f"{name.removeprefix('eval_')} {value:.4g}{change}"
         return ", ".join(one(name, value) for name, value in scores.items())
 
@@ -414,21 +305,12 @@ class ProgressReporter:
         self.event(level, message)
 
     def on_checkpoint(self, step: int, path: str) -> None:
-        """Into the store, then on record: a takeover (on any host) resumes only from whole, stored files. A
-        store outage costs this checkpoint, not the run: the next one tries again."""
-        store = get_store()
-        key = store.key_for(Path(path))
-        for attempt, pause in enumerate(CHECKPOINT_RETRY_SECONDS + (None,)):
-            try:
-                store.put(key, Path(path))
-                break
-            except StoreUnavailable as exc:
-                if pause is None:
-                    Path(path).unlink(missing_ok=True)
-                    self.event("warning", f"the checkpoint at step {step} could not be stored after {attempt + 1} "
-                                          f"attempts ({exc}); training goes on, the next checkpoint tries again")
-                    return
-                time.sleep(pause)
+        """Handed to the upload thread: training goes on while the file goes into the store, and it is put on
+        record only once stored (_checkpoint_stored), so a takeover on any host resumes only from whole, stored
+        files. A store outage costs this checkpoint, not the run: the next one tries again."""
+        self.uploads.upload(step, path)
+
+    def _checkpoint_stored(self, step: int, key: str) -> None:
         with self._buffer_lock:
             self.checkpoints[step] = key
         self._request_flush()  # a takeover can only resume from checkpoints that are on record

@@ -33,6 +33,7 @@ class RunSetup:
     batch_order: Any
     dtype: Any
     quantization: str | None
+    source: str  # the model's folder under MODEL_DIRS, or its hub id: looked up once per run
 
 
 def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
@@ -67,7 +68,7 @@ def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
     report_memory_savers(reporter, spec, model, dtype)
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     return RunSetup(tokenizer, data, config, args, model, make_collate(tokenizer.pad_token_id), batch_order,
-                    dtype, quantization)
+                    dtype, quantization, source)
 
 
 CHECKPOINTS = "checkpoints"

@@ -22,13 +22,15 @@ from service.dataset import DataError
 from service.db import session_scope
 from service.jobspec import JobSpec
 from service.lifecycle import claim_job, finish_job, requeue_job
-from service.models import RUNNING_STATUSES, Checkpoint, Job, JobEvent
 from service.progress import upsert_checkpoints
 from service.redaction import hide_server_paths
 from service.scratch import prune_scratch
 from service.settings import get_settings
 from service.store import StoreUnavailable, get_store
-from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter, heartbeat, run_link
+from service.tables import RUNNING_STATUSES, Checkpoint, Job, JobEvent
+from worker.db_link import DatabaseLink, DatabaseUnavailable, run_link
+from worker.heartbeat import heartbeat
+from worker.reporting import ProgressReporter
 from worker.run_setup import CHECKPOINTS, JobError, build, checkpoint_dir, set_up_run
 from worker.trackers import Trackers
 
@@ -44,9 +46,9 @@ class JobBusy(Exception):
     """The job is running under a worker whose heartbeat is still fresh: ask again once it would be stale."""
 
 
-def run_job(job_id: str, worker: str = "worker", task_id: str | None = None) -> str | None:
-    """Run a queued job to its end; returns its final status, "queued" when this worker is shutting down and
-    handed it back, or None when there is nothing to run.
+def claim_and_run(job_id: str, worker: str = "worker", task_id: str | None = None) -> str | None:
+    """Claim a queued job (or one whose run stopped beating) and run it to its end; returns its final status,
+    "queued" when this worker is shutting down and handed it back, or None when there is nothing to run.
 
     Raises JobBusy when a live worker holds the job under this same message (redelivered while the first run
     may still be alive); the task then retries after the stale period, and takes over if the heartbeat stopped.
@@ -160,7 +162,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
         reporter.flush()
         full_base = None
         if run.quantization:  # a 4-bit base cannot hold dW: the merged download folds it into a full-precision copy
-            full_base = build(spec, spec.model_source(), num_labels=data.num_labels,
+            full_base = build(spec, run.source, num_labels=data.num_labels,
                               config_overrides=data.model_config_overrides(), dtype=run.dtype)
         puts = PatientPuts(get_settings().store_outage_limit_seconds, lambda text: reporter.event("warning", text))
         store_final_state(job_id, result, puts)  # first: once it is stored, a store outage costs no training
@@ -171,6 +173,7 @@ def _train_and_export(job_id: str, spec: JobSpec, reporter: ProgressReporter, li
             start = f'"from_checkpoint": "{job_id}:{result.step}"'
             raise JobError(f"training finished, but the downloads could not be stored: {exc}. The trained weights "
                            f"are kept: start a new job from them with {start}") from None
+        reporter.wait_for_uploads()  # a checkpoint still uploading would come back on record after the discard
         discard_checkpoints(job_id, link)
         outcome = "succeeded"
         return outcome
@@ -197,9 +200,9 @@ def hand_back(job_id: str, spec: dict, step: int, link: DatabaseLink) -> bool:
 def latest_checkpoint(job_id: str, link: DatabaseLink) -> str | None:
     """The newest checkpoint an earlier attempt of this job left (on any host: fetched from the store), to
     resume from; None for a fresh start."""
-    keys = link.write(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
-                                                      .order_by(Checkpoint.step.desc())).all(),
-                      "reading checkpoints")
+    keys = link.read(lambda session: session.scalars(select(Checkpoint.path).where(Checkpoint.job_id == job_id)
+                                                     .order_by(Checkpoint.step.desc())).all(),
+                     "reading checkpoints")
     for key in keys:
         if (path := get_store().local_copy(key)) is not None:
             return str(path)
@@ -273,7 +276,7 @@ def warm_start_path(spec: JobSpec, link: DatabaseLink) -> str | None:
     if step is None:
         key = artifacts.job_key(job_id, FINAL_STATE)
     else:
-        key = link.write(lambda session: session.scalar(select(Checkpoint.path).where(
+        key = link.read(lambda session: session.scalar(select(Checkpoint.path).where(
             Checkpoint.job_id == job_id, Checkpoint.step == step)), "reading the checkpoint to start from")
     path = get_store().local_copy(key) if key else None
     if path is None:
@@ -300,16 +303,16 @@ def export(job_id: str, spec: JobSpec, result, tokenizer, link: DatabaseLink, pu
 
     with tempfile.TemporaryDirectory(dir=artifacts.job_dir(job_id)) as work:  # this host's scratch
         folders = {kind: Path(work) / kind for kind in ("adapter", "merged", "lora", "lora-serving")}
-        save_peft_adapter(result, str(folders["adapter"]), base_model=spec.model,
-                          task_type=PEFT_TASK_TYPES[spec.task])
+        adapter = save_peft_adapter(result, str(folders["adapter"]), base_model=spec.model,
+                                    task_type=PEFT_TASK_TYPES[spec.task])
         save_merged(result, str(folders["merged"]), base_model=full_base)
         tokenizer.save_pretrained(str(folders["merged"]))
         notes = []
-        ranks = save_lora_adapter(folders["adapter"], folders["lora"])
+        ranks = save_lora_adapter(adapter, folders["lora"])
         notes.append(f"lora: {len(ranks)} modules at ranks {min(ranks.values())}-{max(ranks.values())}" if ranks else
                      "lora: every module was pruned to rank 0, so it holds rank-1 zeros (PEFT takes no rank 0): "
                      "the adapted layers are the base model's")
-        notes.append(f"lora-serving: rank {save_serving_adapter(folders['adapter'], folders['lora-serving'])} "
+        notes.append(f"lora-serving: rank {save_serving_adapter(adapter, folders['lora-serving'])} "
                      "everywhere, zero-padded, the scale folded into lora_B")
 
         archives = [artifacts.archive_folder(job_id, kind, folder, put=puts.put) for kind, folder in folders.items()]

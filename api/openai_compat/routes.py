@@ -40,7 +40,7 @@ from api.openai_compat.translate import (
 from api.schemas import JobCreate
 from api.upload_flow import store_upload
 from service.files import active_jobs_using, delete_file, tenant_file
-from service.models import Checkpoint, File, Job, JobEvent, Metric
+from service.tables import Checkpoint, File, Job, JobEvent, Metric
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 After = Annotated[str | None, Query(max_length=100, description="the id of the last object of the previous page")]

@@ -21,7 +21,7 @@ from api.openai_compat.schemas import (
     SupervisedHyperparameters,
 )
 from service.jobspec import Training
-from service.models import File, Job
+from service.tables import File, Job
 
 DEFAULT_LEARNING_RATE = Training.model_fields["learning_rate"].default  # learning_rate_multiplier 1
 DEFAULT_BATCH_SIZE = Training.model_fields["batch_size"].default

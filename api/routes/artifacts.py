@@ -18,7 +18,7 @@ from api.deps import JobDep, SessionDep
 from api.downloads import stored_download
 from api.errors import JOB_RESPONSES, error_response
 from api.routes import V1
-from service.models import FINISHED_STATUSES, Artifact
+from service.tables import FINISHED_STATUSES, Artifact
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/artifacts", tags=["artifacts"], responses=JOB_RESPONSES)
 

@@ -9,7 +9,7 @@ from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES
 from api.routes import V1
 from api.schemas import CheckpointPublic, CheckpointsPublic
-from service.models import Checkpoint
+from service.tables import Checkpoint
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/checkpoints", tags=["checkpoints"], responses=JOB_RESPONSES)
 

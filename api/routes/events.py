@@ -17,7 +17,7 @@ from api.errors import JOB_RESPONSES
 from api.routes import MAX_BIGINT, V1
 from api.schemas import EventPublic, EventsPublic
 from service.db import async_session
-from service.models import FINISHED_STATUSES, Job, JobEvent
+from service.tables import FINISHED_STATUSES, Job, JobEvent
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/events", tags=["events"], responses=JOB_RESPONSES)
 

@@ -18,7 +18,7 @@ from api.schemas import FilePublic, FilesPublic
 from api.upload_flow import store_upload
 from api.uploads import FILE_FIELD
 from service.files import active_jobs_using, delete_file, tenant_file
-from service.models import File
+from service.tables import File
 
 UPLOAD_PATH = f"{V1}/files"  # exempt from the app's MAX_BODY_BYTES: uploads stream under MAX_UPLOAD_BYTES
 router = APIRouter(prefix=UPLOAD_PATH, tags=["files"], responses=AUTHENTICATED_RESPONSES)

@@ -11,7 +11,7 @@ from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES
 from api.routes import MAX_INT, V1
 from api.schemas import MetricColumnsPublic, MetricPublic, MetricsPublic
-from service.models import Metric
+from service.tables import Metric
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/metrics", tags=["metrics"], responses=JOB_RESPONSES)
 

@@ -11,7 +11,7 @@ from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES, error_response
 from api.routes import MAX_INT, V1
 from api.schemas import ModulePlacePublic, RankColumnsPublic, RankSnapshotPublic, RanksPublic
-from service.models import RankSnapshot
+from service.tables import RankSnapshot
 from service.module_names import ordered
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"], responses=JOB_RESPONSES)

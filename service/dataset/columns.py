@@ -8,6 +8,7 @@ A ColumnMap names a layout and the column behind each role, e.g. layout "prompt_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from service.dataset import Columns, DataError
 from service.jobspec import JobSpec
@@ -60,8 +61,8 @@ def pick_text_columns(spec: JobSpec, columns: Columns) -> tuple[str, ...]:
         for pair in PAIR_NAMES:
             if (found := _find_all(names, pair)) is not None:
                 return found
-    if (found := _find_first(names, TEXT_NAMES)) is not None:
-        return (found,)
+    if (text := _find_first(names, TEXT_NAMES)) is not None:
+        return (text,)
     label = pick_label_column(spec, columns, required=False)
     strings = [n for n in names if n != label and all(isinstance(v, str) for v in columns[n][:100])]
     if len(strings) == 1:
@@ -70,6 +71,10 @@ def pick_text_columns(spec: JobSpec, columns: Columns) -> tuple[str, ...]:
                     "set dataset.text_column")
 
 
+@overload
+def pick_label_column(spec: JobSpec, columns: Columns, required: Literal[True] = True) -> str: ...
+@overload
+def pick_label_column(spec: JobSpec, columns: Columns, required: bool) -> str | None: ...
 def pick_label_column(spec: JobSpec, columns: Columns, required: bool = True) -> str | None:
     names = list(columns)
     if spec.dataset.label_column:
@@ -104,13 +109,14 @@ def _lm_columns(spec: JobSpec, columns: Columns) -> ColumnMap:
         return ColumnMap("chat", {"messages": ds.messages_column})
     if ds.prompt_column:
         _require(ds.prompt_column, names, "prompt_column")
+        assert ds.completion_column is not None, "the spec gives prompt_column and completion_column together"
         _require(ds.completion_column, names, "completion_column")
         return ColumnMap("prompt_completion", {"prompt": ds.prompt_column, "completion": ds.completion_column})
     if ds.text_column:
         _require(ds.text_column, names, "text_column")
         return ColumnMap("text", {"text": ds.text_column})
-    if (found := _find_first(names, CHAT_NAMES)) is not None:
-        return ColumnMap("chat", {"messages": found})
+    if (chat := _find_first(names, CHAT_NAMES)) is not None:
+        return ColumnMap("chat", {"messages": chat})
     for pair in PROMPT_COMPLETION_NAMES:
         if (found := _find_all(names, pair)) is not None:
             return ColumnMap("prompt_completion", dict(zip(("prompt", "completion"), found)))
@@ -148,8 +154,8 @@ def _find_first(names: list[str], wanted: tuple[str, ...]) -> str | None:
 
 
 def _find_all(names: list[str], wanted: tuple[str, ...]) -> tuple[str, ...] | None:
-    found = tuple(_find_first(names, (w,)) for w in wanted)
-    return found if None not in found else None
+    found = tuple(name for w in wanted if (name := _find_first(names, (w,))) is not None)
+    return found if len(found) == len(wanted) else None
 
 
 def _require(name: str, names: list[str], field: str) -> None:

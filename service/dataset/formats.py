@@ -332,7 +332,7 @@ def json_kind(value: Any) -> str:
 
 
 # GLUE-style TSV: quotes are ordinary characters.
-DIALECTS = {"csv": {}, "tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}}
+DIALECTS: dict[str, dict[str, Any]] = {"csv": {}, "tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}}
 
 
 def delimited_rows(f: BinaryIO, max_line_bytes: int, fmt: str,
@@ -546,7 +546,7 @@ def inspect_parquet(path: Path) -> FileSummary:
     import pyarrow.compute as pc
 
     stats: dict[str, ColumnStats] = {}
-    rows, preview = 0, []
+    rows, preview = 0, list[dict[str, Any]]()
     for batch in parquet_batches(path):
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             add_arrow_column(stats.setdefault(name, ColumnStats(name)), column, pa, pc)

@@ -64,6 +64,7 @@ def read_splits(spec: JobSpec) -> tuple[Columns, Columns]:
     """(train, validation) columns: the named validation set, or a seeded hold-out of the training rows."""
     ds = spec.dataset
     if isinstance(ds, ServerDataset):
+        assert ds.format is not None, "ServerDataset._infer_format sets it"
         train = read_file(ds.resolved_path(), ds.format, ds.column_names)
         validation_path = ds.resolved_validation_path()
         validation = (read_file(validation_path, _format_of(validation_path, ds.format), ds.column_names)
@@ -110,6 +111,7 @@ def count_training_rows(spec: JobSpec) -> int:
     or, for a hub dataset, the split sizes in its metadata."""
     ds = spec.dataset
     if isinstance(ds, ServerDataset):
+        assert ds.format is not None, "ServerDataset._infer_format sets it"
         total = n_rows(read_file(ds.resolved_path(), ds.format, ds.column_names))
         named_validation = ds.validation_path
     elif isinstance(ds, FileDataset):

@@ -154,7 +154,7 @@ def test_a_presigned_redirect_when_configured_serves_the_same_bytes(client, alic
 
 
 def test_deleting_a_finished_job_removes_its_rows_and_its_stored_files(client, alice, bob, finished, sessions):
-    from service.models import Metric
+    from service.tables import Metric
 
     job_id, _ = finished
     with sessions() as session:
@@ -180,7 +180,7 @@ def test_an_unfinished_job_is_not_deleted(client, alice, seed_job, status):
 
 
 def test_a_job_an_unfinished_job_starts_from_is_not_deleted(client, alice, seed_job, finished, sessions):
-    from service.models import Job
+    from service.tables import Job
 
     job_id, _ = finished
     follower = seed_job(alice, "queued")

@@ -3,7 +3,7 @@ metric, and a snapshot x module matrix with the modules grouped by layer and typ
 
 from __future__ import annotations
 
-from service.models import Metric, RankSnapshot
+from service.tables import Metric, RankSnapshot
 from service.module_names import place
 
 LAYER = "bert.encoder.layer.{}."

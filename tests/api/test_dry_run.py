@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from tests.api.conftest import drain_queue, tiny_spec
-from tests.worker.test_runner import tiny_gpt2_dir  # noqa: F401 - a fixture: the tiny GPT-2 beside the tiny BERT
-from worker.runner import run_job
+from worker.runner import claim_and_run
 
 # The shared tiny BERT: 2 layers, hidden 32, intermediate 64. Each adapted module costs in + out + 1
 # parameters per rank (a row of A, a column of B, one singular value). Per layer: query, key, value and
@@ -82,7 +81,7 @@ def test_epochs_of_plain_text_count_the_packed_blocks_the_worker_trains(client, 
     drain_queue()
     job_id = client.post("/v1/jobs", json=spec, headers=alice).json()["id"]
     assert drain_queue() == [job_id]
-    assert run_job(job_id) == "succeeded"  # in this process, as a worker would run it
+    assert claim_and_run(job_id) == "succeeded"  # in this process, as a worker would run it
     job = client.get(f"/v1/jobs/{job_id}", headers=alice).json()
     assert job["total_steps"] == job["step"] == plan["total_steps"]
 

@@ -5,7 +5,6 @@ content is), and limits hold while streaming."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -20,51 +19,9 @@ from service.jobspec import JobSpec
 from service.settings import get_settings
 from tests.api.conftest import tiny_spec
 from service.store import get_store
-from tests.conftest import STORES, free_port, sentiment_rows, store_env_for
+from tests.api.helpers import FORMATS, ROWS, as_delimited, as_jsonl, as_parquet, file_spec, upload, uploaded
+from tests.conftest import STORES, free_port, store_env_for
 from tests.s3 import stored_keys
-
-ROWS = [{"sentence": s, "label": y} for s, y in sentiment_rows(40)]
-
-
-def as_jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-def as_delimited(rows: list[dict], sep: str) -> bytes:
-    names = list(rows[0])
-    return "\n".join([sep.join(names)] + [sep.join(str(r[n]) for n in names) for r in rows]).encode() + b"\n"
-
-
-def as_parquet(rows: list[dict]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), out)
-    return out.getvalue()
-
-
-FORMATS = {
-    "train.jsonl": lambda rows: as_jsonl(rows),
-    "train.json": lambda rows: json.dumps(rows, indent=1).encode(),
-    "train.csv": lambda rows: as_delimited(rows, ","),
-    "train.tsv": lambda rows: as_delimited(rows, "\t"),
-    "train.parquet": as_parquet,
-}
-
-
-def upload(client, headers, name: str, data: bytes, **form):
-    return client.post("/v1/files", headers=headers, files={"file": (name, data)}, data=form)
-
-
-def uploaded(client, headers, name: str = "train.jsonl", rows: list[dict] = ROWS) -> dict:
-    response = upload(client, headers, name, FORMATS[name](rows))
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def file_spec(file_id: str, **dataset) -> dict:
-    return tiny_spec(dataset={"source": "file", "file_id": file_id, "validation_split": 0.25, **dataset})
 
 
 @pytest.fixture(scope="module", params=STORES)
@@ -159,7 +116,7 @@ def test_files_are_listed_newest_first_and_paginated(client, new_tenant):
 
 
 def test_a_file_cannot_be_deleted_while_an_unfinished_job_uses_it(client, alice, seed_job, sessions):
-    from service.models import Job
+    from service.tables import Job
 
     file = uploaded(client, alice)
     job_id = seed_job(alice, status="running")

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import update
 
 from api.idempotency import REPLAYED_HEADER
-from service.models import IdempotentRequest, utcnow
+from service.tables import IdempotentRequest, utcnow
 from service.settings import get_settings
 from tests.api.conftest import drain_queue, tiny_spec
-from tests.api.test_files import ROWS, as_jsonl
+from tests.api.helpers import ROWS, as_jsonl
 
 
 def keyed(headers: dict[str, str], key: str) -> dict[str, str]:

@@ -4,8 +4,8 @@
 import pytest
 
 from api.main import app
-from service.models import Metric, RankSnapshot
-from tests.api.test_files import file_spec, uploaded
+from service.tables import Metric, RankSnapshot
+from tests.api.helpers import file_spec, uploaded
 
 JOB_ROUTES = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/metrics"), ("GET", "/metrics/columns"),
               ("GET", "/ranks"), ("GET", "/ranks/columns"), ("GET", "/ranks?step=10"), ("GET", "/checkpoints"),

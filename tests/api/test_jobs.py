@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from service.models import Metric, utcnow
+from service.tables import Metric, utcnow
 from tests.api.conftest import drain_queue, tiny_spec
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, update
 
 from service.keys import revoke_api_key
-from service.models import Job, Metric, utcnow
+from service.tables import Job, Metric, utcnow
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+from service.tables import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
 
 def add_events(sessions, job_id, *messages, level="info"):

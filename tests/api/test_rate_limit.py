@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from service.keys import create_api_key, tenant_for_key
-from service.models import utcnow
+from service.tables import utcnow
 from tests.api.conftest import tiny_spec
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import func, select
 
-from service.models import File, Job
+from service.tables import File, Job
 from service.settings import get_settings
 from tests.api.conftest import tiny_spec
 

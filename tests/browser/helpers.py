@@ -15,7 +15,7 @@ import pytest
 
 from service.artifacts import archive_folder, record_archive
 from service.db import session_scope
-from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+from service.tables import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 from tests.conftest import tiny_bert_rank_cost, tiny_job_spec
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (pip install -e .[test])")

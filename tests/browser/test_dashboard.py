@@ -16,7 +16,7 @@ import pytest
 
 from service.db import session_scope
 from service.keys import key_prefix, revoke_api_key, tenant_for_key
-from service.models import Job, utcnow
+from service.tables import Job, utcnow
 from tests.browser.helpers import console_errors, foreign_requests, js, wait_js
 from tests.conftest import REPO, free_port, start_api, start_worker, stop_process
 

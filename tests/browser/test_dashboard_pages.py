@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.keys import create_api_key, tenant_for_key
-from service.models import Artifact, Job
+from service.tables import Artifact, Job
 from service.store import get_store
 from tests.browser.helpers import (add_metric_steps, console_errors, foreign_requests, js, open_dashboard, seed_archive,
                                    seed_job, wait_js, wait_until_settled)
@@ -379,7 +379,7 @@ def test_a_download_streams_to_disk_through_the_service_worker_with_the_servers_
 # -- issue 24: where a run started, and the rate it chose ----------------------------------------------------
 
 def test_the_eval_chart_starts_at_step_0_and_the_page_shows_the_rate_auto_chose(server, page, key, tenant_id):
-    from service.models import Metric
+    from service.tables import Metric
 
     job_id = seed_job(tenant_id)
     probe = {"learning_rate": 0.00123, "steps": 16, "lrs": [1e-5, 1e-1], "losses": [0.7, 0.4], "lowest_at": 0.0123}

@@ -3,19 +3,12 @@ import torch
 from torch import nn
 
 from adalora_core import AdaLoraConfig, BudgetSchedule, ConfigError, RankAllocator, SVDLinear
+from tests.core.tiny import set_values_and_grads
 
 
 def two_modules(r=3):
     torch.manual_seed(0)
     return {"a": SVDLinear(nn.Linear(4, 5), r, scaling=1), "b": SVDLinear(nn.Linear(6, 2), r, scaling=1)}
-
-
-def set_values_and_grads(modules, seed):
-    g = torch.Generator().manual_seed(seed)
-    for m in modules.values():
-        for p in (m.lora_A, m.lora_E, m.lora_B):
-            p.data = torch.randn(p.shape, generator=g)
-            p.grad = torch.randn(p.shape, generator=g)
 
 
 def reference_triplet_scores(history, beta1, beta2):

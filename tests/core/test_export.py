@@ -7,18 +7,9 @@ import torch
 import transformers
 
 from adalora_core import AdaLoraConfig, TrainArgs, build_model, save_merged, save_peft_adapter, train
-from tests.core.tiny import classification_data, collate, lm_data, tiny_gpt2
+from tests.core.tiny import LOGITS_ATOL, collate, lm_data, tiny_gpt2, trained_classifier
 
 warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-# Ours scales by alpha / init_r, PEFT by alpha / (init_r + 1e-5): a 1e-6 relative gap, far below this.
-LOGITS_ATOL = 1e-5
-
-
-def trained_classifier(bert_dir, target_r=2.0):
-    model = build_model(bert_dir, "sequence_classification")
-    config = AdaLoraConfig(init_r=4, target_r=target_r, tinit=2, tfinal=3, delta_t=2)
-    return train(model, config, TrainArgs(max_steps=16, batch_size=8, learning_rate=5e-2),
-                 classification_data(), collate)
 
 
 def test_adapter_loads_in_stock_peft_with_our_logits(bert_dir, tmp_path):

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 
 from adalora_core import SERVING_RANKS, save_lora_adapter, save_peft_adapter, save_serving_adapter
 from adalora_core.lora_format import serving_rank
-from tests.core.test_export import LOGITS_ATOL, trained_classifier
-from tests.core.tiny import collate, lm_data, tiny_gpt2
+from tests.core.tiny import LOGITS_ATOL, collate, lm_data, tiny_gpt2, trained_classifier
 
 warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 

@@ -10,8 +10,7 @@ from torch import nn
 
 from adalora_core import AdaLoraConfig, RankAllocator, SVDLinear, TrainArgs, TrainCallbacks, save_peft_adapter, train
 from adalora_core.allocator import keep_within
-from tests.core.test_allocator import set_values_and_grads
-from tests.core.tiny import classification_data, collate, tiny_bert
+from tests.core.tiny import classification_data, collate, set_values_and_grads, tiny_bert
 
 
 def greedy(priorities: list[float], costs: list[int], budget: int) -> list[bool]:

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, TrainCallbacks, build_model, save_warm_start, train
-from tests.core.test_export import trained_classifier
-from tests.core.tiny import classification_data, collate
+from tests.core.tiny import classification_data, collate, trained_classifier
 
 
 def test_a_warm_start_carries_weights_and_the_rank_pattern(bert_dir, tmp_path):

@@ -1,7 +1,13 @@
-"""Tiny models built from a config with fixed seeds: fast enough to train for real on a CPU."""
+"""Tiny models built from a config with fixed seeds, their data, and helpers shared by the core tests: fast
+enough to train for real on a CPU."""
 
 import torch
 import transformers
+
+from adalora_core import AdaLoraConfig, TrainArgs, build_model, train
+
+# Ours scales by alpha / init_r, PEFT by alpha / (init_r + 1e-5): a 1e-6 relative gap, far below this.
+LOGITS_ATOL = 1e-5
 
 
 def tiny_bert(num_labels: int = 2, seed: int = 0) -> transformers.BertForSequenceClassification:
@@ -36,3 +42,19 @@ def lm_data(n: int = 32, length: int = 12, seed: int = 0) -> list[dict]:
 
 def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def trained_classifier(bert_dir, target_r=2.0):
+    model = build_model(bert_dir, "sequence_classification")
+    config = AdaLoraConfig(init_r=4, target_r=target_r, tinit=2, tfinal=3, delta_t=2)
+    return train(model, config, TrainArgs(max_steps=16, batch_size=8, learning_rate=5e-2),
+                 classification_data(), collate)
+
+
+def set_values_and_grads(modules, seed):
+    """Random values and gradients in every SVD triplet (A, E, B) of `modules`, as after a backward pass."""
+    g = torch.Generator().manual_seed(seed)
+    for m in modules.values():
+        for p in (m.lora_A, m.lora_E, m.lora_B):
+            p.data = torch.randn(p.shape, generator=g)
+            p.grad = torch.randn(p.shape, generator=g)

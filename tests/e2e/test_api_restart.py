@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.keys import create_api_key
-from service.models import Artifact
+from service.tables import Artifact
 from tests.conftest import free_port, start_api, stop_process, tiny_job_spec, wait_for
-from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row
+from tests.helpers import JOB_TIMEOUT, job_row
 
 STEPS = 120
 FINISH_TIMEOUT = 240  # seconds; generous for a loaded CI machine, reached only when something is wrong

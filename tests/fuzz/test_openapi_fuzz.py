@@ -152,7 +152,7 @@ def seeded(fuzz_env, live_api, tiny_dataset_file, tmp_path_factory) -> Seeded:
     from service.artifacts import archive_folder, record_archive
     from service.db import session_scope
     from service.keys import create_api_key, tenant_for_key
-    from service.models import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
+    from service.tables import Checkpoint, Job, JobEvent, Metric, RankSnapshot, utcnow
 
     with session_scope() as session:
         key = create_api_key(session, "fuzz-tenant")

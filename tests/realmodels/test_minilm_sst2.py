@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from service.store import get_store
 from service.db import session_scope
-from service.models import Artifact, JobEvent, Metric
-from tests.worker.test_celery_worker import submit, wait_until_finished
+from service.tables import Artifact, JobEvent, Metric
+from tests.helpers import submit, wait_until_finished
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 

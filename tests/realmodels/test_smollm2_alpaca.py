@@ -18,9 +18,9 @@ from sqlalchemy import select
 from service.store import get_store
 from service.db import session_scope
 from service.jobspec import JobSpec
-from service.models import Artifact, Job, JobEvent, Metric
-from tests.worker.test_runner import queued_job
-from worker.runner import run_job
+from service.tables import Artifact, Job, JobEvent, Metric
+from tests.helpers import new_job
+from worker.runner import claim_and_run
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +66,8 @@ def test_smollm2_learns_alpaca_answers_and_the_merged_model_generates(smollm2_di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = alpaca_job(smollm2_dir.name)
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "succeeded", _error(job_id)
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "succeeded", _error(job_id)
     with session_scope() as session:
         events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
         last = session.scalars(select(Metric.values).where(Metric.job_id == job_id)

@@ -158,14 +158,14 @@ def dry_run_problem(client, headers, model: str) -> str:
 def failed_job(client, headers, model: str) -> tuple[str, list[str]]:
     """Submits a job on `model`, runs it in this process as a worker would; its error and event messages."""
     from tests.api.conftest import drain_queue
-    from worker.runner import run_job
+    from worker.runner import claim_and_run
 
     drain_queue()
     response = client.post("/v1/jobs", json=with_model(model), headers=headers)
     assert response.status_code == 201, response.text
     job_id = response.json()["id"]
     assert drain_queue() == [job_id]
-    assert run_job(job_id) == "failed"
+    assert claim_and_run(job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
     events = client.get(f"/v1/jobs/{job_id}/events", headers=headers).json()["data"]
     return job["error"], [event["message"] for event in events]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 
 from service.db import session_scope
-from service.models import Job, JobEvent, Tenant
+from service.tables import Job, JobEvent
 from tests.conftest import tiny_job_spec
+from tests.helpers import new_job
 
 
 class TouchOnLoad:
@@ -52,18 +52,11 @@ def test_a_job_on_pickle_only_weights_is_refused_at_submission(client, alice, pi
 
 def test_a_worker_given_such_a_job_anyway_fails_it_without_loading_the_pickle(client, pickle_model):
     """As if the folder's safetensors were swapped for a pickle after the job was accepted."""
-    from worker.runner import run_job
+    from worker.runner import claim_and_run
 
     model, marker = pickle_model
-    with session_scope() as session:
-        tenant = Tenant(name=f"pickle-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec={**tiny_job_spec(), "model": model})
-        session.add(job)
-        session.flush()
-        job_id = job.id
-    assert run_job(job_id) == "failed"
+    job_id = new_job({**tiny_job_spec(), "model": model}, "pickle")
+    assert claim_and_run(job_id) == "failed"
     with session_scope() as session:
         error = session.get(Job, job_id).error
         events = session.query(JobEvent.message).filter(JobEvent.job_id == job_id).all()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import uuid
 
 import pytest
 from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.models import Artifact, Job, Tenant
+from service.tables import Artifact
 from service.store import get_store
+from tests.helpers import new_job
 
 
 def sample_folder(root, mtime: int):
@@ -51,21 +51,16 @@ def test_paths_never_leave_the_artifact_root(engine):
 
 
 def test_an_archive_is_stored_then_recorded_with_size_and_sha256_replacing_an_older_one(engine, tmp_path):
-    with session_scope() as session:
-        tenant = Tenant(name=f"artifacts-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec={})
-        session.add(job)
+    job_id = new_job(tenant="artifacts")
     for mtime in (1, 2):
         folder = sample_folder(tmp_path, mtime)
         (folder / "config.json").write_text(f'{{"version": {mtime}}}')
         with session_scope() as session:
-            artifacts.record_archive(session, job.id, artifacts.archive_folder(job.id, "merged", folder))
+            artifacts.record_archive(session, job_id, artifacts.archive_folder(job_id, "merged", folder))
     with session_scope() as session:
-        [row] = session.scalars(select(Artifact).where(Artifact.job_id == job.id)).all()
+        [row] = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
     path = get_store().local_copy(row.path)
-    assert row.path == f"jobs/{job.id}/merged.tar"
+    assert row.path == f"jobs/{job_id}/merged.tar"
     assert row.size == path.stat().st_size
     assert row.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     with tarfile.open(path) as tar:

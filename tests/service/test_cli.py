@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from service.db import make_engine
-from service.models import IdempotentRequest, Job, Tenant, utcnow
+from service.tables import IdempotentRequest, Job, Tenant, utcnow
 from tests.conftest import REPO, free_port, wait_for
 from tests.raw_http import exchange, request, status_of
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.keys import create_api_key, hash_key, revoke_api_key, tenant_for_key
-from service.models import ApiKey
+from service.tables import ApiKey
 
 
 def test_a_key_maps_to_its_tenant_and_only_its_hash_is_stored(engine):

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import timedelta
 
 from sqlalchemy import select, update
 
 from service.db import session_scope
 from service.lifecycle import claim_job, finish_job, request_cancel
-from service.models import Job, JobEvent, Tenant, utcnow
+from service.tables import Job, JobEvent, utcnow
 from service.settings import get_settings
+from tests.helpers import new_job
 
 STALE_AFTER = 60.0
-
-
-def new_job(status: str = "queued") -> str:
-    with session_scope() as session:
-        tenant = Tenant(name=f"lifecycle-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec={}, status=status)
-        session.add(job)
-    return job.id
 
 
 def get(job_id: str) -> Job:

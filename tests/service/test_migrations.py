@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from service.db import make_engine
-from service.models import Base
+from service.tables import Base
 from tests.conftest import BACKENDS, migrate
 
 TABLES = {"tenants", "api_keys", "jobs", "job_events", "metrics", "rank_snapshots", "checkpoints", "artifacts",
@@ -47,7 +47,7 @@ def test_models_and_migrations_do_not_differ(empty_database_url):
 def _insert_artifact(url: str, kind: str) -> None:
     from sqlalchemy.orm import Session
 
-    from service.models import Artifact, Job, Tenant
+    from service.tables import Artifact, Job, Tenant
 
     engine = make_engine(url)
     try:
@@ -81,7 +81,7 @@ def test_0007_keeps_the_scale_a_stored_job_trained_with(empty_database_url):
     """A spec stored before budget.scaling existed trained with lora_alpha / init_r: it must resume that way."""
     from sqlalchemy import select
 
-    from service.models import Job, Tenant
+    from service.tables import Job, Tenant
 
     migrate(empty_database_url, "0006")
     engine = make_engine(empty_database_url)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, Metric, RankSnapshot, Tenant
+from service.tables import Job, Metric, RankSnapshot
 from service.progress import upsert_metrics, upsert_rank_snapshots
-
-
-def new_job() -> str:
-    with session_scope() as session:
-        tenant = Tenant(name=f"progress-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec={})
-        session.add(job)
-    return job.id
+from tests.helpers import new_job
 
 
 def test_metrics_upsert_is_idempotent_and_keeps_the_latest_values(engine):

@@ -9,9 +9,10 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from service.db import get_sessionmaker, session_scope
-from service.models import IdempotentRequest, Job, JobEvent, Tenant, utcnow
+from service.tables import IdempotentRequest, Job, JobEvent, Tenant, utcnow
 from service.reconcile import delete_expired_idempotency_keys, reconcile
 from service.settings import get_settings
+from tests.helpers import new_job
 
 GRACE, STALE = 60.0, 120.0
 
@@ -21,17 +22,11 @@ def settings():
                                              "max_attempts": 3})
 
 
-def new_job(status: str = "queued", age: float = 0.0, heartbeat_age: float | None = None, attempts: int = 0) -> str:
+def aged_job(status: str = "queued", age: float = 0.0, heartbeat_age: float | None = None, attempts: int = 0) -> str:
+    """A job of a new tenant created `age` seconds ago, its heartbeat (if any) `heartbeat_age` seconds ago."""
     now = utcnow()
-    with session_scope() as session:
-        tenant = Tenant(name=f"reconcile-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec={}, status=status, created_at=now - timedelta(seconds=age),
-                  attempts=attempts,
-                  heartbeat_at=None if heartbeat_age is None else now - timedelta(seconds=heartbeat_age))
-        session.add(job)
-    return job.id
+    return new_job(status=status, created_at=now - timedelta(seconds=age), attempts=attempts,
+                   heartbeat_at=None if heartbeat_age is None else now - timedelta(seconds=heartbeat_age))
 
 
 def run_pass(job_ids: set[str]) -> list[str]:
@@ -48,7 +43,7 @@ def get(job_id: str) -> Job:
 
 
 def test_a_queued_job_past_the_grace_period_is_sent_again_once_per_grace_period(engine):
-    lost, fresh = new_job(age=GRACE + 5), new_job(age=1)
+    lost, fresh = aged_job(age=GRACE + 5), aged_job(age=1)
     assert run_pass({lost, fresh}) == [lost]
     assert run_pass({lost, fresh}) == []  # just sent: wait another grace period
     with session_scope() as session:  # a grace period later, still unclaimed
@@ -58,7 +53,8 @@ def test_a_queued_job_past_the_grace_period_is_sent_again_once_per_grace_period(
 
 
 def test_a_run_whose_worker_stopped_is_queued_again_and_sent(engine):
-    dead, alive = new_job("running", heartbeat_age=STALE + 5, attempts=1), new_job("running", heartbeat_age=5, attempts=1)
+    dead = aged_job("running", heartbeat_age=STALE + 5, attempts=1)
+    alive = aged_job("running", heartbeat_age=5, attempts=1)
     assert run_pass({dead, alive}) == [dead]
     job = get(dead)
     assert (job.status, job.attempts, job.worker) == ("queued", 1, None)  # the next claim counts the attempt
@@ -66,7 +62,7 @@ def test_a_run_whose_worker_stopped_is_queued_again_and_sent(engine):
 
 
 def test_a_run_whose_worker_stopped_max_attempts_times_fails_with_a_readable_reason(engine):
-    job_id = new_job("running", heartbeat_age=STALE + 5, attempts=3)
+    job_id = aged_job("running", heartbeat_age=STALE + 5, attempts=3)
     seen = get(job_id).heartbeat_at
     assert run_pass({job_id}) == []
     job = get(job_id)
@@ -79,14 +75,14 @@ def test_a_run_whose_worker_stopped_max_attempts_times_fails_with_a_readable_rea
 
 
 def test_a_cancel_requested_before_the_worker_stopped_ends_cancelled(engine):
-    job_id = new_job("cancelling", heartbeat_age=STALE + 5, attempts=1)
+    job_id = aged_job("cancelling", heartbeat_age=STALE + 5, attempts=1)
     assert run_pass({job_id}) == []
     assert get(job_id).status == "cancelled"
 
 
 def test_two_reconcilers_at_once_send_each_job_once(engine):
-    jobs = {new_job(age=GRACE + 5) for _ in range(5)} | {
-        new_job("running", heartbeat_age=STALE + 5, attempts=1) for _ in range(5)}
+    jobs = {aged_job(age=GRACE + 5) for _ in range(5)} | {
+        aged_job("running", heartbeat_age=STALE + 5, attempts=1) for _ in range(5)}
     barrier, sent, lock = threading.Barrier(2), [], threading.Lock()
 
     def reconciler() -> None:

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, JobEvent, Metric
+from service.tables import Job, JobEvent, Metric
 from tests.conftest import free_port, reset_service_caches, start_worker, stop_process, tiny_job_spec, wait_for
-from tests.worker.test_celery_worker import submit
+from tests.helpers import submit
 
 JOBS, STEPS = 20, 4
 

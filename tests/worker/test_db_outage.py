@@ -17,12 +17,13 @@ from sqlalchemy import event, select, update
 
 from service import artifacts
 from service.db import get_engine, session_scope
-from service.models import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
+from service.tables import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
 from service.store import get_store
 from tests.conftest import claimed_job, migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
+from tests.helpers import job_row, submit, wait_until_finished
 from tests.throwaway_postgres import throwaway_postgres
-from tests.worker.test_celery_worker import job_row, submit, wait_until_finished
-from worker.reporting import DatabaseLink, DatabaseUnavailable, ProgressReporter
+from worker.db_link import DatabaseLink, DatabaseUnavailable
+from worker.reporting import ProgressReporter
 
 # What adalora_core.plan_run reports for two modules at init_r 4 -> 2 on a budget in parameters (10 each per rank).
 TWO_MODULE_PLAN = {"ranks_init": {"a": 4, "b": 4}, "budget_unit": "params", "budget_init": 80, "budget_final": 40,
@@ -90,13 +91,13 @@ def metric_steps(job_id: str) -> list[int]:
 
 
 def outage_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "worker.reporting" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "worker.db_link" and r.levelno == logging.WARNING]
 
 
 def test_progress_reported_during_an_outage_is_kept_and_written_once_when_postgres_is_back(
         postgres, running_job, connection_attempts, caplog):
     job_id, slowest = running_job, [0.0]
-    caplog.set_level(logging.WARNING, logger="worker.reporting")
+    caplog.set_level(logging.WARNING, logger="worker.db_link")
     checkpoint = artifacts.job_dir(job_id) / "checkpoints" / "step-60.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a real checkpoint")
@@ -198,7 +199,7 @@ def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_en
                                     .order_by(RankSnapshot.step)).all()
         kinds = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
-    assert metric_steps(job_id) == list(range(1, STEPS + 1))  # no gap, no step twice
+    assert metric_steps(job_id) == list(range(0, STEPS + 1))  # no gap, no step twice (0: the evaluation before training)
     assert snapshots[0].step == 0 and snapshots[-1].final
     assert set(kinds) == {"adapter", "merged", "lora", "lora-serving"}
     assert all(get_store().size(a.path) == a.size for a in kinds.values())

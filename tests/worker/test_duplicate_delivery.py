@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, JobEvent, Metric, Tenant
+from service.tables import JobEvent, Metric
 from service.queue import RUN_JOB_TASK, get_celery
 from service.settings import get_settings
 from tests.conftest import start_worker, stop_process, tiny_job_spec, wait_for
-from tests.worker.test_celery_worker import JOB_TIMEOUT, wait_until_finished
+from tests.helpers import JOB_TIMEOUT, new_job, wait_until_finished
 
 STEPS = 40
 
@@ -36,16 +36,6 @@ def two_workers(service_env, tmp_path_factory):
         stop_process(worker.process)
 
 
-def queued_job() -> str:
-    with session_scope() as session:
-        tenant = Tenant(name=f"twice-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=tiny_job_spec(max_steps=STEPS))
-        session.add(job)
-    return job.id
-
-
 def send(job_id: str, task_id: str) -> None:
     get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue_name, task_id=task_id)
 
@@ -58,7 +48,7 @@ def task_results(workers, task_id: str) -> list[str]:
 
 @pytest.mark.parametrize("same_task_id", [False, True], ids=["resent-with-a-new-id", "redelivered"])
 def test_a_job_delivered_twice_runs_once(two_workers, same_task_id):
-    job_id = queued_job()
+    job_id = new_job(tiny_job_spec(max_steps=STEPS), "twice")
     first = str(uuid.uuid4())
     second = first if same_task_id else str(uuid.uuid4())
     send(job_id, first)

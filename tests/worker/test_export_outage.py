@@ -12,14 +12,14 @@ from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.models import Artifact, Checkpoint, Job, JobEvent
+from service.tables import Artifact, Checkpoint, Job, JobEvent
 from service.settings import get_settings
 from service.store import get_store
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
+from tests.helpers import new_job
 from tests.s3 import Relay, new_bucket, store_env, stored_keys
-from tests.worker.conftest import queued_job
 from worker import runner
-from worker.runner import FINAL_STATE, run_job
+from worker.runner import FINAL_STATE, claim_and_run
 
 database_url = sqlite_only_database_url()
 
@@ -80,8 +80,8 @@ def test_a_store_back_within_the_limit_ends_the_job_succeeded(monkeypatch, relay
     outage_limit(120)
     cut_before(monkeypatch, relay, "store_final_state", back_after=3)
     try:
-        job_id = queued_job(tiny_job_spec())
-        assert run_job(job_id) == "succeeded"
+        job_id = new_job(tiny_job_spec())
+        assert claim_and_run(job_id) == "succeeded"
     finally:
         relay.restore()
     job, events, checkpoints, kinds = finished(job_id)
@@ -97,8 +97,8 @@ def test_a_store_away_during_the_downloads_fails_the_job_with_its_trained_weight
     outage_limit(2)
     cut_before(monkeypatch, relay, "export")  # the final state is stored; the archives are not
     try:
-        job_id = queued_job(tiny_job_spec())
-        assert run_job(job_id) == "failed"
+        job_id = new_job(tiny_job_spec())
+        assert claim_and_run(job_id) == "failed"
         assert scratch_files(job_id) == []  # no archive left on this host
     finally:
         relay.restore()
@@ -109,9 +109,9 @@ def test_a_store_away_during_the_downloads_fails_the_job_with_its_trained_weight
     assert f"jobs/{job_id}/{FINAL_STATE}" in stored_keys(f"jobs/{job_id}/")
 
     # What the message says works, with no training lost: a new job starts from those weights.
-    again = queued_job({**tiny_job_spec(max_steps=12), "from_checkpoint": f"{job_id}:24"})
+    again = new_job({**tiny_job_spec(max_steps=12), "from_checkpoint": f"{job_id}:24"})
     monkeypatch.undo()
-    assert run_job(again) == "succeeded", finished(again)[0].error
+    assert claim_and_run(again) == "succeeded", finished(again)[0].error
     _, events, _, _ = finished(again)
     assert any(m.startswith(f"starting from {job_id}:24") for m in events)
 
@@ -122,8 +122,8 @@ def test_a_store_away_before_the_final_state_fails_the_job_with_its_checkpoints_
     monkeypatch.setenv("CHECKPOINT_EVERY", "10")
     cut_before(monkeypatch, relay, "store_final_state")
     try:
-        job_id = queued_job(tiny_job_spec())
-        assert run_job(job_id) == "failed"
+        job_id = new_job(tiny_job_spec())
+        assert claim_and_run(job_id) == "failed"
         assert scratch_files(job_id) == []
     finally:
         relay.restore()

@@ -13,12 +13,12 @@ from api.checkpoint_checks import check_from_checkpoint
 from api.errors import SpecError
 from service.db import session_scope
 from service.jobspec import JobSpec
-from service.models import Checkpoint, Job, RankSnapshot, Tenant
+from service.tables import Checkpoint, Job, RankSnapshot, Tenant
 from service.artifacts import job_key
 from service.store import get_store
 from tests.conftest import STORES, sqlite_only_database_url, store_env_for, tiny_job_spec
-from tests.worker.test_task_kinds import finished
-from worker.runner import FINAL_STATE, run_job
+from tests.worker.helpers import finished
+from worker.runner import FINAL_STATE, claim_and_run
 
 
 database_url = sqlite_only_database_url()
@@ -54,7 +54,7 @@ def check(tenant_id: int, spec: dict) -> None:
 @pytest.fixture(scope="module")
 def first_job(tenant) -> str:
     job_id = job_of(tenant, tiny_job_spec(max_steps=60, learning_rate=3e-2))
-    assert run_job(job_id) == "succeeded"
+    assert claim_and_run(job_id) == "succeeded"
     assert get_store().size(job_key(job_id, FINAL_STATE))
     return job_id
 
@@ -72,7 +72,7 @@ def test_a_job_starts_from_a_succeeded_jobs_final_state(tenant, first_job):
     spec["budget"] = {**spec["budget"], "target_r": 4}
     check(tenant, spec)
     job_id = job_of(tenant, spec)
-    assert run_job(job_id) == "succeeded", finished(job_id)[0].error
+    assert claim_and_run(job_id) == "succeeded", finished(job_id)[0].error
     events = finished(job_id)[1]
     assert any(e.startswith(f"starting from {first_job}") for e in events), events
     carried = snapshots(first_job)[-1]
@@ -109,6 +109,6 @@ def test_what_from_checkpoint_names_is_checked_before_queueing(tenant, first_job
 
     # The row says a checkpoint exists, but its file is gone: the worker fails the job and says so.
     gone = job_of(tenant, {**tiny_job_spec(), "from_checkpoint": f"{cancelled}:16"})
-    assert run_job(gone) == "failed"
+    assert claim_and_run(gone) == "failed"
     assert "no longer stored" in finished(gone)[0].error
 

@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
-from service.models import Metric
+from service.tables import Metric
 from tests.conftest import sqlite_only_database_url, sentiment_rows
-from tests.worker.test_runner import queued_job
-from tests.worker.test_task_kinds import extract, finished, spec, succeeded, write_jsonl
+from tests.helpers import new_job
+from tests.worker.helpers import extract, finished, spec, succeeded, write_jsonl
 from worker.runner import describe_failure
 
 
@@ -27,11 +27,11 @@ database_url = sqlite_only_database_url()
 def losses(job_id: str) -> list[float]:
     with session_scope() as session:
         return [v["loss"] for v in session.scalars(select(Metric.values).where(Metric.job_id == job_id)
-                                                   .order_by(Metric.step))]
+                                                   .order_by(Metric.step)) if "loss" in v]  # not step 0's eval
 
 
 def test_a_bf16_base_trains_with_fp32_adapters_and_head(engine, tmp_path):
-    job_id = queued_job({**spec("sequence_classification", "sentiment.csv", base_dtype="bf16")})
+    job_id = new_job({**spec("sequence_classification", "sentiment.csv", base_dtype="bf16")})
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert any("in bfloat16" in e and "gradient checkpointing off" in e for e in events), events
@@ -45,7 +45,7 @@ def test_gradient_checkpointing_gives_the_same_losses(engine, data_dir, tiny_cha
     path = write_jsonl(data_dir, rows)
     runs = {}
     for checkpointing in (False, True):
-        job_id = queued_job(spec("causal_lm", path, model="tiny-chat-gpt2", max_steps=12, max_seq_len=32,
+        job_id = new_job(spec("causal_lm", path, model="tiny-chat-gpt2", max_steps=12, max_seq_len=32,
                                  gradient_checkpointing=checkpointing))
         succeeded(job_id)
         events = finished(job_id)[1]
@@ -105,7 +105,7 @@ def test_a_job_on_a_4bit_nf4_base(engine, data_dir, tiny_llama_dir, tmp_path):
 
     rows = [{"prompt": f"{s} :", "completion": " good" if y == "positive" else " bad"}
             for s, y in sentiment_rows(48, seed=6)]
-    job_id = queued_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-llama", max_steps=12,
+    job_id = new_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-llama", max_steps=12,
                              max_seq_len=32, quantization="nf4"))
     succeeded(job_id)
     events = finished(job_id)[1]

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from service.jobspec import JobSpec
 from tests.conftest import sqlite_only_database_url, sentiment_rows
-from tests.worker.test_runner import queued_job
-from tests.worker.test_task_kinds import finished, spec, succeeded, write_jsonl
+from tests.helpers import new_job
+from tests.worker.helpers import finished, spec, succeeded, write_jsonl
 from worker.data import IGNORE_INDEX, make_collate
 from worker.data.batching import pack_examples
 
@@ -86,7 +86,7 @@ def test_a_packed_chat_job_trains(engine, data_dir, tiny_chat_gpt2_dir):
     rows = [{"messages": [{"role": "user", "content": s}, {"role": "assistant", "content": "good" if y ==
                                                              "positive" else "bad"}]}
             for s, y in sentiment_rows(48, seed=5)]
-    job_id = queued_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-chat-gpt2", max_steps=12,
+    job_id = new_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-chat-gpt2", max_steps=12,
                              max_seq_len=64, packing=True))
     succeeded(job_id)
     job, events, last = finished(job_id)

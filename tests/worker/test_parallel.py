@@ -11,22 +11,22 @@ import psutil
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Artifact, Job, JobEvent, Metric
+from service.tables import Artifact, Job, JobEvent, Metric
 from tests.conftest import sqlite_only_database_url, tiny_job_spec, wait_for
-from tests.worker.test_runner import queued_job
-from worker.runner import run_job
+from tests.helpers import new_job
+from worker.runner import claim_and_run
 
 database_url = sqlite_only_database_url()
 
 
 def two_process_job(**training) -> str:
     spec = tiny_job_spec(**training)
-    return queued_job({**spec, "resources": {"gpus": 2}})
+    return new_job({**spec, "resources": {"gpus": 2}})
 
 
 def test_a_two_process_job_trains_and_exports_once(engine):
     job_id = two_process_job(max_steps=24)
-    assert run_job(job_id) == "succeeded"
+    assert claim_and_run(job_id) == "succeeded"
     with session_scope() as session:
         job = session.get(Job, job_id)
         steps = session.scalars(select(Metric.step).where(Metric.job_id == job_id).order_by(Metric.step)).all()
@@ -41,7 +41,7 @@ def test_a_two_process_job_trains_and_exports_once(engine):
 def test_a_peer_that_dies_fails_the_job_naming_it(engine):
     job_id = two_process_job(max_steps=2000)
     outcome: list[str | None] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_job(job_id)))
+    runner = threading.Thread(target=lambda: outcome.append(claim_and_run(job_id)))
     runner.start()
 
     def peer():
@@ -66,7 +66,7 @@ def test_a_cancel_stops_every_process_of_the_run(engine):
 
     job_id = two_process_job(max_steps=2000)
     outcome: list[str | None] = []
-    runner = threading.Thread(target=lambda: outcome.append(run_job(job_id)))
+    runner = threading.Thread(target=lambda: outcome.append(claim_and_run(job_id)))
     runner.start()
 
     def training() -> bool:
@@ -88,7 +88,7 @@ def test_a_prefork_celery_worker_runs_a_two_process_job(service_env, tmp_path):
     """`adalora-svc worker` runs Celery's prefork pool, whose child may not start multiprocessing children:
     the peers are plain subprocesses."""
     from tests.conftest import start_worker, stop_process
-    from tests.worker.test_celery_worker import submit, wait_until_finished
+    from tests.helpers import submit, wait_until_finished
 
     worker = start_worker(service_env, tmp_path, pool="prefork")
     try:

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import JobEvent
+from service.tables import JobEvent
 from tests.conftest import claimed_job as claimed_job_row
 from tests.conftest import start_worker, stop_process, tiny_job_spec
-from tests.worker.test_celery_worker import submit, wait_until_finished
+from tests.helpers import submit, wait_until_finished
 from worker.reporting import ProgressReporter
 
 PLAN = {"ranks_init": {"a": 4, "b": 4}, "budget_unit": "ranks", "budget_init": 8, "budget_final": 4,

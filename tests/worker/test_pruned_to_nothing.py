@@ -14,12 +14,12 @@ import torch
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Artifact, Job, JobEvent, RankSnapshot
+from service.tables import Artifact, Job, JobEvent, RankSnapshot
 from service.settings import get_settings
 from service.store import get_store
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
-from tests.worker.conftest import queued_job
-from worker.runner import run_job
+from tests.helpers import new_job
+from worker.runner import claim_and_run
 
 database_url = sqlite_only_database_url()
 
@@ -28,11 +28,11 @@ database_url = sqlite_only_database_url()
 def job_id(engine) -> str:
     spec = tiny_job_spec()
     spec["budget"] = {"init_r": 4, "target_params": 0, "lora_alpha": 8}
-    job_id = queued_job(spec)
+    job_id = new_job(spec)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PROGRESS_EVENT_STEPS", "8")  # a "step n/24: ..., budget ... (k kept)" event every 8 steps
         get_settings.cache_clear()
-        assert run_job(job_id) == "succeeded"
+        assert claim_and_run(job_id) == "succeeded"
     get_settings.cache_clear()
     return job_id
 

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, JobEvent, Metric, Tenant
+from service.tables import JobEvent, Metric
 from tests.conftest import start_worker, stop_process, tiny_job_spec
-from tests.worker.test_celery_worker import wait_until_finished
+from tests.helpers import new_job, wait_until_finished
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +20,8 @@ def reconciling_worker(service_env, tmp_path_factory):
 
 
 def test_a_job_whose_message_was_lost_is_sent_again_and_runs_once(reconciling_worker):
-    with session_scope() as session:  # the row is committed, but its message never reaches the broker
-        tenant = Tenant(name="reconciler-tests")
-        session.add(tenant)
-        session.flush()
-        job = Job(tenant_id=tenant.id, spec=tiny_job_spec(max_steps=12))
-        session.add(job)
-    job = wait_until_finished(job.id, reconciling_worker)
+    job_id = new_job(tiny_job_spec(max_steps=12), "reconciler")  # committed; its message never reaches the broker
+    job = wait_until_finished(job_id, reconciling_worker)
     assert (job.status, job.attempts, job.step) == ("succeeded", 1, 12), job.error
     with session_scope() as session:
         steps = session.scalars(select(Metric.step).where(Metric.job_id == job.id).order_by(Metric.step)).all()

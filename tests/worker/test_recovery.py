@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from service.artifacts import job_dir
 from service.db import session_scope
-from service.models import Checkpoint, JobEvent, Metric
+from service.tables import Checkpoint, JobEvent, Metric
 from tests.conftest import STORES, start_worker, stop_process, store_env_for, tiny_job_spec, wait_for
+from tests.helpers import JOB_TIMEOUT, job_row, submit, wait_until_finished
 from tests.s3 import stored_keys
-from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row, submit, wait_until_finished
 
 STEPS, CHECKPOINT_EVERY = 60, 5
 

@@ -10,12 +10,11 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, Tenant, WorkerQueue, utcnow
+from service.tables import WorkerQueue, utcnow
 from service.reconcile import reconcile
 from service.routing import class_queue, queue_for, record_served, worker_queues
-from tests.api.conftest import client, new_tenant, sessions  # noqa: F401 - fixtures
 from tests.conftest import stop_process, start_worker, tiny_job_spec, wait_for
-from tests.worker.test_celery_worker import submit, wait_until_finished
+from tests.helpers import new_job, submit, wait_until_finished
 
 
 def served() -> set[str]:
@@ -72,14 +71,7 @@ def test_a_class_no_worker_serves_is_refused_at_submission(client, new_tenant):
 
 def test_the_reconciler_resends_a_job_to_its_class_queue(service_env):
     old = utcnow() - timedelta(hours=1)
-    with session_scope() as session:
-        tenant = Tenant(name=f"routing-{uuid.uuid4().hex[:8]}")
-        session.add(tenant)
-        session.flush()
-        lost = Job(tenant_id=tenant.id, spec={"resources": {"queue": "gpu-lost"}}, status="queued", created_at=old)
-        session.add(lost)
-        session.flush()
-        lost_id = lost.id
+    lost_id = new_job({"resources": {"queue": "gpu-lost"}}, "routing", status="queued", created_at=old)
     sent: dict[str, str] = {}
     with session_scope() as session:
         reconcile(session, utcnow(), send=lambda job_id, spec: sent.__setitem__(job_id, queue_for(spec)))

@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import event, select
 
 from service.db import session_scope
-from service.models import Artifact, Job, JobEvent, Metric, RankSnapshot
+from service.tables import Artifact, Job, JobEvent, Metric, RankSnapshot
 from service.settings import get_settings
 from tests.conftest import tiny_job_spec
-from tests.worker.conftest import queued_job
-from worker.runner import run_job
+from tests.helpers import new_job
+from worker.runner import claim_and_run
 
 
 def count_commits(engine) -> list[int]:
@@ -30,9 +30,9 @@ def step_driven_flushes(monkeypatch):
 
 
 def test_progress_is_written_in_batches_not_per_step(engine, step_driven_flushes):
-    job_id = queued_job(tiny_job_spec(max_steps=30))
+    job_id = new_job(tiny_job_spec(max_steps=30))
     commits = count_commits(engine)
-    assert run_job(job_id) == "succeeded"
+    assert claim_and_run(job_id) == "succeeded"
     with session_scope() as session:
         job = session.get(Job, job_id)
         steps = session.scalars(select(Metric.step).where(Metric.job_id == job_id).order_by(Metric.step)).all()
@@ -51,8 +51,8 @@ def test_progress_is_written_in_batches_not_per_step(engine, step_driven_flushes
 def test_unreadable_labels_fail_with_a_message_naming_the_column(engine, tiny_dataset_file):
     spec = tiny_job_spec()
     spec["dataset"]["label_column"] = "missing"
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "failed"
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "failed"
     with session_scope() as session:
         job = session.get(Job, job_id)
         last_event = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
@@ -62,9 +62,9 @@ def test_unreadable_labels_fail_with_a_message_naming_the_column(engine, tiny_da
 
 
 def test_a_job_already_claimed_is_not_run_again(engine):
-    job_id = queued_job(tiny_job_spec(max_steps=12))
-    assert run_job(job_id) == "succeeded"
-    assert run_job(job_id) is None  # a redelivered message for a finished job does nothing
+    job_id = new_job(tiny_job_spec(max_steps=12))
+    assert claim_and_run(job_id) == "succeeded"
+    assert claim_and_run(job_id) is None  # a redelivered message for a finished job does nothing
     with session_scope() as session:
         assert session.get(Job, job_id).attempts == 1
 
@@ -72,16 +72,16 @@ def test_a_job_already_claimed_is_not_run_again(engine):
 def test_a_schedule_that_does_not_fit_the_run_fails_before_loading_weights(engine):
     spec = tiny_job_spec()
     del spec["training"]["max_steps"]  # one epoch of 72 rows / 8 = 9 steps; tinit 4 + tfinal 6 do not fit
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "failed"
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "failed"
     with session_scope() as session:
         error = session.get(Job, job_id).error
     assert error.startswith("configuration: tinit + tfinal (4 + 6)") and "train longer" in error
 
 
 def test_a_stored_spec_this_worker_refuses_across_fields_fails_with_the_readable_message(engine):
-    job_id = queued_job(tiny_job_spec(max_steps=6))  # stored as is: the API would have refused it
-    assert run_job(job_id) == "failed"
+    job_id = new_job(tiny_job_spec(max_steps=6))  # stored as is: the API would have refused it
+    assert claim_and_run(job_id) == "failed"
     with session_scope() as session:
         error = session.get(Job, job_id).error
     assert error == ("the job spec is not valid on this worker: schedule: tinit + tfinal (4 + 6 steps) must be below "
@@ -92,8 +92,8 @@ def test_a_model_without_a_form_for_the_task_fails_naming_what_to_use(engine):
     spec = tiny_job_spec()
     spec["task"] = "seq2seq"  # the tiny BERT has no encoder-decoder form
     spec["dataset"].update(source_column="sentence", target_column="label")
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "failed"
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "failed"
     with session_scope() as session:
         error = session.get(Job, job_id).error
     assert error == ("model 'tiny-bert' is a bert model, which has no seq2seq form in transformers; "
@@ -114,26 +114,6 @@ def test_failures_we_can_name_get_a_fix_in_the_message():
     assert describe_failure(RuntimeError("boom"), 3).startswith("internal error at step 3: RuntimeError: boom")
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2_dir(tiny_model_dir):
-    """A 2-layer GPT-2 beside the tiny BERT (same MODEL_DIRS), reusing its word-level tokenizer."""
-    import shutil
-
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    folder = tiny_model_dir.parent / "tiny-gpt2"
-    if not folder.exists():
-        shutil.copytree(tiny_model_dir, folder)
-        for weights in folder.glob("*.safetensors"):
-            weights.unlink()
-        (folder / "config.json").unlink()
-        torch.manual_seed(0)
-        config = GPT2Config(vocab_size=33, n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0)
-        GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, tiny_dataset_file):
     import json
     import tarfile
@@ -142,8 +122,8 @@ def test_a_causal_lm_job_trains_and_reports_perplexity(engine, tiny_gpt2_dir, ti
 
     spec = tiny_job_spec(max_steps=12, max_seq_len=16)  # 72 short sentences pack into 30 blocks of 16
     spec.update(model="tiny-gpt2", task="causal_lm")
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "succeeded"
     with session_scope() as session:
         last = session.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step.desc())).first()
         adapter = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "adapter"))
@@ -157,19 +137,19 @@ def test_a_job_held_by_a_live_worker_is_busy_not_skipped(engine):
     from service.lifecycle import claim_job
     from worker.runner import JobBusy
 
-    job_id = queued_job(tiny_job_spec())
+    job_id = new_job(tiny_job_spec())
     with session_scope() as session:
         assert claim_job(session, job_id, "other", None, stale_after_seconds=60)
     with pytest.raises(JobBusy):
-        run_job(job_id)
+        claim_and_run(job_id)
 
 
 def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
     from service.lifecycle import claim_job
     from tests.conftest import wait_for
-    from worker.reporting import heartbeat
+    from worker.heartbeat import heartbeat
 
-    job_id = queued_job(tiny_job_spec())
+    job_id = new_job(tiny_job_spec())
     with session_scope() as session:
         claim_job(session, job_id, "me", None, stale_after_seconds=60)
         first = session.get(Job, job_id).heartbeat_at
@@ -183,8 +163,8 @@ def test_the_heartbeat_thread_stamps_the_row_while_the_run_is_busy(engine):
 
 
 def test_a_job_scores_the_base_model_at_step_0_and_reports_its_gain(engine):
-    job_id = queued_job(tiny_job_spec(max_steps=24))
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job(tiny_job_spec(max_steps=24))
+    assert claim_and_run(job_id) == "succeeded"
     with session_scope() as session:
         metrics = dict(session.execute(select(Metric.step, Metric.values).where(Metric.job_id == job_id)).all())
         events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
@@ -197,8 +177,8 @@ def test_a_job_scores_the_base_model_at_step_0_and_reports_its_gain(engine):
 
 
 def test_learning_rate_auto_records_the_rate_chosen_and_its_range_test_on_the_job(engine):
-    job_id = queued_job(tiny_job_spec(max_steps=24, learning_rate="auto"))
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job(tiny_job_spec(max_steps=24, learning_rate="auto"))
+    assert claim_and_run(job_id) == "succeeded"
     with session_scope() as session:
         job = session.get(Job, job_id)
         events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()

@@ -17,7 +17,7 @@ from sqlalchemy import delete
 from service import scratch
 from service.db import session_scope
 from service.files import accept_upload, incoming_path, local_copy
-from service.models import File, Job, Tenant
+from service.tables import File, Job, Tenant
 from service.reconcile import _reconcile_pass
 from service.scratch import prune_scratch
 from service.store import get_store

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Checkpoint, JobEvent, Metric
+from service.tables import Checkpoint, JobEvent, Metric
 from tests.conftest import start_worker, stop_process, tiny_job_spec, wait_for
-from tests.worker.test_celery_worker import JOB_TIMEOUT, job_row, submit, wait_until_finished
+from tests.helpers import JOB_TIMEOUT, job_row, submit, wait_until_finished
 
 STEPS = 300
 NO_PERIODIC_CHECKPOINTS = {"CHECKPOINT_EVERY": "100000"}  # the only checkpoint is the one the shutdown writes

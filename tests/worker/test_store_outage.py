@@ -13,12 +13,13 @@ from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.models import Checkpoint, JobEvent
+from service.tables import Checkpoint, JobEvent
 from service.store import StoreUnavailable, get_store
 from tests.conftest import claimed_job, sqlite_only_database_url
 from tests.s3 import Relay, new_bucket, store_env, stored_keys
-from worker import reporting
-from worker.reporting import DatabaseLink, ProgressReporter
+from worker import checkpoint_upload
+from worker.db_link import DatabaseLink
+from worker.reporting import ProgressReporter
 from worker.runner import latest_checkpoint
 
 database_url = sqlite_only_database_url()  # the database is not what this module is about
@@ -38,7 +39,7 @@ def artifact_store_env(relay, s3_endpoint):
 
 @pytest.fixture
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(reporting, "CHECKPOINT_RETRY_SECONDS", (0.2, 0.2))
+    monkeypatch.setattr(checkpoint_upload, "CHECKPOINT_RETRY_SECONDS", (0.2, 0.2))
 
 
 def write_checkpoint(job_id: str, step: int, size: int = 4096):
@@ -67,12 +68,14 @@ def test_checkpoints_are_stored_then_recorded_and_an_outage_costs_one_checkpoint
     with reporter:
         first, first_bytes = write_checkpoint(job_id, 10)
         reporter.on_checkpoint(10, str(first))
+        reporter.wait_for_uploads()  # the upload runs on a thread of its own
         assert not first.exists()  # uploaded: this host keeps no copy
         relay.cut()
         try:
             lost, _ = write_checkpoint(job_id, 20)
             started = time.monotonic()
             reporter.on_checkpoint(20, str(lost))
+            reporter.wait_for_uploads()  # every attempt, while the store is still cut off
             assert time.monotonic() - started < 30
             assert not reporter.should_stop()  # the run goes on
         finally:

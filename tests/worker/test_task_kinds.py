@@ -7,20 +7,14 @@ Runs on SQLite only: nothing here depends on the database backend, and every job
 from __future__ import annotations
 
 import json
-import tarfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import select
 
-from service.store import get_store
 from service.dataset import DataError
-from service.db import session_scope
 from service.jobspec import JobSpec
-from service.models import Artifact, Job, JobEvent, Metric
 from tests.conftest import (
     CHAT_TEMPLATE,
     FILLER,
@@ -28,12 +22,12 @@ from tests.conftest import (
     POSITIVE,
     sentiment_rows,
     sqlite_only_database_url,
-    tiny_job_spec,
 )
-from tests.worker.test_runner import queued_job
+from tests.helpers import new_job
+from tests.worker.helpers import extract, finished, spec, succeeded, write_jsonl
 from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_eval_fn, map_columns, prepare
 from worker.data import metrics
-from worker.runner import run_job
+from worker.runner import claim_and_run
 
 
 database_url = sqlite_only_database_url()
@@ -44,43 +38,6 @@ def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-def write_jsonl(folder: Path, rows: list[dict]) -> str:
-    name = f"{uuid.uuid4().hex[:8]}.jsonl"
-    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return name
-
-
-def spec(task: str, path: str, model: str = "tiny-bert", dataset: dict | None = None, **training) -> dict:
-    job = tiny_job_spec(**training)
-    job.update(task=task, model=model)
-    job["dataset"] = {"source": "server", "path": path, "validation_split": 0.25, **(dataset or {})}
-    return job
-
-
-def succeeded(job_id: str) -> None:
-    status = run_job(job_id)
-    assert status == "succeeded", finished(job_id)[0].error
-
-
-def finished(job_id: str) -> tuple[Job, list[str], dict]:
-    """The job row, its event messages in order, and its last metrics."""
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        events = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)
-                                 .order_by(JobEvent.id)).all()
-        last = session.scalars(select(Metric.values).where(Metric.job_id == job_id)
-                               .order_by(Metric.step.desc())).first()
-    return job, events, last or {}
-
-
-def extract(job_id: str, kind: str, into: Path) -> Path:
-    with session_scope() as session:
-        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
-    with tarfile.open(get_store().local_copy(artifact.path)) as tar:
-        tar.extractall(into, filter="data")
-    return into / kind
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -230,7 +187,7 @@ def test_batches_group_similar_lengths_and_use_each_row_once():
 # -- whole jobs -------------------------------------------------------------------------------------
 
 def test_string_labels_reach_the_merged_config(engine, tmp_path):
-    job_id = queued_job(spec("sequence_classification", "sentiment.csv", max_steps=12))
+    job_id = new_job(spec("sequence_classification", "sentiment.csv", max_steps=12))
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert {"eval_accuracy", "eval_f1", "eval_mcc", "eval_loss"} <= last.keys()
@@ -243,7 +200,7 @@ def test_string_labels_reach_the_merged_config(engine, tmp_path):
 def test_three_string_classes_replace_the_two_label_head(engine, data_dir, tmp_path):
     rows = [{"premise": s, "hypothesis": "the film", "label": ["entailment", "neutral", "contradiction"][i % 3]}
             for i, (s, _) in enumerate(sentiment_rows(60, seed=4))]
-    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
+    job_id = new_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert any(m.startswith("data: 45 training and 15 validation examples, 3 labels; text from 'premise', "
@@ -263,7 +220,7 @@ def test_fractional_scores_train_a_regression_head(engine, data_dir, tmp_path):
         rows.append({"sentence1": " ".join(words), "sentence2": rng.choice(FILLER),
                      "score": f"{2.5 * sum(w in POSITIVE for w in words) + rng.random() / 10:.3f}"})
     # tiny-bert has a 2-label head: the job replaces it with a fresh 1-output regression head
-    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
+    job_id = new_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert {"eval_pearson", "eval_spearman", "eval_loss"} <= last.keys()
@@ -274,8 +231,8 @@ def test_fractional_scores_train_a_regression_head(engine, data_dir, tmp_path):
 
 def test_whole_number_labels_too_large_for_class_ids_fail_before_the_model_loads(engine, data_dir):
     rows = [{"sentence": f"{w} film", "label": 10 ** 12 * (i % 2)} for i, w in enumerate(POSITIVE * 8)]
-    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
-    assert run_job(job_id) == "failed"
+    job_id = new_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12))
+    assert claim_and_run(job_id) == "failed"
     job, _, last = finished(job_id)
     assert "label 1000000000000 would be a class id" in job.error and "label_type to regression" in job.error
     assert not last
@@ -285,9 +242,9 @@ def test_a_run_whose_loss_overflows_fails_saying_it_diverged(engine, data_dir):
     # Scores of 1e30 are finite, but their squared error overflows float32: the loss is inf at the first step.
     rows = [{"sentence1": f"{w} film", "sentence2": "plot", "score": f"{1e30 * (i + 1.5):.3e}"}
             for i, w in enumerate(POSITIVE * 8)]
-    job_id = queued_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12,
+    job_id = new_job(spec("sequence_classification", write_jsonl(data_dir, rows), max_steps=12,
                              dataset={"label_type": "regression"}))
-    assert run_job(job_id) == "failed"
+    assert claim_and_run(job_id) == "failed"
     job, events, last = finished(job_id)
     assert job.error.startswith("the training loss became inf at step 1: the run diverged"), job.error
     assert "training.learning_rate" in job.error and "labels" in job.error
@@ -298,10 +255,10 @@ def test_a_second_job_on_the_same_data_reuses_the_tokenised_cache(engine, data_d
     long = " and the plot was really quite"  # 6 more words: 13 tokens, over a max_seq_len of 9
     path = write_jsonl(data_dir, [{"sentence": s + (long if i % 10 == 0 else ""), "label": y}
                                   for i, (s, y) in enumerate(sentiment_rows(40, seed=5))])
-    first = queued_job(spec("sequence_classification", path, max_steps=12))
-    second = queued_job(spec("sequence_classification", path, max_steps=12, learning_rate=1e-3))
-    other_length = queued_job(spec("sequence_classification", path, max_steps=12, max_seq_len=9))
-    other_length_again = queued_job(spec("sequence_classification", path, max_steps=12, max_seq_len=9))
+    first = new_job(spec("sequence_classification", path, max_steps=12))
+    second = new_job(spec("sequence_classification", path, max_steps=12, learning_rate=1e-3))
+    other_length = new_job(spec("sequence_classification", path, max_steps=12, max_seq_len=9))
+    other_length_again = new_job(spec("sequence_classification", path, max_steps=12, max_seq_len=9))
     jobs = (first, second, other_length, other_length_again)
     for job_id in jobs:
         succeeded(job_id)
@@ -316,8 +273,8 @@ def test_an_unreachable_hub_dataset_fails_the_job_with_a_clear_event(engine, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     job = spec("sequence_classification", "sentiment.csv")
     job["dataset"] = {"source": "hub", "path": "nyu-mll/glue", "name": "sst2", "split": "train"}
-    job_id = queued_job(job)
-    assert run_job(job_id) == "failed"
+    job_id = new_job(job)
+    assert claim_and_run(job_id) == "failed"
     row, events, _ = finished(job_id)
     assert row.error.startswith("hub dataset 'nyu-mll/glue' (name='sst2', split='train') could not be loaded")
     assert events[-1] == row.error and "reach the hub" in row.error
@@ -327,7 +284,7 @@ def test_a_chat_job_trains_on_assistant_turns(engine, data_dir, tiny_chat_gpt2_d
     rows = [{"messages": [{"role": "user", "content": f"{s}"},
                           {"role": "assistant", "content": "good" if y == "positive" else "bad"}]}
             for s, y in sentiment_rows(48, seed=2)]
-    job_id = queued_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-chat-gpt2", max_steps=12))
+    job_id = new_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-chat-gpt2", max_steps=12))
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert last["eval_perplexity"] == pytest.approx(np.exp(last["eval_loss"]), rel=1e-5)
@@ -363,7 +320,7 @@ def test_a_seq2seq_job_exports_an_adapter_stock_peft_loads(engine, data_dir, tin
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     rows = [{"source": f"reverse : {s}", "target": " ".join(reversed(s.split()))} for s, _ in sentiment_rows(64)]
-    job_id = queued_job(spec("seq2seq", write_jsonl(data_dir, rows), model="tiny-t5", max_steps=16))
+    job_id = new_job(spec("seq2seq", write_jsonl(data_dir, rows), model="tiny-t5", max_steps=16))
     succeeded(job_id)
     job, events, last = finished(job_id)
     assert last["eval_loss"] > 0 and last["eval_perplexity"] > 1

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.models import Job, JobEvent, Metric, RankSnapshot
+from service.tables import Job, JobEvent, Metric, RankSnapshot
 from service.settings import get_settings
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
-from tests.worker.test_runner import queued_job
-from worker.runner import run_job
+from tests.helpers import new_job
+from worker.runner import claim_and_run
 
 pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
@@ -88,14 +88,14 @@ def test_every_tracker_gets_the_metrics_evals_and_ranks(engine, tracker_env):
             "integrations": [{"type": "mlflow", "project": "sentiment"}, {"type": "wandb", "project": "sentiment"},
                              {"type": "tensorboard"}]}
     mlflow_experiment("sentiment", tracker_env)
-    job_id = queued_job(spec)
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job(spec)
+    assert claim_and_run(job_id) == "succeeded"
     job, metrics, snapshots, events = stored(job_id)
     assert not [e for e in events if e.startswith("integrations:")], events
-    losses = {step: m.values["loss"] for step, m in metrics.items()}
+    losses = {step: m.values["loss"] for step, m in metrics.items() if "loss" in m.values}
     evals = {step: {k.removeprefix("eval_"): v for k, v in m.values.items() if k.startswith("eval_")}
              for step, m in metrics.items() if any(k.startswith("eval_") for k in m.values)}
-    assert sorted(losses) == list(range(1, STEPS + 1)) and set(evals) == {12, 24}
+    assert sorted(losses) == list(range(1, STEPS + 1)) and set(evals) == {0, 12, 24}  # 0: before training
     final_step, final_ranks = snapshots[-1]
     some_module = sorted(final_ranks)[0]
 
@@ -127,7 +127,7 @@ def test_every_tracker_gets_the_metrics_evals_and_ranks(engine, tracker_env):
     events_read = EventAccumulator(str(tracker_env / "tensorboard" / job_id))
     events_read.Reload()
     assert {e.step: e.value for e in events_read.Scalars("loss")} == pytest.approx(losses)
-    assert {e.step for e in events_read.Scalars(f"eval_{eval_name}")} == {12, 24}
+    assert {e.step for e in events_read.Scalars(f"eval_{eval_name}")} == {0, 12, 24}
     assert events_read.Scalars(f"ranks/{some_module}")[-1].value == final_ranks[some_module]
 
 
@@ -135,10 +135,10 @@ def test_a_tracker_that_fails_is_a_warning_not_a_failed_job(engine, tracker_env,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9/")  # nothing listens on the discard port
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    job_id = queued_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "mlflow"}, {"type": "tensorboard"}]})
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "mlflow"}, {"type": "tensorboard"}]})
+    assert claim_and_run(job_id) == "succeeded"
     job, metrics, _, events = stored(job_id)
-    assert len(metrics) == 12
+    assert len(metrics) == 13  # the evaluation before training, then 12 steps
     [warning] = [e for e in events if e.startswith("integrations:")]
     assert warning.startswith("integrations: mlflow failed (") and "receives nothing more from this job" in warning
     assert "127.0.0.1" not in warning  # the tracking server's address stays in the worker's log
@@ -149,8 +149,8 @@ def test_a_tracker_missing_or_unconfigured_on_the_worker_says_so(engine, tracker
     from worker import trackers
     monkeypatch.setitem(trackers.LIBRARIES, "wandb", "wandb_not_installed_here")  # a real failed import
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    job_id = queued_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "wandb"}, {"type": "mlflow"}]})
-    assert run_job(job_id) == "succeeded"
+    job_id = new_job({**tiny_job_spec(max_steps=12), "integrations": [{"type": "wandb"}, {"type": "mlflow"}]})
+    assert claim_and_run(job_id) == "succeeded"
     _, _, _, events = stored(job_id)
     assert ("integrations: wandb is not installed on this worker, so it receives nothing (pip install "
             "'adalora-service[trackers]' on the worker)") in events

@@ -65,7 +65,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("store timezone-aware datetimes (use service.models.utcnow())")
+            raise ValueError("store timezone-aware datetimes (use service.tables.utcnow())")
         return value.astimezone(timezone.utc) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
