@@ -15,7 +15,7 @@ from adalora_client.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from adalora_client.types import Checkpoint, DryRun, Download, Event, File, Job, Metric, Model, RankColumns, Ranks
+from adalora_client.types import Checkpoint, Download, DryRun, Event, File, Job, Metric, Model, RankColumns, Ranks
 
 __all__ = [
     "AdaloraError", "APIConnectionError", "APIError", "AuthenticationError", "BadRequestError", "Checkpoint",

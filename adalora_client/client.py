@@ -28,8 +28,8 @@ from adalora_client._http import Transport, retry_after_seconds
 from adalora_client.errors import AdaloraError, APIConnectionError, error_for
 from adalora_client.types import (
     Checkpoint,
-    DryRun,
     Download,
+    DryRun,
     Event,
     File,
     Job,

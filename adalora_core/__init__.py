@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .hf import base_dtype, build_model, enable_gradient_checkpointing, parameter_count
     from .inject import Adapted, inject_adalora, unload
     from .layer import SVDLinear
-    from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
     from .loop import TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, save_warm_start, train
+    from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
     from .plan import plan_run
     from .regularizer import orthogonal_penalty

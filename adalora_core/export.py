@@ -8,8 +8,8 @@ import os
 import torch
 from safetensors.torch import save_file
 
-from .lora_format import AdapterLayout
 from .loop import TrainResult
+from .lora_format import AdapterLayout
 
 PEFT_PREFIX = "base_model.model."
 

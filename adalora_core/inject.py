@@ -32,7 +32,9 @@ class Adapted:
 
 
 def _inputs_to_fp32(module, args, kwargs):
-    cast = (lambda v: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+    def cast(v):
+        return v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
     return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 

@@ -14,15 +14,23 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from .allocator import Allocation, RankAllocator
 from .config import AdaLoraConfig, ConfigError, TrainArgs
-from .distributed import (accumulating, check_batch, data_parallel, mean_over_processes, rank0_says, rank0_value,
-                          shard, world)
+from .distributed import (
+    accumulating,
+    check_batch,
+    data_parallel,
+    mean_over_processes,
+    rank0_says,
+    rank0_value,
+    shard,
+    world,
+)
 from .inject import Adapted, inject_adalora
 from .lr_probe import LrProbe, probe_steps, range_test
 from .plan import describe_plan

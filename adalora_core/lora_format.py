@@ -90,7 +90,8 @@ def save_lora_adapter(adapter: AdapterLayout | str | Path, out_dir: str | Path) 
         return {}
     top = max(ranks.values())
     alpha = layout.config["lora_alpha"]
-    config = {**layout.base_config(), "target_modules": sorted(ranks), "r": top, "lora_alpha": alpha * top / layout.config["init_r"],
+    config = {**layout.base_config(), "target_modules": sorted(ranks), "r": top,
+              "lora_alpha": alpha * top / layout.config["init_r"],
               "rank_pattern": {name: r for name, r in ranks.items() if r != top},
               "alpha_pattern": {name: alpha * r / layout.config["init_r"] for name, r in ranks.items() if r != top}}
     tensors = dict(layout.heads)

@@ -57,7 +57,8 @@ def _requested_range(request: Request, size: int, etag: str) -> tuple[int, int]:
     match = RANGE.match(header.strip())
     if not match or match.groups() == ("", ""):
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail=f"malformed Range header {header[:100]!r}: send bytes=<first>-[<last>] or bytes=-<n>")
+                            detail=f"malformed Range header {header[:100]!r}: "
+                                   "send bytes=<first>-[<last>] or bytes=-<n>")
     first, last = match.groups()
     if first == "":  # the last n bytes
         start, end = max(0, size - int(last)), size

@@ -8,15 +8,14 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from adalora_core import AdaLoraConfig, ConfigError, TrainArgs, build_model, plan_run
-
 from api.errors import SpecError
 from api.memory_plan import plan_memory
 from api.schemas import DryRunPublic, MemoryPublic
 from service.dataset import DataError
-from service.gpu_cards import Card
 from service.dataset.columns import map_columns, texts_of
 from service.dataset.packing import pack_texts, require_vocabulary
 from service.dataset.readers import count_training_rows, n_rows, read_splits
+from service.gpu_cards import Card
 from service.jobspec import HubDataset, JobSpec
 from service.model_problems import load_problem
 from service.redaction import first_line, hide_server_paths

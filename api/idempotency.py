@@ -22,9 +22,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from api.errors import SpecError
-from service.tables import IdempotentRequest, utcnow
 from service.reconcile import idempotency_cutoff
 from service.settings import get_settings
+from service.tables import IdempotentRequest, utcnow
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 

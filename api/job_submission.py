@@ -23,11 +23,11 @@ from api.idempotency import remember, replay, surface_hash
 from api.rate_limit import check_job_rate
 from service.jobspec import JobSpec
 from service.lifecycle import fail_unsent, request_cancel
-from service.tables import Job, JobEvent
 from service.queue import enqueue_job
-from service.routing import unserved_class_problem
 from service.redaction import hide_server_paths
+from service.routing import unserved_class_problem
 from service.settings import get_settings
+from service.tables import Job, JobEvent
 
 log = logging.getLogger(__name__)
 

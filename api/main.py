@@ -1,5 +1,6 @@
-"""The FastAPI app: routers under /v1, OpenAI's fine-tuning API shape under /openai/v1 (api/openai_compat), health and Prometheus at the root, readable errors, OpenAPI at /docs
-and /redoc (served from local files, api/docs.py), the web dashboard at /dashboard/ (api/dashboard.py).
+"""The FastAPI app: routers under /v1, OpenAI's fine-tuning API shape under /openai/v1 (api/openai_compat), health
+and Prometheus at the root, readable errors, OpenAPI at /docs and /redoc (served from local files, api/docs.py), the
+web dashboard at /dashboard/ (api/dashboard.py).
 
 Run it with `uvicorn api.main:app` (or `adalora-svc serve`). Tables come from migrations, never from here.
 """
@@ -14,10 +15,10 @@ from api.body_limit import BodyLimit
 from api.dashboard import install_dashboard
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.monitoring import JobsByStatus, RequestMetrics, make_registry
 from api.openai_compat import PREFIX as OPENAI_PREFIX
 from api.openai_compat import UPLOAD_PATH as OPENAI_UPLOAD_PATH
 from api.openai_compat import openai_app
-from api.monitoring import JobsByStatus, RequestMetrics, make_registry
 from api.routes import artifacts, checkpoints, events, files, health, jobs, metrics, models, ranks
 from service.db import dispose_async_engine
 from service.settings import get_settings

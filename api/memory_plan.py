@@ -14,7 +14,6 @@ import torch
 from adalora_core import AdaLoraConfig, Adapted, build_model, inject_adalora, parameter_count
 from adalora_core.hf import BASE_DTYPES
 from adalora_core.memory import MemoryEstimate, base_weight_bytes, estimate_training_memory, fits
-
 from api.schemas import CardPublic, MemoryPublic
 from service.gpu_cards import GIB, Card
 from service.jobspec import MAX_GRAD_ACCUM, JobSpec

@@ -25,7 +25,8 @@ class JobCreate(JobSpec):
 
     dry_run: bool = Field(default=False, description="only report parameter counts, steps, the budget "
                                                      "schedule and the memory estimate; nothing is queued")
-    gpu: str | None = Field(default=None, max_length=64, description="with dry_run: the card to check the memory estimate "
+    gpu: str | None = Field(default=None, max_length=64,
+                            description="with dry_run: the card to check the memory estimate "
                             f"against, by name ({', '.join(c.name for c in CARDS)}) or by size (\"24GB\")")
 
     @field_validator("gpu")

@@ -19,9 +19,9 @@ from api.idempotency import remember, replay, surface_hash
 from api.uploads import FILE_FIELD, receive_upload
 from service.dataset import DataError
 from service.files import accept_upload, delete_file, incoming_path, safe_filename
-from service.tables import File
 from service.settings import get_settings
 from service.store import get_store
+from service.tables import File
 
 DEFAULT_PURPOSE = "fine-tune"
 

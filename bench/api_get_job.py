@@ -260,7 +260,8 @@ def main() -> None:
             rate = statistics.median(r.rate for r in ours)
             bare_rate = statistics.median(r.rate for r in bare)
             print(f"| {connections} | {rate:.0f} | {bare_rate:.0f} | {rate / bare_rate:.2f} | "
-                  f"{statistics.median(r.p50_ms for r in ours):.1f} | {statistics.median(r.p99_ms for r in ours):.1f} | "
+                  f"{statistics.median(r.p50_ms for r in ours):.1f} | "
+                  f"{statistics.median(r.p99_ms for r in ours):.1f} | "
                   f"{sum(r.non_2xx + r.socket_errors for r in ours)} | "
                   f"{statistics.median(r.server_cpu_ms for r in ours):.2f} / "
                   f"{statistics.median(r.server_cpu_ms for r in bare):.2f} |")

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import transformers
@@ -142,7 +143,7 @@ def alternate(fns: dict[str, Callable[[int], None]], iters: int, warmup: int, de
         step = FIRST_STEP + STRIDE * it
         kind = "allocation" if step % DELTA_T == 0 else "ordinary"
         for name in names[it % len(names):] + names[:it % len(names)]:
-            ms = timed(lambda: fns[name](step), device)
+            ms = timed(partial(fns[name], step), device)
             if it >= warmup:
                 times[name][kind].append(ms)
     return times

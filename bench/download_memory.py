@@ -145,7 +145,8 @@ def store_env(store: str, folder: Path):
         yield {}
         return
     sys.path.insert(0, str(REPO))
-    from tests.s3 import moto_server, new_bucket, store_env as s3_env
+    from tests.s3 import moto_server, new_bucket
+    from tests.s3 import store_env as s3_env
 
     with moto_server(folder / "moto.log") as endpoint:
         yield s3_env(endpoint, new_bucket(endpoint), prefix="bench")

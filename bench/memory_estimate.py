@@ -27,8 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adalora_core import (AdaLoraConfig, TrainArgs, build_model, enable_gradient_checkpointing,  # noqa: E402
-                          inject_adalora, train)
+from adalora_core import AdaLoraConfig, TrainArgs, build_model, enable_gradient_checkpointing, inject_adalora, train  # noqa: E402
 from adalora_core.memory import estimate_training_memory, peak_tensor_bytes  # noqa: E402
 
 MIB = 2 ** 20

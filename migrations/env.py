@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from service.db import make_engine
-from service.tables import Base, UTCDateTime
 from service.settings import get_settings
+from service.tables import Base, UTCDateTime
 
 target_metadata = Base.metadata
 

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 
 # Types and lint first, from the repo root with pyproject's settings: an error fails the run before any test.
+"$PY" -m ruff check .
 "$PY" -m mypy
-# "$PY" -m ruff check .  # enabled once the ruff fix pass lands
 
 if command -v pg_ctlcluster >/dev/null && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

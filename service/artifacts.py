@@ -18,8 +18,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.tables import ARTIFACT_KINDS, Artifact, utcnow
 from service.store import get_store
+from service.tables import ARTIFACT_KINDS, Artifact, utcnow
 
 JOB_ID = re.compile(r"^[0-9a-f-]{36}$")
 CHUNK = 1 << 20

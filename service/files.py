@@ -20,9 +20,9 @@ from service.dataset import DataError
 from service.dataset.formats import inspect_file
 from service.db import session_scope
 from service.jobspec import FILE_ID
-from service.tables import UNFINISHED_STATUSES, File, Job, new_file_id
 from service.settings import get_settings
 from service.store import StoreUnavailable, get_store
+from service.tables import UNFINISHED_STATUSES, File, Job, new_file_id
 
 ABANDONED_AFTER_SECONDS = 24 * 3600
 UNSAFE_CHARACTERS = re.compile(r"[^\w.\- ()+]")

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from service.artifacts import job_key
 from service.db import rowcount
-from service.tables import FINISHED_STATUSES, UNFINISHED_STATUSES, Job
 from service.store import StoreUnavailable, get_store
+from service.tables import FINISHED_STATUSES, UNFINISHED_STATUSES, Job
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from pydantic_core import PydanticCustomError
 
 # The core's settings module is torch-free: its defaults and rules are the spec's, written once.
 from adalora_core.config import AdaLoraConfig, TrainArgs, default_target_r, steps_of
-
 from service.dataset import DataError
 from service.dataset.formats import SUFFIX_FORMATS
 from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
@@ -216,7 +215,8 @@ class Budget(Strict):
                                    "neither target given, two thirds of init_r (8 for the default 12)")
     target_params: int | None = Field(default=None, ge=0, description="or: total adapter parameters at the end")
     unit: Literal["params", "ranks"] = Field(
-        default=AdaLoraConfig.budget_unit, description="what the budget counts: adapter parameters, met exactly (a rank of a "
+        default=AdaLoraConfig.budget_unit,
+        description="what the budget counts: adapter parameters, met exactly (a rank of a "
         "module costs in + out + 1; target_r then means what that rank everywhere would cost), or ranks "
         "whatever their size (the AdaLoRA paper's)")
     lora_alpha: float = Field(default=AdaLoraConfig.lora_alpha, gt=0, description="with scaling, what dW is "
@@ -227,7 +227,8 @@ class Budget(Strict):
     lora_dropout: float = Field(default=AdaLoraConfig.lora_dropout, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, description="module-name suffixes; default per model family")
     init: Literal["lora", "svd", "orthogonal", "gaussian"] = Field(
-        default=AdaLoraConfig.init, description="lora: B = 0, E = 1 (LoRA's start, the default); svd; orthogonal; gaussian "
+        default=AdaLoraConfig.init,
+        description="lora: B = 0, E = 1 (LoRA's start, the default); svd; orthogonal; gaussian "
         "(the AdaLoRA paper's, E = 0)")
     e_lr_multiplier: float = Field(default=AdaLoraConfig.e_lr_multiplier, gt=0,
                                    description="learning-rate multiplier for the singular values")
@@ -250,14 +251,16 @@ class Budget(Strict):
 class Schedule(Strict):
     """When the budget shrinks, in optimizer steps; a value in (0, 1) is a fraction of the run."""
 
-    tinit: float = Field(default=AdaLoraConfig.tinit, ge=0, description="steps at the initial budget before pruning starts")
+    tinit: float = Field(default=AdaLoraConfig.tinit, ge=0,
+                         description="steps at the initial budget before pruning starts")
     tfinal: float = Field(default=AdaLoraConfig.tfinal, ge=0, description="final steps with the rank pattern frozen")
     delta_t: int = Field(default=AdaLoraConfig.delta_t, ge=1, description="re-allocate ranks every delta_t steps")
     beta1: float = Field(default=AdaLoraConfig.beta1, gt=0, lt=1)
     beta2: float = Field(default=AdaLoraConfig.beta2, gt=0, lt=1)
     orth_reg_weight: float = Field(default=AdaLoraConfig.orth_reg_weight, ge=0)
     orth_target: Literal["orthogonal", "orthonormal"] = Field(
-        default=AdaLoraConfig.orth_target, description="what the regulariser pulls A's rows and B's columns to: orthogonal to "
+        default=AdaLoraConfig.orth_target,
+        description="what the regulariser pulls A's rows and B's columns to: orthogonal to "
         "each other (lengths free), or the paper's orthonormal")
 
     @field_validator("tinit", "tfinal")
@@ -275,7 +278,8 @@ class Schedule(Strict):
 # Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
 # 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
 CHECKPOINTING_ABOVE_PARAMS = 10**9
-MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing", "quantization")  # the worker's, not the training loop's
+# The worker's, not the training loop's.
+MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing", "quantization")
 MAX_GRAD_ACCUM = 1024
 
 

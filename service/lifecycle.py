@@ -17,8 +17,8 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.db import rowcount
-from service.tables import FINISHED_STATUSES, RUNNING_STATUSES, Job, JobEvent, utcnow
 from service.settings import get_settings
+from service.tables import FINISHED_STATUSES, RUNNING_STATUSES, Job, JobEvent, utcnow
 
 # When a queued job's message was last sent: its claim overwrites heartbeat_at, the reconciler stamps a re-send.
 LAST_SENT = func.coalesce(Job.heartbeat_at, Job.created_at)

@@ -13,8 +13,8 @@ from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
-from service.model_problems import WEIGHT_FILES, model_folders
 from service.jobspec import find_under
+from service.model_problems import WEIGHT_FILES, model_folders
 from service.settings import get_settings
 
 # Task kind -> the name of transformers' table (model_type -> class) its Auto class looks models up in.

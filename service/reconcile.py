@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from service.db import rowcount
 from service.lifecycle import LAST_SENT, mark_resent, recover_dead_run
-from service.tables import RUNNING_STATUSES, IdempotentRequest, Job, utcnow
 from service.periodic import Periodic
 from service.settings import Settings, get_settings
+from service.tables import RUNNING_STATUSES, IdempotentRequest, Job, utcnow
 
 log = logging.getLogger(__name__)
 

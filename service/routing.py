@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db import rowcount
-from service.tables import WorkerQueue, utcnow
 from service.settings import get_settings
+from service.tables import WorkerQueue, utcnow
 
 
 def class_queue(gpu_class: str) -> str:

@@ -24,8 +24,8 @@ from sqlalchemy import select
 
 from service.db import get_sessionmaker
 from service.files import dataset_file_ids
-from service.tables import RUNNING_STATUSES, File, Job
 from service.store import FolderStore, get_store, local_root
+from service.tables import RUNNING_STATUSES, File, Job
 
 log = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         self.delete_prefix(check_key(key))
 
-    def forget_local(self, prefix: str) -> None:
+    def forget_local(self, prefix: str) -> None:  # noqa: B027  # a deliberate no-op default, not abstract
         """Drops this host's scratch and copies under `prefix` (a key, or a folder ending in /); the stored
         objects stay. Nothing for a folder store, whose files are the objects themselves."""
 

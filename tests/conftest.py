@@ -7,7 +7,6 @@ database on that server, created and dropped here.
 
 from __future__ import annotations
 
-
 import os
 import signal
 import socket

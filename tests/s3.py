@@ -152,8 +152,7 @@ def _close(connection: socket.socket) -> None:
 
 def stored_keys(prefix: str) -> set[str]:
     """The keys under `prefix` in the store the current settings name (the folder, or the S3 bucket)."""
-    from service.settings import get_settings
-    from service.settings import parse_store_url
+    from service.settings import get_settings, parse_store_url
     from service.store import get_store
 
     settings = get_settings()

@@ -150,7 +150,6 @@ def _collective_failure(exc: BaseException) -> bool:
     """Whether rank 0's error is its group breaking (a peer gone), not one every rank raised alike (a
     diverged loss, a configuration error, an out-of-memory), which says more as it is."""
     from adalora_core import ConfigError, TrainingDiverged
-
     from worker.run_setup import JobError
 
     return not isinstance(exc, (ConfigError, TrainingDiverged, JobError, MemoryError)) and \

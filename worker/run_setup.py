@@ -38,12 +38,13 @@ class RunSetup:
 
 def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
     """Tokenise (from the host's cache when an earlier attempt or process did), build the model on `device` with
-    the job's memory savers. `reporter` hears what the data became; the other ranks of a data-parallel run hear nothing."""
+    the job's memory savers. `reporter` hears what the data became; the other ranks of a data-parallel run hear
+    nothing."""
     import torch
-
-    import adalora_core as core  # torch and transformers load only here, inside the worker
     from transformers import set_seed
     from transformers.utils import logging as transformers_logging
+
+    import adalora_core as core  # torch and transformers load only here, inside the worker
 
     transformers_logging.disable_progress_bar()  # bars in a worker log are noise; progress goes to the job row
 

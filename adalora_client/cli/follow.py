@@ -9,8 +9,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from adalora_client.client import Client
 from adalora_client.cli.render import duration, number
+from adalora_client.client import Client
 from adalora_client.types import Event, Job
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3

@@ -124,4 +124,5 @@ def _place(module: ModulePlace) -> str:
     """`layer 3 value` (or `decoder layer 3 value`); the full name when it has no layer."""
     if module.layer is None:
         return module.name if len(module.name) <= 36 else "…" + module.name[-35:]
-    return f"{module.stack + ' ' if module.stack and module.stack != 'encoder' else ''}layer {module.layer} {module.type}"
+    stack = module.stack + " " if module.stack and module.stack != "encoder" else ""
+    return f"{stack}layer {module.layer} {module.type}"

@@ -47,7 +47,8 @@ def files_upload(client: Client, args) -> int:
 def files_list(client: Client, args) -> int:
     page = client.files.list(limit=args.limit, offset=args.offset)
     show(args, page, lambda: table(("id", "filename", "format", "rows", "bytes", "created"),
-                                   [(f.id, f.filename, f.format, f"{f.row_count:,}", f"{f.size:,}", when(f.created_at, short=True))
+                                   [(f.id, f.filename, f.format, f"{f.row_count:,}", f"{f.size:,}",
+                                     when(f.created_at, short=True))
                                     for f in page.data], title=f"{page.count} file(s)"))
     return 0
 

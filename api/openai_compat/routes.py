@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.downloads import stored_download
 from api.deps import JobDep, SessionDep, TenantDep
+from api.downloads import stored_download
 from api.errors import SpecError, field_errors
 from api.idempotency import IdempotencyKeyHeader
 from api.job_presenter import eta_seconds

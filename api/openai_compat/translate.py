@@ -37,7 +37,8 @@ METADATA_FIELDS: dict[str, tuple[str, type]] = {
     "adalora_max_seq_len": ("training.max_seq_len", int),
 }
 # Our field → the request parameter a user wrote, for error messages.
-PARAMS = {"dataset.file_id": "training_file", "from_checkpoint": "model", "dataset.validation_file_id": "validation_file", "model": "model",
+PARAMS = {"dataset.file_id": "training_file", "from_checkpoint": "model",
+          "dataset.validation_file_id": "validation_file", "model": "model",
           "name": "suffix", "training.epochs": "method.supervised.hyperparameters.n_epochs",
           "training.batch_size": "method.supervised.hyperparameters.batch_size",
           "training.learning_rate": "method.supervised.hyperparameters.learning_rate_multiplier",

@@ -20,6 +20,7 @@ from api.schemas import CancelPublic, DryRunPublic, JobCreate, JobDetail, JobPub
 from service.db import read_connection
 from service.job_removal import JobInUse, delete_finished_job
 from service.tables import JOB_STATUSES, Job, Metric
+
 router = APIRouter(prefix=f"{V1}/jobs", tags=["jobs"], responses=AUTHENTICATED_RESPONSES)
 
 StatusFilter = Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(JOB_STATUSES) + ")$",

@@ -11,8 +11,8 @@ from api.deps import JobDep, SessionDep
 from api.errors import JOB_RESPONSES, error_response
 from api.routes import MAX_INT, V1
 from api.schemas import ModulePlacePublic, RankColumnsPublic, RankSnapshotPublic, RanksPublic
-from service.tables import RankSnapshot
 from service.module_names import ordered
+from service.tables import RankSnapshot
 
 router = APIRouter(prefix=f"{V1}/jobs/{{job_id}}/ranks", tags=["ranks"], responses=JOB_RESPONSES)
 

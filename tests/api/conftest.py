@@ -17,8 +17,8 @@ from api.main import create_app
 from service import queue as service_queue
 from service.artifacts import archive_folder, record_archive
 from service.keys import create_api_key, tenant_for_key
-from service.tables import FINISHED_STATUSES, Job, utcnow
 from service.settings import get_settings
+from service.tables import FINISHED_STATUSES, Job, utcnow
 from tests.conftest import reset_service_caches, tiny_job_spec
 
 

@@ -145,7 +145,8 @@ def test_a_presigned_redirect_when_configured_serves_the_same_bytes(client, alic
         return
     assert response.status_code == 307 and response.headers["x-checksum-sha256"] == whole.headers["x-checksum-sha256"]
     query = parse_qs(urlsplit(response.headers["location"]).query)  # SigV4: AWS refuses SigV2 on new buckets
-    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Credential"][0].endswith("/s3/aws4_request")
+    assert (query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+            and query["X-Amz-Credential"][0].endswith("/s3/aws4_request"))
     assert "AWSAccessKeyId" not in query and "Signature" not in query
     direct = httpx.get(response.headers["location"])  # straight from the store, no API key
     assert direct.status_code == 200 and direct.content == whole.content

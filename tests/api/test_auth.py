@@ -5,7 +5,8 @@ import pytest
 from service.keys import create_api_key, revoke_api_key, revoke_tenant_keys, tenant_for_key
 
 PROTECTED = [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs/x/cancel"),
-             ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"), ("GET", "/v1/jobs/x/checkpoints"),
+             ("GET", "/v1/jobs/x/events"), ("GET", "/v1/jobs/x/metrics"), ("GET", "/v1/jobs/x/ranks"),
+             ("GET", "/v1/jobs/x/checkpoints"),
              ("GET", "/v1/jobs/x/artifacts/adapter"), ("GET", "/v1/jobs/x/artifacts/merged")]
 
 

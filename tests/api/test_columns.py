@@ -3,8 +3,8 @@ metric, and a snapshot x module matrix with the modules grouped by layer and typ
 
 from __future__ import annotations
 
-from service.tables import Metric, RankSnapshot
 from service.module_names import place
+from service.tables import Metric, RankSnapshot
 
 LAYER = "bert.encoder.layer.{}."
 MODULES = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
@@ -14,8 +14,9 @@ MODULES = {"attention.self.query": "query", "attention.self.key": "key", "attent
 def test_metric_columns_align_values_with_steps_and_null_the_gaps(client, alice, seed_job, sessions):
     job_id = seed_job(alice, "running")
     with sessions() as session:
-        session.add_all([Metric(job_id=job_id, step=s, values={"loss": 2.0 - s / 100, "lr": 0.001,
-                                                               **({"eval_accuracy": 0.5 + s / 100} if s % 20 == 0 else {})})
+        session.add_all([Metric(job_id=job_id, step=s,
+                                values={"loss": 2.0 - s / 100, "lr": 0.001,
+                                        **({"eval_accuracy": 0.5 + s / 100} if s % 20 == 0 else {})})
                          for s in range(5, 45, 5)])
         session.commit()
     url = f"/v1/jobs/{job_id}/metrics/columns"
@@ -41,7 +42,8 @@ def test_rank_columns_are_a_matrix_in_layer_and_type_order(client, alice, bob, s
     url = f"/v1/jobs/{job_id}/ranks/columns"
     body = client.get(url, headers=alice).json()
     modules = body["modules"]
-    assert [(m["layer"], m["type"]) for m in modules] == [(layer, kind) for layer in (0, 1) for kind in MODULES.values()]
+    assert [(m["layer"], m["type"]) for m in modules] == [
+        (layer, kind) for layer in (0, 1) for kind in MODULES.values()]
     assert {m["kind"] for m in modules[:4]} == {"attention"} and {m["kind"] for m in modules[4:6]} == {"ffn"}
     assert body["steps"] == [0, 6, 12] and body["final"] == [False, False, True]
     assert body["budgets"] == [48.0, 26.0, 22.0] and body["adapter_params"] == [48 * 65, 26 * 65, 22 * 65]
@@ -58,7 +60,8 @@ def test_rank_columns_are_a_matrix_in_layer_and_type_order(client, alice, bob, s
 
 
 def test_module_places_of_other_families():
-    assert (place("transformer.h.3.attn.c_proj").type, place("transformer.h.3.mlp.c_proj").type) == ("output", "ffn_out")
+    assert (place("transformer.h.3.attn.c_proj").type,
+            place("transformer.h.3.mlp.c_proj").type) == ("output", "ffn_out")
     assert place("model.layers.7.mlp.gate_proj").kind == "ffn" and place("model.layers.7.mlp.gate_proj").layer == 7
     t5 = place("decoder.block.2.layer.1.EncDecAttention.q")
     assert (t5.stack, t5.layer, t5.type) == ("decoder", 2, "query")

@@ -212,7 +212,8 @@ def test_nf4_quantization_shrinks_the_weights_of_the_adapted_layers(client, alic
     plain, nf4 = tiny_spec(), tiny_spec()
     for spec, quantization in ((plain, "none"), (nf4, "nf4")):
         spec["training"] = {**spec["training"], "quantization": quantization, "base_dtype": "fp32"}
-    assert dry_run(client, alice, nf4)["memory"]["weights_bytes"] < dry_run(client, alice, plain)["memory"]["weights_bytes"]
+    assert (dry_run(client, alice, nf4)["memory"]["weights_bytes"]
+            < dry_run(client, alice, plain)["memory"]["weights_bytes"])
 
 
 def test_an_unknown_card_or_a_card_outside_a_dry_run_is_refused(client, alice):

@@ -17,8 +17,8 @@ from service.dataset import DataError
 from service.dataset.readers import read_splits
 from service.jobspec import JobSpec
 from service.settings import get_settings
-from tests.api.conftest import tiny_spec
 from service.store import get_store
+from tests.api.conftest import tiny_spec
 from tests.api.helpers import FORMATS, ROWS, as_delimited, as_jsonl, as_parquet, file_spec, upload, uploaded
 from tests.conftest import STORES, free_port, store_env_for
 from tests.s3 import stored_keys

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from api.idempotency import REPLAYED_HEADER
-from service.tables import IdempotentRequest, utcnow
 from service.settings import get_settings
+from service.tables import IdempotentRequest, utcnow
 from tests.api.conftest import drain_queue, tiny_spec
 from tests.api.helpers import ROWS, as_jsonl
 

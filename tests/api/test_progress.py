@@ -95,7 +95,8 @@ def test_metrics_page_after_step(client, alice, seed_job, sessions):
 @pytest.fixture
 def ranked_job(alice, seed_job, sessions):
     job_id = seed_job(alice, "succeeded")
-    snapshots = [(4, 16.0, {"a": 4, "b": 4, "c": 4, "d": 4}, False), (10, 11.0, {"a": 4, "b": 3, "c": 2, "d": 2}, False),
+    snapshots = [(4, 16.0, {"a": 4, "b": 4, "c": 4, "d": 4}, False),
+                 (10, 11.0, {"a": 4, "b": 3, "c": 2, "d": 2}, False),
                  (16, 8.0, {"a": 4, "b": 2, "c": 1, "d": 1}, True)]
     with sessions() as session:
         session.add_all([RankSnapshot(job_id=job_id, step=step, budget=budget, ranks=ranks, final=final)

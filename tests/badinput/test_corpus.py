@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import func, select
 
-from service.tables import File, Job
 from service.settings import get_settings
+from service.tables import File, Job
 from tests.api.conftest import tiny_spec
 
 GOOD_ROWS = [{"sentence": f"good film {i}" if i % 2 else f"bad film {i}", "label": i % 2} for i in range(40)]
@@ -194,7 +194,8 @@ BAD_SPECS = {
                                                                          for i in range(40)]),
                                     "dataset.label_column", "rows of train.csv have Infinity or -Infinity in 'label'",
                                     train_name="train.csv"),
-    "Infinity scores in Parquet": BadSpec(lambda: parquet([{"sentence": f"film {i}", "label": (0.5, float("inf"))[i % 2]}
+    "Infinity scores in Parquet": BadSpec(lambda: parquet([{"sentence": f"film {i}",
+                                                            "label": (0.5, float("inf"))[i % 2]}
                                                            for i in range(40)]),
                                           "dataset.label_column", "have Infinity or -Infinity in 'label'",
                                           train_name="train.parquet"),

@@ -73,7 +73,7 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, ti
     # A second copy, deleted from the list.
     page.set_input_files("#file-input", str(tiny_dataset_file))
     page.click("#upload")
-    page.wait_for_function(f"() => document.querySelectorAll('#files tbody tr[data-file-id]').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('#files tbody tr[data-file-id]').length === 2")
     extra = next(f["id"] for f in rest.get("/v1/files").json()["data"] if f["id"] != uploaded["id"])
     page.click(f"button[data-delete='{extra}']")
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-file-id='{extra}']\")")
@@ -120,7 +120,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, ti
                   "window.dashboard.heatmap && window.dashboard.heatmap.steps.length > 1")
     first = js(page, "({loss: dashboard.charts.loss.x.length, heat: dashboard.heatmap.steps.length})")
     assert rest.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
-    wait_js(page, f"dashboard.charts.loss.x.length > {first['loss']} && dashboard.heatmap.steps.length > {first['heat']}")
+    wait_js(page, f"dashboard.charts.loss.x.length > {first['loss']} "
+                  f"&& dashboard.heatmap.steps.length > {first['heat']}")
     assert rest.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "the charts grew only after the run"
     assert page.locator("#job-status .status.running").count() == 1
     page.wait_for_selector("#events li:has-text('step 50/1500: loss')")  # live over SSE
@@ -191,7 +192,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, ti
     # The list filters by status; the comparison shows both curves and the rank difference.
     page.click("nav a[href='#/jobs']")
     page.select_option("#status-filter", "cancelled")
-    page.wait_for_function(f"() => [...document.querySelectorAll('#jobs tbody tr[data-job-id]')].map(r => r.dataset.jobId).join() === '{second}'")
+    page.wait_for_function("() => [...document.querySelectorAll('#jobs tbody tr[data-job-id]')]"
+                           f".map(r => r.dataset.jobId).join() === '{second}'")
     page.goto(f"{server}/dashboard/#/compare?a={job_id}&b={second}")
     page.wait_for_selector("#rank-diff tbody tr")
     second_ranks = rest.get(f"/v1/jobs/{second}/ranks").json()["data"][-1]["ranks"]
@@ -211,7 +213,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, ti
     assert js(page, "document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(shots / "dashboard-phone-dark.png"))
     for view, ready in [("#/jobs", "#jobs tbody tr[data-job-id]"), ("#/new", "#model option"),
-                        ("#/files", "#files tbody tr[data-file-id]"), (f"#/compare?a={job_id}&b={second}", "#rank-diff")]:
+                        ("#/files", "#files tbody tr[data-file-id]"),
+                        (f"#/compare?a={job_id}&b={second}", "#rank-diff")]:
         page.goto(f"{server}/dashboard/{view}")
         page.wait_for_selector(ready, state="attached")
         assert js(page, "document.documentElement.scrollWidth") <= 390, view
@@ -232,7 +235,8 @@ def test_the_dashboard_from_sign_in_to_download_and_cancel(server, page, key, ti
     assert page.is_hidden("#jobs-newer") and page.locator("#jobs tbody tr[data-job-id]").count() == 50
     page.click("#jobs-older")
     page.wait_for_selector("#jobs-count:has-text('51–57 of 57 jobs')")
-    assert {job_id, second} <= set(page.eval_on_selector_all("#jobs tbody tr[data-job-id]", "rows => rows.map(r => r.dataset.jobId)"))
+    assert {job_id, second} <= set(page.eval_on_selector_all("#jobs tbody tr[data-job-id]",
+                                                             "rows => rows.map(r => r.dataset.jobId)"))
     assert page.is_hidden("#jobs-older")
 
     # A finished job deleted from its page (after the confirmation) is gone, and the list shows the rest.

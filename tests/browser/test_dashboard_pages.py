@@ -16,10 +16,19 @@ from sqlalchemy import select
 
 from service.db import session_scope
 from service.keys import create_api_key, tenant_for_key
-from service.tables import Artifact, Job
 from service.store import get_store
-from tests.browser.helpers import (add_metric_steps, console_errors, foreign_requests, js, open_dashboard, seed_archive,
-                                   seed_job, wait_js, wait_until_settled)
+from service.tables import Artifact, Job
+from tests.browser.helpers import (
+    add_metric_steps,
+    console_errors,
+    foreign_requests,
+    js,
+    open_dashboard,
+    seed_archive,
+    seed_job,
+    wait_js,
+    wait_until_settled,
+)
 from tests.conftest import REPO, free_port, start_api, stop_process
 
 # A model folder name as long as real ones get: the New job page's select is as wide as its longest option.

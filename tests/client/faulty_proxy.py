@@ -80,7 +80,8 @@ def handler_for(upstream: str, faults: Faults) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.close_connection = True
                 sent, half = b"", int(answer.headers.get("content-length") or 0) // 2
-                for chunk in answer.iter_bytes(4096 if fault == "cut-body" else None):  # decoded: Content-Encoding is not passed on
+                # decoded: Content-Encoding is not passed on
+                for chunk in answer.iter_bytes(4096 if fault == "cut-body" else None):
                     self.wfile.write(chunk)
                     self.wfile.flush()
                     sent += chunk

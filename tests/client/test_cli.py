@@ -57,7 +57,8 @@ def test_a_job_from_a_yaml_spec_followed_to_the_end(cli_env, tmp_path, tiny_mode
     plan = adalora(cli_env, "jobs", "create", str(spec), "--dry-run").stdout
     assert "adapter params" in plan and "nothing is queued" not in plan and "a dry run only plans" in plan
     assert "peak memory" in plan and "checkpointing off" in plan
-    on_a_card = adalora(cli_env, "jobs", "create", str(spec), "--dry-run", "--gpu", "1GB", "--batch-size", "4096").stdout
+    on_a_card = adalora(cli_env, "jobs", "create", str(spec), "--dry-run", "--gpu", "1GB",
+                        "--batch-size", "4096").stdout
     assert "1GB" in on_a_card and "does not fit" in on_a_card and "training.gradient_checkpointing true" in on_a_card
     assert "--dry-run" in adalora(cli_env, "jobs", "create", str(spec), "--gpu", "T4", check=2).stderr
     assert adalora_json(cli_env, "jobs", "create", str(spec), "--dry-run", "--max-steps", "48")["total_steps"] == 48

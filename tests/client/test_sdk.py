@@ -203,7 +203,8 @@ def test_busy_answers_are_retried_after_retry_after(client, api_key, live_servic
         assert all(gap >= 0.95 for gap in gaps), gaps  # Retry-After: 1
 
 
-def test_a_create_whose_answer_is_lost_is_retried_without_a_second_job(client, api_key, live_service, tiny_dataset_file):
+def test_a_create_whose_answer_is_lost_is_retried_without_a_second_job(client, api_key, live_service,
+                                                                        tiny_dataset_file):
     name = f"once-{uuid.uuid4().hex[:6]}"
     with faulty_proxy(live_service.url) as (url, faults), Client(url, api_key) as proxied:
         faults.plan = ["429", "drop"]  # refused, then created with the answer lost, then replayed

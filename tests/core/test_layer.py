@@ -3,7 +3,6 @@ import torch
 from torch import nn
 
 from adalora_core import AdaLoraConfig, SVDLinear, inject_adalora, unload
-
 from tests.core.tiny import tiny_bert, tiny_gpt2
 
 

@@ -10,8 +10,13 @@ import torch
 import transformers
 
 from adalora_core import AdaLoraConfig, TrainArgs, enable_gradient_checkpointing, inject_adalora, train
-from adalora_core.memory import (CUDA_CONTEXT_BYTES, NF4_BYTES_PER_WEIGHT, estimate_training_memory, fits,
-                                 peak_tensor_bytes)
+from adalora_core.memory import (
+    CUDA_CONTEXT_BYTES,
+    NF4_BYTES_PER_WEIGHT,
+    estimate_training_memory,
+    fits,
+    peak_tensor_bytes,
+)
 from tests.core.tiny import collate
 
 BATCH, LENGTH, STEPS = 8, 96, 2

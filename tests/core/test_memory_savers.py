@@ -1,5 +1,5 @@
-"""Gradient checkpointing really recomputes (a checkpointed block's layers run forward twice per step) and keeps the gradients
-the allocator reads; a bf16 base keeps fp32 adapters and an fp32 head."""
+"""Gradient checkpointing really recomputes (a checkpointed block's layers run forward twice per step) and keeps the
+gradients the allocator reads; a bf16 base keeps fp32 adapters and an fp32 head."""
 
 import torch
 

@@ -9,8 +9,7 @@ import torch
 
 pytest.importorskip("bitsandbytes")
 
-from adalora_core import (AdaLoraConfig, TrainArgs, build_model, parameter_count, save_merged,  # noqa: E402
-                          save_peft_adapter, train)
+from adalora_core import AdaLoraConfig, TrainArgs, build_model, parameter_count, save_merged, save_peft_adapter, train  # noqa: E402
 from adalora_core.layer import is_quantized  # noqa: E402
 from tests.core.tiny import collate  # noqa: E402
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, sentiment_rows, wait_for
-from tests.netns import Host, network, netns_problem
+from tests.netns import Host, netns_problem, network
 from tests.s3 import CREDENTIALS, new_bucket, objects
 from tests.throwaway_postgres import throwaway_postgres
 

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import tarfile
-from pathlib import Path
 
 import httpx
 import pytest

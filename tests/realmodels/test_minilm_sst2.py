@@ -16,8 +16,8 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from service.store import get_store
 from service.db import session_scope
+from service.store import get_store
 from service.tables import Artifact, JobEvent, Metric
 from tests.helpers import submit, wait_until_finished
 
@@ -55,7 +55,7 @@ def test_minilm_sst2_job_succeeds_and_its_adapter_loads_in_stock_peft(celery_wor
     assert any(m.startswith("data: 67349 training and 872 validation examples, 2 labels") for m in events), events
     assert 0 <= last["eval_accuracy"] <= 1 and -1 <= last["eval_mcc"] <= 1 and last["eval_loss"] > 0
 
-    for kind, path in artifacts.items():
+    for _kind, path in artifacts.items():
         with tarfile.open(path) as tar:
             tar.extractall(tmp_path, filter="data")
     adapter, merged = tmp_path / "adapter", tmp_path / "merged"

@@ -15,9 +15,9 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from service.store import get_store
 from service.db import session_scope
 from service.jobspec import JobSpec
+from service.store import get_store
 from service.tables import Artifact, Job, JobEvent, Metric
 from tests.helpers import new_job
 from worker.runner import claim_and_run

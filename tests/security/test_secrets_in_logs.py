@@ -17,8 +17,16 @@ import pytest
 from sqlalchemy import make_url
 
 from cli.main import without_password
-from tests.conftest import (REPO, fresh_postgres_database, migrate, postgres_server_url, start_worker, stop_process,
-                            tiny_job_spec, wait_for)
+from tests.conftest import (
+    REPO,
+    fresh_postgres_database,
+    migrate,
+    postgres_server_url,
+    start_worker,
+    stop_process,
+    tiny_job_spec,
+    wait_for,
+)
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.tables import Artifact
 from service.store import get_store
+from service.tables import Artifact
 from tests.helpers import new_job
 
 

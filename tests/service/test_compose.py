@@ -14,7 +14,8 @@ import yaml
 from tests.conftest import REPO
 
 COMPOSE = shutil.which("docker-compose")
-pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (apt-get install docker-compose)")
+pytestmark = pytest.mark.skipif(COMPOSE is None,
+                                reason="docker-compose is not installed (apt-get install docker-compose)")
 
 
 PASSWORDS = {"POSTGRES_PASSWORD": "s3cret", "MINIO_ROOT_PASSWORD": "an0ther"}

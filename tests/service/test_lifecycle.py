@@ -9,8 +9,8 @@ from sqlalchemy import select, update
 
 from service.db import session_scope
 from service.lifecycle import claim_job, finish_job, request_cancel
-from service.tables import Job, JobEvent, utcnow
 from service.settings import get_settings
+from service.tables import Job, JobEvent, utcnow
 from tests.helpers import new_job
 
 STALE_AFTER = 60.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import Job, Metric, RankSnapshot
 from service.progress import upsert_metrics, upsert_rank_snapshots
+from service.tables import Job, Metric, RankSnapshot
 from tests.helpers import new_job
 
 

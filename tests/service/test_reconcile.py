@@ -9,9 +9,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from service.db import get_sessionmaker, session_scope
-from service.tables import IdempotentRequest, Job, JobEvent, Tenant, utcnow
 from service.reconcile import delete_expired_idempotency_keys, reconcile
 from service.settings import get_settings
+from service.tables import IdempotentRequest, Job, JobEvent, Tenant, utcnow
 from tests.helpers import new_job
 
 GRACE, STALE = 60.0, 120.0

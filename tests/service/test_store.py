@@ -74,7 +74,8 @@ def test_keys_cannot_leave_the_store(store, key):
         store.local_path(key)
 
 
-@pytest.mark.parametrize("url, expected", [("s3://bucket", ("bucket", "")), ("s3://my.bucket/a/b/", ("my.bucket", "a/b/")),
+@pytest.mark.parametrize("url, expected", [("s3://bucket", ("bucket", "")),
+                                           ("s3://my.bucket/a/b/", ("my.bucket", "a/b/")),
                                            ("s3://bucket-1/prefix", ("bucket-1", "prefix/"))])
 def test_store_urls_parse(url, expected):
     assert parse_store_url(url) == expected
@@ -119,8 +120,9 @@ def test_an_unreachable_store_raises_store_unavailable_and_keeps_what_it_holds(s
 
 def test_presigned_urls_are_sigv4_for_the_configured_region_and_fetch_the_object(s3_endpoint, monkeypatch, tmp_path):
     # AWS refuses SigV2 (AWSAccessKeyId/Signature/Expires) on buckets created since June 2020.
-    import httpx
     from urllib.parse import parse_qs, urlsplit
+
+    import httpx
 
     from tests.s3 import new_bucket
 

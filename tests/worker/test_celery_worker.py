@@ -8,9 +8,9 @@ import tarfile
 
 from sqlalchemy import select
 
-from service.store import get_store
 from service.db import session_scope
 from service.lifecycle import request_cancel
+from service.store import get_store
 from service.tables import Artifact, Metric, RankSnapshot
 from tests.conftest import assert_kept_params, tiny_job_spec, wait_for
 from tests.helpers import JOB_TIMEOUT, job_row, submit, wait_until_finished

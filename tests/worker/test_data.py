@@ -11,7 +11,15 @@ from service.dataset import DataError
 from service.dataset.readers import count_training_rows, read_file, read_splits
 from service.jobspec import JobSpec
 from tests.conftest import reset_service_caches, tiny_job_spec
-from worker.data import infer_labels, label_map, make_collate, make_eval_fn, pick_label_column, pick_text_columns, prepare
+from worker.data import (
+    infer_labels,
+    label_map,
+    make_collate,
+    make_eval_fn,
+    pick_label_column,
+    pick_text_columns,
+    prepare,
+)
 
 
 @pytest.fixture

@@ -17,9 +17,17 @@ from sqlalchemy import event, select, update
 
 from service import artifacts
 from service.db import get_engine, session_scope
-from service.tables import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
 from service.store import get_store
-from tests.conftest import claimed_job, migrate, service_environment, start_worker, stop_process, tiny_job_spec, wait_for
+from service.tables import Artifact, Checkpoint, Job, JobEvent, Metric, RankSnapshot
+from tests.conftest import (
+    claimed_job,
+    migrate,
+    service_environment,
+    start_worker,
+    stop_process,
+    tiny_job_spec,
+    wait_for,
+)
 from tests.helpers import job_row, submit, wait_until_finished
 from tests.throwaway_postgres import throwaway_postgres
 from worker.db_link import DatabaseLink, DatabaseUnavailable
@@ -199,7 +207,8 @@ def test_a_postgres_restart_mid_training_loses_no_metric_row(postgres, outage_en
                                     .order_by(RankSnapshot.step)).all()
         kinds = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}
         messages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
-    assert metric_steps(job_id) == list(range(0, STEPS + 1))  # no gap, no step twice (0: the evaluation before training)
+    # No gap, no step twice (0: the evaluation before training).
+    assert metric_steps(job_id) == list(range(0, STEPS + 1))
     assert snapshots[0].step == 0 and snapshots[-1].final
     assert set(kinds) == {"adapter", "merged", "lora", "lora-serving"}
     assert all(get_store().size(a.path) == a.size for a in kinds.values())

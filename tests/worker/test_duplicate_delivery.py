@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import JobEvent, Metric
 from service.queue import RUN_JOB_TASK, get_celery
 from service.settings import get_settings
+from service.tables import JobEvent, Metric
 from tests.conftest import start_worker, stop_process, tiny_job_spec, wait_for
 from tests.helpers import JOB_TIMEOUT, new_job, wait_until_finished
 
@@ -30,7 +30,8 @@ def two_workers(service_env, tmp_path_factory):
         worker = start_worker(service_env, tmp_path_factory.mktemp(f"worker-{name}"), extra_env=extra)
         workers.append(worker)
         # Consuming before the test sends, so the two deliveries meet the run rather than follow it.
-        wait_for(lambda: " ready." in worker.log_path.read_text(errors="replace"), 120, what="a worker to be ready")
+        wait_for(lambda worker=worker: " ready." in worker.log_path.read_text(errors="replace"), 120,
+                 what="a worker to be ready")
     yield workers
     for worker in workers:
         stop_process(worker.process)

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.tables import Artifact, Checkpoint, Job, JobEvent
 from service.settings import get_settings
 from service.store import get_store
+from service.tables import Artifact, Checkpoint, Job, JobEvent
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
 from tests.helpers import new_job
 from tests.s3 import Relay, new_bucket, store_env, stored_keys

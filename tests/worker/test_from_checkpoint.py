@@ -11,15 +11,14 @@ from sqlalchemy import select
 
 from api.checkpoint_checks import check_from_checkpoint
 from api.errors import SpecError
+from service.artifacts import job_key
 from service.db import session_scope
 from service.jobspec import JobSpec
-from service.tables import Checkpoint, Job, RankSnapshot, Tenant
-from service.artifacts import job_key
 from service.store import get_store
+from service.tables import Checkpoint, Job, RankSnapshot, Tenant
 from tests.conftest import STORES, sqlite_only_database_url, store_env_for, tiny_job_spec
 from tests.worker.helpers import finished
 from worker.runner import FINAL_STATE, claim_and_run
-
 
 database_url = sqlite_only_database_url()
 

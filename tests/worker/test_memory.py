@@ -15,11 +15,10 @@ from sqlalchemy import select
 from service.db import session_scope
 from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
 from service.tables import Metric
-from tests.conftest import sqlite_only_database_url, sentiment_rows
+from tests.conftest import sentiment_rows, sqlite_only_database_url
 from tests.helpers import new_job
 from tests.worker.helpers import extract, finished, spec, succeeded, write_jsonl
 from worker.runner import describe_failure
-
 
 database_url = sqlite_only_database_url()
 

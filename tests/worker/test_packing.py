@@ -8,7 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from service.jobspec import JobSpec
-from tests.conftest import sqlite_only_database_url, sentiment_rows
+from tests.conftest import sentiment_rows, sqlite_only_database_url
 from tests.helpers import new_job
 from tests.worker.helpers import finished, spec, succeeded, write_jsonl
 from worker.data import IGNORE_INDEX, make_collate

@@ -14,9 +14,9 @@ import torch
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import Artifact, Job, JobEvent, RankSnapshot
 from service.settings import get_settings
 from service.store import get_store
+from service.tables import Artifact, Job, JobEvent, RankSnapshot
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
 from tests.helpers import new_job
 from worker.runner import claim_and_run

@@ -10,10 +10,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import WorkerQueue, utcnow
 from service.reconcile import reconcile
 from service.routing import class_queue, queue_for, record_served, worker_queues
-from tests.conftest import stop_process, start_worker, tiny_job_spec, wait_for
+from service.tables import WorkerQueue, utcnow
+from tests.conftest import start_worker, stop_process, tiny_job_spec, wait_for
 from tests.helpers import new_job, submit, wait_until_finished
 
 

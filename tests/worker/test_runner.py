@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import event, select
 
 from service.db import session_scope
-from service.tables import Artifact, Job, JobEvent, Metric, RankSnapshot
 from service.settings import get_settings
+from service.tables import Artifact, Job, JobEvent, Metric, RankSnapshot
 from tests.conftest import tiny_job_spec
 from tests.helpers import new_job
 from worker.runner import claim_and_run

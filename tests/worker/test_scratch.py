@@ -17,10 +17,10 @@ from sqlalchemy import delete
 from service import scratch
 from service.db import session_scope
 from service.files import accept_upload, incoming_path, local_copy
-from service.tables import File, Job, Tenant
 from service.reconcile import _reconcile_pass
 from service.scratch import prune_scratch
 from service.store import get_store
+from service.tables import File, Job, Tenant
 from tests.conftest import STORES, sentiment_rows, sqlite_only_database_url, store_env_for, tiny_job_spec
 from worker.data import cache
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from service import artifacts
 from service.db import session_scope
-from service.tables import Checkpoint, JobEvent
 from service.store import StoreUnavailable, get_store
+from service.tables import Checkpoint, JobEvent
 from tests.conftest import claimed_job, sqlite_only_database_url
 from tests.s3 import Relay, new_bucket, store_env, stored_keys
 from worker import checkpoint_upload

@@ -25,10 +25,8 @@ from tests.conftest import (
 )
 from tests.helpers import new_job
 from tests.worker.helpers import extract, finished, spec, succeeded, write_jsonl
-from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_eval_fn, map_columns, prepare
-from worker.data import metrics
+from worker.data import IGNORE_INDEX, length_grouped_order, make_collate, make_eval_fn, map_columns, metrics, prepare
 from worker.runner import claim_and_run
-
 
 database_url = sqlite_only_database_url()
 
@@ -215,7 +213,7 @@ def test_fractional_scores_train_a_regression_head(engine, data_dir, tmp_path):
 
     rng = random.Random(0)
     rows = []
-    for i in range(64):  # an STS-B-like score: how many positive words, out of two
+    for _i in range(64):  # an STS-B-like score: how many positive words, out of two
         words = [rng.choice(POSITIVE if rng.random() < 0.5 else NEGATIVE) for _ in range(2)]
         rows.append({"sentence1": " ".join(words), "sentence2": rng.choice(FILLER),
                      "score": f"{2.5 * sum(w in POSITIVE for w in words) + rng.random() / 10:.3f}"})

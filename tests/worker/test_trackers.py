@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.tables import Job, JobEvent, Metric, RankSnapshot
 from service.settings import get_settings
+from service.tables import Job, JobEvent, Metric, RankSnapshot
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
 from tests.helpers import new_job
 from worker.runner import claim_and_run

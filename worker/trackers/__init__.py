@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from service.jobspec import Integration, JobSpec
@@ -55,7 +56,11 @@ class Trackers:
                 warn(f"integrations: {name} is not configured on this worker ({missing} is not set), so it receives "
                      "nothing; the operator sets it in the worker's environment")
                 continue
-            self._guard(name, lambda: self.live.__setitem__(name, open_tracker(integration, job_id, spec)))
+
+            def start(name: str = name, integration: Integration = integration) -> None:
+                self.live[name] = open_tracker(integration, job_id, spec)
+
+            self._guard(name, start)
 
     def _guard(self, name: str, call: Callable[[], object]) -> None:
         try:
@@ -69,7 +74,7 @@ class Trackers:
 
     def each(self, call: Callable[[Tracker], object]) -> None:
         for name, tracker in list(self.live.items()):
-            self._guard(name, lambda: call(tracker))
+            self._guard(name, partial(call, tracker))
 
     def around(self, callbacks):
         """The training loop's callbacks: `callbacks` (the database reporter) first, then every tracker."""
