@@ -164,3 +164,21 @@ def stored_keys(prefix: str) -> set[str]:
 
     bucket, base = parse_store_url(settings.artifact_store)
     return {key.removeprefix(base) for key in objects(os.environ["AWS_ENDPOINT_URL"], bucket, base + prefix)}
+
+
+def relayed_store():
+    """`relay, artifact_store_env = relayed_store()` in a test module: its services reach their S3 store through a
+    Relay, which the tests cut and restore to make the store go away and come back."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="relay")
+    def relay_fixture(s3_endpoint):
+        relay = Relay(s3_endpoint)
+        yield relay
+        relay.close()
+
+    @pytest.fixture(scope="module", name="artifact_store_env")
+    def store_fixture(relay, s3_endpoint):
+        return store_env(relay.url, new_bucket(s3_endpoint))
+
+    return relay_fixture, store_fixture

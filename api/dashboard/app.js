@@ -728,11 +728,16 @@ async function newJobPage(view) {
       field("target_r", num("target_r", 4, { id: "target-r", min: 0 })),
       field("or target_params", num("target_params", "", { id: "target-params", min: 0, step: 1 })),
       field("unit", h("select", { name: "unit", id: "unit" }, h("option", { value: "params" }, "params"), h("option", { value: "ranks" }, "ranks"))),
-      field("lora_alpha", num("lora_alpha", 16))),
+      field("lora_alpha", num("lora_alpha", 8)),
+      field("scaling", h("select", { name: "scaling", id: "scaling" },
+        h("option", { value: "rank_stabilized" }, "rank_stabilized: alpha / sqrt(init_r)"),
+        h("option", { value: "standard" }, "standard: alpha / init_r (the paper's)")))),
     h("fieldset", {}, h("legend", { text: "Schedule" }), field("tinit", num("tinit", 0.1, { id: "tinit" })),
       field("tfinal", num("tfinal", 0.2, { id: "tfinal" })), field("delta_t", num("delta_t", 10, { id: "delta-t", min: 1, step: 1 }))),
     h("fieldset", {}, h("legend", { text: "Training" }), field("max_steps", num("max_steps", 100, { id: "max-steps", min: 1, step: 1 })),
       field("batch_size", num("batch_size", 16, { id: "batch-size", min: 1, step: 1 })), field("learning_rate", num("learning_rate", 0.001, { id: "learning-rate" })),
+      field("learning rate auto", h("input", { type: "checkbox", name: "lr_auto", id: "lr-auto",
+        title: "a short range test on the job's data picks the rate" })),
       field("max_seq_len", num("max_seq_len", 128, { min: 8, step: 1 })), field("eval_every", num("eval_every", "", { id: "eval-every", min: 1, step: 1 })),
       field("warmup_ratio", num("warmup_ratio", 0.06, { id: "warmup-ratio", min: 0 }))),
     h("fieldset", {}, h("legend", { text: "Memory check (dry run)" }),
@@ -760,9 +765,11 @@ async function newJobPage(view) {
     }[source.value]();
     if (!(dataset.validation_file_id || dataset.validation_path || dataset.validation_name)) dataset.validation_split = value("validation_split");
     for (const [c, el] of Object.entries(columnInputs)) if (COLUMNS[c].includes(task.value) && el.value.trim()) dataset[c] = el.value.trim();
-    const budget = { init_r: value("init_r"), unit: form.elements.unit.value, lora_alpha: value("lora_alpha") };
+    const budget = { init_r: value("init_r"), unit: form.elements.unit.value, lora_alpha: value("lora_alpha"),
+                     scaling: form.elements.scaling.value };
     if (value("target_params") !== undefined) budget.target_params = value("target_params"); else budget.target_r = value("target_r");
-    const training = { max_steps: value("max_steps"), batch_size: value("batch_size"), learning_rate: value("learning_rate"),
+    const training = { max_steps: value("max_steps"), batch_size: value("batch_size"),
+                       learning_rate: form.elements.lr_auto.checked ? "auto" : value("learning_rate"),
                        max_seq_len: value("max_seq_len"), eval_every: value("eval_every"), warmup_ratio: value("warmup_ratio") };
     const body = { model: model.value, task: task.value, dataset, budget,
                    schedule: { tinit: value("tinit"), tfinal: value("tfinal"), delta_t: value("delta_t") }, training };

@@ -402,3 +402,21 @@ def test_the_eval_chart_starts_at_step_0_and_the_page_shows_the_rate_auto_chose(
     assert page.inner_text("#job-lr") == "0.00123 (auto, 16-step range test)"
     xs = js(page, "dashboard.plots.eval.data[0]")
     assert xs[0] == 0 and xs[1:] == [50, 100, 150]  # the score before training, then every evaluation
+
+
+def test_the_new_job_form_asks_for_an_auto_learning_rate_and_a_scaling_rule(server, page, key, rest):
+    open_dashboard(page, server, key, "#/new")
+    page.wait_for_selector("#model option[value='tiny-bert']", state="attached")
+    page.select_option("#model", "tiny-bert")
+    page.select_option("#dataset-source", "server")
+    page.fill("#server-path", "sentiment.csv")
+    page.fill("#job-name", "auto-rate")
+    assert page.input_value("#scaling") == "rank_stabilized"  # the spec's default is the form's
+    page.select_option("#scaling", "standard")
+    page.check("#lr-auto")
+    page.click("#submit")
+    page.wait_for_selector("#job-title:has-text('auto-rate')")
+    job_id = page.evaluate("location.hash").rsplit("/", 1)[-1]
+    spec = rest.get(f"/v1/jobs/{job_id}").json()["spec"]
+    assert spec["training"]["learning_rate"] == "auto" and spec["budget"]["scaling"] == "standard"
+    assert spec["budget"]["lora_alpha"] == 8

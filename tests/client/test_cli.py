@@ -67,17 +67,21 @@ def test_a_job_from_a_yaml_spec_followed_to_the_end(cli_env, tmp_path, tiny_mode
     out = followed.stdout
     assert "Following" in out and "✔ succeeded" in out and "job queued" in out
     assert "step 24/24" in out and "loss" in out and "eval accuracy" in out and "budget" in out
+    assert "evaluation before training (step 0)" in out  # the event, and the end line's gain over it:
+    assert "from step 0)" in out.split("✔ succeeded", 1)[1]
     job_id = out.split("Following ", 1)[1].split()[0]
 
     job = adalora_json(cli_env, "jobs", "get", job_id)
     assert (job["status"], job["name"], job["step"]) == ("succeeded", "from-yaml", 24)
+    shown = adalora(cli_env, "jobs", "get", job_id).stdout
+    assert f"learning rate {job['spec']['training']['learning_rate']:g}" in " ".join(shown.split())
     assert job_id in adalora(cli_env, "jobs", "list", "--status", "succeeded").stdout
     events = adalora(cli_env, "jobs", "events", job_id).stdout
     assert "job queued" in events and "succeeded" in events
     streamed = adalora(cli_env, "jobs", "events", job_id, "--follow", "--json").stdout.splitlines()
     assert json.loads(streamed[0])["message"] == "job queued"
     metrics = adalora_json(cli_env, "jobs", "metrics", job_id)
-    assert [m["step"] for m in metrics] == list(range(1, 25))
+    assert [m["step"] for m in metrics] == list(range(0, 25))  # 0: the evaluation before training
     assert len(adalora_json(cli_env, "jobs", "metrics", job_id, "--last", "3")) == 3
     assert adalora_json(cli_env, "jobs", "checkpoints", job_id) == []
 

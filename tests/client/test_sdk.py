@@ -81,7 +81,8 @@ def test_a_job_runs_end_to_end(client, finished_job):
         [e.id for e in events[2:]]
 
     metrics = list(client.jobs.iter_metrics(finished_job))
-    assert [m.step for m in metrics] == list(range(1, 25)) and "loss" in metrics[0].values
+    assert [m.step for m in metrics] == list(range(0, 25)) and "loss" in metrics[1].values
+    assert "eval_loss" in metrics[0].values and "loss" not in metrics[0].values  # before training
     assert any(k.startswith("eval_") for k in metrics[-1].values)
 
     ranks = client.jobs.ranks(finished_job)

@@ -53,7 +53,7 @@ def test_killing_the_api_mid_job_loses_nothing(service_env, celery_worker, api_k
         assert (job["status"], job["error"], job["step"]) == ("succeeded", None, STEPS)
 
         metrics = http.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 5000}).json()
-        assert [m["step"] for m in metrics["data"]] == list(range(1, STEPS + 1)) and not metrics["has_more"]
+        assert [m["step"] for m in metrics["data"]] == list(range(0, STEPS + 1)) and not metrics["has_more"]
         ranks = http.get(f"/v1/jobs/{job_id}/ranks").json()
         assert ranks["data"][0]["step"] == 0 and ranks["data"][-1]["final"]
         with session_scope() as session:

@@ -86,8 +86,9 @@ def test_job_reports_completed_progress(finished_job):
 def test_metrics_steps_increase(client, headers, finished_job):
     metrics = client.get(f"/v1/jobs/{finished_job['id']}/metrics", headers=headers).json()["data"]
     steps = [m["step"] for m in metrics]
-    assert steps == sorted(set(steps)) and steps[-1] == 24
-    assert all({"loss", "lr", "budget"} <= m["values"].keys() for m in metrics)
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 24
+    assert all({"loss", "lr", "budget"} <= m["values"].keys() for m in metrics[1:])
+    assert "eval_loss" in metrics[0]["values"]  # step 0: the evaluation before training
 
 
 def test_rank_snapshots_fall_from_init_to_target(client, headers, finished_job):

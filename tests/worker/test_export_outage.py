@@ -17,23 +17,14 @@ from service.store import get_store
 from service.tables import Artifact, Checkpoint, Job, JobEvent
 from tests.conftest import sqlite_only_database_url, tiny_job_spec
 from tests.helpers import new_job
-from tests.s3 import Relay, new_bucket, store_env, stored_keys
+from tests.s3 import relayed_store, stored_keys
 from worker import runner
 from worker.runner import FINAL_STATE, claim_and_run
 
 database_url = sqlite_only_database_url()
 
 
-@pytest.fixture(scope="module")
-def relay(s3_endpoint):
-    relay = Relay(s3_endpoint)
-    yield relay
-    relay.close()
-
-
-@pytest.fixture(scope="module")
-def artifact_store_env(relay, s3_endpoint):
-    return store_env(relay.url, new_bucket(s3_endpoint))
+relay, artifact_store_env = relayed_store()  # a store the tests can cut off and bring back
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from service.db import session_scope
 from service.store import StoreUnavailable, get_store
 from service.tables import Checkpoint, JobEvent
 from tests.conftest import claimed_job, sqlite_only_database_url
-from tests.s3 import Relay, new_bucket, store_env, stored_keys
+from tests.s3 import relayed_store, stored_keys
 from worker import checkpoint_upload
 from worker.db_link import DatabaseLink
 from worker.reporting import ProgressReporter
@@ -25,16 +25,7 @@ from worker.runner import latest_checkpoint
 database_url = sqlite_only_database_url()  # the database is not what this module is about
 
 
-@pytest.fixture(scope="module")
-def relay(s3_endpoint):
-    relay = Relay(s3_endpoint)
-    yield relay
-    relay.close()
-
-
-@pytest.fixture(scope="module")
-def artifact_store_env(relay, s3_endpoint):
-    return store_env(relay.url, new_bucket(s3_endpoint))
+relay, artifact_store_env = relayed_store()  # a store the tests can cut off and bring back
 
 
 @pytest.fixture
