@@ -323,7 +323,7 @@ def main() -> None:
                     continue
                 r = run_one(opts.task, method, lr, seed, split, tokenizer, collate, opts)
                 em = f"  exact match {100 * r['exact_match']:.1f} %" if r["exact_match"] is not None else ""
-                print(f"{opts.task} r={opts.lora_r} {method:13s} {r['arm']} lr {lr:g} seed {seed}: answer loss "
+                print(f"{opts.task} r={opts.lora_r} {method:13s} {r['arm']} lr {r['lr']:g} seed {seed}: answer loss "
                       f"{r['eval_loss']:.4f}{em}  adapter {r['adapter_params_final']:,}  {r['wall_s']:.0f} s",
                       flush=True)
                 rows.append(r)

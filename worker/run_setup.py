@@ -5,15 +5,23 @@ rank 0 (worker/runner.py) and the other ranks of a data-parallel job (worker/par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from service import artifacts
 from service.jobspec import JobSpec
 from service.model_problems import load_problem
 from service.settings import get_settings
 from service.store import get_store
+
+if TYPE_CHECKING:  # the worker's process loads torch and transformers only inside set_up_run
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from adalora_core import AdaLoraConfig, TrainArgs
+    from worker.data.prepare import PreparedData
 
 
 class JobError(Exception):
@@ -24,14 +32,14 @@ class JobError(Exception):
 class RunSetup:
     """What every process of a run builds the same way: the data, the model on its device, the loop's settings."""
 
-    tokenizer: Any
-    data: Any
-    config: Any
-    args: Any
-    model: Any
-    collate: Any
-    batch_order: Any
-    dtype: Any
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+    config: AdaLoraConfig
+    args: TrainArgs
+    model: torch.nn.Module
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]]
+    batch_order: Callable[[int], list[list[int]]]
+    dtype: torch.dtype
     quantization: str | None
     source: str  # the model's folder under MODEL_DIRS, or its hub id: looked up once per run
 
