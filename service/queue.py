@@ -64,7 +64,12 @@ def enqueue_job(job_id: str, spec: dict) -> str:
     task id."""
     from service.routing import queue_for
 
-    result = get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec))
+    app = get_celery()
+    # A connection of our own per send, not kombu's process-wide producer pool: that pool is keyed by broker URL
+    # and shared by every Celery app in the process, so one app's closed channel could be handed to another.
+    # A send is one job submission; a connect per send costs a millisecond.
+    with app.connection_for_write() as connection:
+        result = app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(spec), connection=connection)
     return result.id
 
 
