@@ -58,6 +58,7 @@ class Job(Record):
     adapter_params: int | None
     learning_rate: float | None = None  # the spec's, or what learning_rate "auto" chose
     lr_probe: dict[str, Any] | None = None
+    trained_tokens: int | None = None  # non-padding input tokens trained so far (None from an older server)
     error: str | None
     attempts: int
     eta_seconds: float | None

@@ -18,6 +18,7 @@ _EXPORTS = {
     "base_dtype": "hf", "build_model": "hf", "enable_gradient_checkpointing": "hf", "parameter_count": "hf",
     "Adapted": "inject", "inject_adalora": "inject", "unload": "inject",
     "SVDLinear": "layer",
+    "keeps_packed_examples_apart": "model_inputs", "model_inputs": "model_inputs",
     "SERVING_RANKS": "lora_format", "save_lora_adapter": "lora_format", "save_serving_adapter": "lora_format",
     "TrainCallbacks": "loop", "TrainingDiverged": "loop", "TrainResult": "loop", "save_checkpoint": "loop",
     "save_warm_start": "loop", "train": "loop",
@@ -48,5 +49,6 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .layer import SVDLinear
     from .loop import TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, save_warm_start, train
     from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
+    from .model_inputs import keeps_packed_examples_apart, model_inputs
     from .plan import plan_run
     from .regularizer import orthogonal_penalty

@@ -62,7 +62,10 @@ class BudgetSchedule:
 
 
 class RankAllocator:
-    def __init__(self, modules: dict[str, SVDLinear], config: AdaLoraConfig, total_step: int) -> None:
+    def __init__(self, modules: dict[str, SVDLinear], config: AdaLoraConfig, total_step: int,
+                 skip_pruned_modules: bool = True) -> None:
+        """`skip_pruned_modules`: once the mask is final, modules left with no rank skip their adapter (see
+        _skip_empty_modules). A data-parallel run passes False: DDP expects a gradient for every parameter."""
         if not modules:
             raise ValueError("no adapted modules: check target_modules")
         ranks = {m.r for m in modules.values()}
@@ -91,6 +94,7 @@ class RankAllocator:
         self.ema_unc = [torch.zeros_like(p) for p in self.params]
         self.mask = torch.ones(n, self.r, dtype=torch.bool, device=self.params[0].device)
         self.frozen = False
+        self.skip_pruned_modules = skip_pruned_modules
         self.current_budget = self.schedule.init_budget
         self.allocations = 0  # allocation steps taken before the final one
 
@@ -119,6 +123,7 @@ class RankAllocator:
         warning = self._guard(scores) if final else None
         if final:
             self.frozen = True  # the scores stay: a later run started from this one carries them over
+            self._skip_empty_modules()
         else:
             self.allocations += 1
         return Allocation(step, budget, self.ranks(), final, self.kept_params(), warning)
@@ -174,6 +179,14 @@ class RankAllocator:
         self._apply_mask()
         return scores
 
+    def _skip_empty_modules(self) -> None:
+        """Once the mask is final, a module that kept no rank adds nothing for the rest of the run: it skips its
+        adapter's forward and backward passes (SVDLinear.pruned)."""
+        if not self.skip_pruned_modules:
+            return
+        for module, kept in zip(self.modules, self.mask.any(dim=1).tolist()):
+            module.pruned = not kept
+
     def _apply_mask(self) -> None:
         keep = self.mask.to(self.params[0].dtype).unsqueeze(-1).unbind(0)  # n tensors of (r, 1)
         torch._foreach_mul_([m.lora_E for m in self.modules], list(keep))
@@ -215,6 +228,8 @@ class RankAllocator:
         self.mask = state["mask"].to(device)
         self._kept_params = int((self.mask * self.cost).sum())
         self.frozen = state["frozen"]
+        if self.frozen:
+            self._skip_empty_modules()
         self.current_budget, self.allocations = state["current_budget"], state["allocations"]
         self.ema_ipt = [t.to(device) for t in state["ema_ipt"]]
         self.ema_unc = [t.to(device) for t in state["ema_unc"]]

@@ -189,6 +189,9 @@ def default_target_modules(model_type: str) -> list[str]:
                           "pass target_modules (module-name suffixes or a regex)") from None
 
 
+METRICS_EVERY_ON_ACCELERATORS = 10
+
+
 @dataclass
 class TrainArgs:
     learning_rate: float | Literal["auto"] = 1e-3  # "auto": a range test picks it (adalora_core.lr_probe)
@@ -207,6 +210,11 @@ class TrainArgs:
     seed: int = 0
     device: str | None = None            # None: cuda when available, else cpu
     bf16: bool | None = None             # None: bf16 autocast on CUDA devices that support it
+    compile: bool | Literal["auto"] = "auto"  # torch.compile each decoder layer; auto: see adalora_core.compile
+    # Steps between reads of the step metrics from the device: a read waits for the device to finish, so reading
+    # every step keeps a GPU from running ahead of Python. None: every step on the CPU (a read costs nothing
+    # there), every METRICS_EVERY_ON_ACCELERATORS steps elsewhere.
+    metrics_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.learning_rate != "auto" and (isinstance(self.learning_rate, str) or self.learning_rate <= 0):
@@ -223,6 +231,10 @@ class TrainArgs:
             raise ConfigError(f"lr_schedule must be linear, cosine or constant, got {self.lr_schedule!r}")
         if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
             raise ConfigError(f"checkpoint_every_seconds must be > 0 (or None), got {self.checkpoint_every_seconds}")
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"compile must be true, false or \"auto\", got {self.compile!r}")
+        if self.metrics_every is not None and self.metrics_every < 1:
+            raise ConfigError(f"metrics_every must be >= 1 (or None), got {self.metrics_every}")
         if (self.checkpoint_every or self.checkpoint_every_seconds) and not self.checkpoint_dir:
             raise ConfigError("checkpoint_every and checkpoint_every_seconds need checkpoint_dir")
 

@@ -5,8 +5,8 @@ torch.multiprocessing with init_process_group). TrainArgs.batch_size stays the g
 takes every world-size-th row of each batch, so the run's steps, schedule and batches are those of one
 process with the whole batch. DDP averages the gradients in the backward pass, so every process's allocator
 scores the same gradients and keeps the same masks without exchanging them. Rank 0 alone reports, evaluates
-and writes checkpoints; the loss it reports is the mean over processes; a stop request on rank 0 reaches every
-process at the next step boundary.
+and writes checkpoints; the loss it reports is the mean over processes and the tokens the sum; a stop request on
+rank 0 reaches every process at the next step boundary.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def accumulating(net: nn.Module, last: bool):
     return net.no_sync() if isinstance(net, DistributedDataParallel) and not last else nullcontext()
 
 
-def mean_over_processes(values: torch.Tensor, size: int) -> torch.Tensor:
+def sum_over_processes(values: torch.Tensor, size: int) -> torch.Tensor:
+    """In place: the sum over every process (a step's losses, which the loop then averages, and its tokens)."""
     if size > 1:
         dist.all_reduce(values)
-        values /= size
     return values
 
 

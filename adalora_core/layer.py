@@ -57,6 +57,9 @@ class SVDLinear(nn.Module):
         self.lora_E = nn.Parameter(torch.zeros(r, 1, device=device, dtype=torch.float32))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, r, device=device, dtype=torch.float32))
         self.merged = False
+        # Set by the allocator once the final mask holds no rank of this module: dW is zero for the rest of the
+        # run, so the forward pass skips the adapter (and its gradients) entirely.
+        self.pruned = False
         self.reset_parameters(init)
 
     @torch.no_grad()
@@ -115,13 +118,18 @@ class SVDLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
-        if self.merged:
+        if self.merged or self.pruned:
             return result
         h = self.dropout(x)
         if h.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(h.device.type):
             h = h.to(self.lora_A.dtype)  # bf16/fp16 base, fp32 adapter
-        delta = (h @ (self.lora_A * self.lora_E).T) @ self.lora_B.T
-        return result + (delta * self.scaling).to(result.dtype)
+        # The scale rides on the small (r, in) factor rather than on the (tokens, out) product, and the add
+        # fuses into the last GEMM: no extra full-size passes over the layer's output.
+        down = h @ (self.lora_A * (self.lora_E * self.scaling)).T
+        if down.dtype != result.dtype:  # an fp32 adapter on a bf16 base outside autocast
+            return result + (down @ self.lora_B.T).to(result.dtype)
+        flat = torch.addmm(result.reshape(-1, self.out_features), down.reshape(-1, self.r), self.lora_B.T)
+        return flat.view(result.shape)
 
     @torch.no_grad()
     def merge(self) -> None:

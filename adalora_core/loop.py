@@ -25,14 +25,15 @@ from .distributed import (
     accumulating,
     check_batch,
     data_parallel,
-    mean_over_processes,
     rank0_says,
     rank0_value,
     shard,
+    sum_over_processes,
     world,
 )
 from .inject import Adapted, inject_adalora
 from .lr_probe import LrProbe, probe_steps, range_test
+from .model_inputs import model_inputs
 from .plan import describe_plan
 from .regularizer import orthogonal_penalty
 
@@ -103,7 +104,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     seed_everything(args.seed)
     adapted = inject_adalora(model, config)
     model.to(device)
-    allocator = RankAllocator(adapted.modules, config, total)
+    allocator = RankAllocator(adapted.modules, config, total, skip_pruned_modules=size == 1)
     if warm_start and not resume_from:  # before the probe and on_start, so that the plan shows the carried pattern
         _load_warm_start(warm_start, adapted, allocator)
     probe = None
@@ -114,7 +115,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         args = replace(args, learning_rate=1.0)
     optimizer = _optimizer(adapted, config, args)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, total))
-    start = 0
+    start, tokens = 0, 0  # optimizer steps and trained tokens done before this attempt
     plan = describe_plan(adapted, allocator, config)
     if probe is not None:
         plan["lr_probe"] = probe.to_dict()
@@ -124,7 +125,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     if probe is not None:
         callbacks.on_event("info", probe.summary())
     if resume_from:
-        start = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
+        start, tokens = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -144,12 +145,19 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             callbacks.on_event("info", f"stopped at step {step} of {total}")
             if rank == 0 and args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
                 # At a step boundary the state (RNG included) is exactly what a periodic checkpoint holds.
-                path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator, config)
+                path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator, config,
+                                       tokens)
                 callbacks.on_checkpoint(step, path)
             break
+        # The step's own time for tokens_per_s (evaluation and checkpoints fall outside it); a real clock, as `clock`
+        # may be a test's fake.
+        began = time.perf_counter()
         losses = torch.zeros(2, device=device)  # task loss, orth loss: read once per step (one device sync)
+        step_tokens = 0  # this process's, counted on the CPU before the batch moves: no device sync
         for micro in range(args.grad_accum):
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            cpu_batch = next(batches)
+            step_tokens += input_tokens(cpu_batch)
+            batch = model_inputs(model, cpu_batch, device)
             with accumulating(net, last=micro == args.grad_accum - 1):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = net(**batch).loss
@@ -157,7 +165,10 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
                         else loss.new_zeros(()))
                 ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
             losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
-        mean_over_processes(losses, size)
+        # One reduction per step: losses and tokens summed over processes (float64 holds any count exactly). The
+        # count goes in as a fill, not a copy from the CPU, which would wait for the device.
+        count = losses.new_full((1,), step_tokens, dtype=torch.float64)
+        sums = sum_over_processes(torch.cat([losses.double(), count]), size)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
         optimizer.step()
         scheduler.step()
@@ -167,20 +178,25 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         done = step + 1
         if allocation is not None:
             _report_allocation(allocation, callbacks)
-        task_loss, orth_loss, grad_norm = torch.cat([losses, grad_norm.view(1).float()]).tolist()
+        task_loss, orth_loss, all_tokens, grad_norm = torch.cat([sums, grad_norm.view(1).double()]).tolist()
+        task_loss, orth_loss = task_loss / size, orth_loss / size  # means over processes
+        tokens += int(all_tokens)
+        tokens_per_s = all_tokens / (time.perf_counter() - began)
         if not math.isfinite(task_loss):
             raise TrainingDiverged(f"the training loss became {task_loss} at step {done}: the run diverged; "
                                    "lower the learning rate, or clip gradients (max_grad_norm)")
         metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
                    "grad_norm": grad_norm, "budget": float(allocator.current_budget),
-                   "adapter_params": float(allocator.kept_params())}
+                   "adapter_params": float(allocator.kept_params()), "tokens": float(tokens),
+                   "tokens_per_s": tokens_per_s}
         if rank == 0 and eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
             metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
         callbacks.on_metrics(done, metrics)
         result.step, result.metrics = done, metrics
         if rank == 0 and done < total and checkpoint_due(done):
             assert args.checkpoint_dir is not None, "TrainArgs requires it with checkpoint_every(_seconds)"
-            path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config)
+            path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config,
+                                   tokens)
             callbacks.on_checkpoint(done, path)
     return result
 
@@ -194,7 +210,7 @@ def _probe_learning_rate(model: nn.Module, adapted: Adapted, config: AdaLoraConf
 
     def step_loss(batch: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss
+            loss = model(**model_inputs(model, batch, device)).loss
         if config.orth_reg_weight > 0:
             loss = loss + config.orth_reg_weight * orthogonal_penalty(modules, config.orth_target)
         return loss
@@ -202,7 +218,7 @@ def _probe_learning_rate(model: nn.Module, adapted: Adapted, config: AdaLoraConf
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     probe = range_test(step_loss, trainable, train_data, collate, args.batch_size // size, probe_steps(total),
-                       args.seed, device, args.max_grad_norm, args.weight_decay)
+                       args.seed, args.max_grad_norm, args.weight_decay)
     probe.learning_rate = rank0_value(probe.learning_rate, device, size)
     return probe
 
@@ -274,6 +290,15 @@ def lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:
     return factor
 
 
+def input_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The input tokens of a collated batch (on the CPU: no device sync) that are not padding: the ones of its 2-D
+    attention mask, or without one every input token."""
+    mask = batch.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        return int(mask.sum())
+    return batch["input_ids"].numel()
+
+
 def micro_batches(data: Sequence, collate: Callable[[list], dict], args: TrainArgs, skip: int,
                   batch_order: Callable[[int], list[list[int]]] | None, rank: int = 0,
                   size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
@@ -306,11 +331,13 @@ def seed_everything(seed: int) -> None:
 # -- checkpoints ------------------------------------------------------------------------------------
 
 def save_checkpoint(folder: str, step: int, adapted: Adapted, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, allocator: RankAllocator, config: AdaLoraConfig) -> str:
-    """Everything a resume needs; the data position follows from `step`. Written atomically."""
+                    scheduler: Any, allocator: RankAllocator, config: AdaLoraConfig, tokens: int = 0) -> str:
+    """Everything a resume needs; the data position follows from `step`, and `tokens` (trained so far) lets the
+    resumed run's count go on exactly. Written atomically."""
     os.makedirs(folder, exist_ok=True)
     state = {
         "step": step,
+        "tokens": tokens,
         "config": asdict(config),
         "trainable": {n: p.detach().cpu() for n, p in adapted.model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
@@ -359,7 +386,8 @@ def _load_warm_start(path: str, adapted: Adapted, allocator: RankAllocator) -> N
 
 
 def _load_checkpoint(path: str, adapted: Adapted, optimizer: torch.optim.Optimizer, scheduler: Any,
-                     allocator: RankAllocator, config: AdaLoraConfig) -> int:
+                     allocator: RankAllocator, config: AdaLoraConfig) -> tuple[int, int]:
+    """Puts the checkpoint's state in place; returns its (step, trained tokens)."""
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
     if state["config"] != asdict(config):
         raise ConfigError(f"checkpoint {path} was written with a different configuration: resume with the same one")
@@ -374,4 +402,5 @@ def _load_checkpoint(path: str, adapted: Adapted, optimizer: torch.optim.Optimiz
     random.setstate(state["rng"]["python"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return state["step"]
+    # A checkpoint from before tokens were counted resumes its count from 0: tokens trained since the resume.
+    return state["step"], state.get("tokens", 0)

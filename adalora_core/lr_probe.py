@@ -46,9 +46,9 @@ def probe_steps(total_steps: int) -> int:
 
 def range_test(step_loss: Callable[[dict], torch.Tensor], trainable: Sequence[nn.Parameter],
                train_data: Sequence, collate: Callable[[list], dict], batch_size: int, steps: int, seed: int,
-               device: torch.device, max_grad_norm: float | None, weight_decay: float) -> LrProbe:
-    """Runs the test with `step_loss(batch)` (the training objective of one batch) and restores the weights and
-    torch's random state; returns what it chose."""
+               max_grad_norm: float | None, weight_decay: float) -> LrProbe:
+    """Runs the test with `step_loss(batch)` (the training objective of one batch, handed over as collated: it
+    moves the batch to the device) and restores the weights and torch's random state; returns what it chose."""
     saved = [p.detach().clone() for p in trainable]
     rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     optimizer = torch.optim.AdamW(trainable, lr=LR_MIN, weight_decay=weight_decay)
@@ -62,8 +62,7 @@ def range_test(step_loss: Callable[[dict], torch.Tensor], trainable: Sequence[nn
             for group in optimizer.param_groups:
                 group["lr"] = lr
             rows = draw.sample(range(len(train_data)), min(batch_size, len(train_data)))
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate([train_data[j] for j in rows]).items()}
-            loss = step_loss(batch)
+            loss = step_loss(collate([train_data[j] for j in rows]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm or math.inf)
             optimizer.step()

@@ -96,6 +96,22 @@ def fits(peak: int, card_bytes: int) -> bool:
     return peak * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES <= card_bytes
 
 
+def checkpointing_needed(estimate: MemoryEstimate, device_bytes: int) -> tuple[bool, str]:
+    """gradient_checkpointing "auto": on only when the step does not fit `device_bytes` without it (and the model
+    has layers to checkpoint). Recomputation costs about a forward pass per step (a third of a step with a
+    frozen base), so it is only worth paying for memory that is missing. Returns (on, why, in words)."""
+    off = estimate.with_checkpointing(False).peak
+    room = f"the device's {device_bytes / GIB:.1f} GiB"
+    if fits(off, device_bytes):
+        return False, f"the step's estimated peak of {off / GIB:.2f} GiB fits {room} without it"
+    if estimate.activations_checkpointing_on is None:
+        return False, f"the step's estimated peak of {off / GIB:.2f} GiB exceeds {room}, but the model has no " \
+                      "layers to checkpoint"
+    on = estimate.with_checkpointing(True).peak
+    return True, f"the step's estimated peak of {off / GIB:.2f} GiB exceeds {room} without it ({on / GIB:.2f} " \
+                 "GiB with it)"
+
+
 def estimate_training_memory(adapted: Adapted, task: str, *, batch_size: int, seq_len: int, dtype: torch.dtype,
                              checkpointing: bool, quantized: bool = False, device: str = "cuda") -> MemoryEstimate:
     """For an adapted model on the meta device (build_model(..., empty=True), then inject_adalora). The model
@@ -214,6 +230,10 @@ def trace_saved_tensors(model: nn.Module, batch: dict[str, torch.Tensor], fused_
             stack.callback(layer.register_forward_hook(leave).remove)
         stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
         stack.enter_context(FusedAttention(pack, fused_dropout))
+        for module in model.modules():  # a padding warning that reads token values, which meta tensors lack
+            if hasattr(module, "warn_if_padding_and_no_attention_mask"):
+                setattr(module, "warn_if_padding_and_no_attention_mask", lambda *args: None)  # noqa: B010
+                stack.callback(delattr, module, "warn_if_padding_and_no_attention_mask")
         was_training = model.training
         model.train()
         try:

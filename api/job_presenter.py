@@ -8,7 +8,10 @@ from service.tables import Job, utcnow
 
 
 def eta_seconds(job: Job) -> float | None:
-    """Remaining steps at the average step rate since the run started."""
+    """Remaining steps at the average step rate since the run started. Steps rather than tokens: the tokens of the
+    steps to come are not known before their batches are made, and batch lengths are shuffled across each epoch,
+    so the average step so far is what a remaining step takes. The wall time also counts evaluations and
+    checkpoints, which the rest of the run pays too (the metrics' tokens_per_s leaves them out)."""
     if job.status != "running" or not job.started_at or not job.total_steps or job.step <= 0:
         return None
     elapsed = (utcnow() - job.started_at).total_seconds()
@@ -29,6 +32,6 @@ def job_public(job: Job, model: type[JobPublic] = JobPublic, **extra) -> JobPubl
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at, step=job.step,
         total_steps=job.total_steps, current_budget=job.current_budget, budget_unit=job.budget_unit,
         budget_target=job.budget_target, adapter_params=job.adapter_params, learning_rate=learning_rate(job),
-        lr_probe=job.lr_probe, error=job.error, attempts=job.attempts,
+        lr_probe=job.lr_probe, trained_tokens=job.trained_tokens, error=job.error, attempts=job.attempts,
         eta_seconds=eta_seconds(job), spec=job.spec, **extra)
 

@@ -11,9 +11,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from adalora_core import AdaLoraConfig, Adapted, build_model, inject_adalora, parameter_count
+from adalora_core import AdaLoraConfig, Adapted, build_model, inject_adalora
 from adalora_core.hf import BASE_DTYPES
-from adalora_core.memory import MemoryEstimate, base_weight_bytes, estimate_training_memory, fits
+from adalora_core.memory import (
+    MemoryEstimate,
+    base_weight_bytes,
+    checkpointing_needed,
+    estimate_training_memory,
+    fits,
+)
 from api.schemas import CardPublic, MemoryPublic
 from service.gpu_cards import GIB, Card
 from service.jobspec import MAX_GRAD_ACCUM, JobSpec
@@ -44,13 +50,20 @@ def plan_memory(spec: JobSpec, total_steps: int, card: Card | None) -> MemoryPub
     config = replace(AdaLoraConfig(**spec.to_adalora_kwargs()), init="gaussian").with_total_step(total_steps)
     model = build_model(spec.model_source(), spec.task, empty=True)
     supported = bool(getattr(model, "supports_gradient_checkpointing", False))
-    checkpointing = supported and spec.gradient_checkpointing_for(parameter_count(model))
     seq_len, notes = _length(spec, model)
     dtype, dtype_from = _dtype(spec, card)
     gpus = spec.resources.gpus  # data-parallel: each device holds the model and its share of the batch
+    asked = spec.training.gradient_checkpointing
     shape = StepShape(inject_adalora(model, config), spec.task, spec.training.batch_size // gpus, seq_len, dtype,
-                      checkpointing, spec.training.quantization == "nf4")
+                      supported and asked is True, spec.training.quantization == "nf4")
     est = shape.estimate()
+    if asked == "auto" and supported and card is not None:  # the worker's rule, for the card asked
+        on, why = checkpointing_needed(est, card.memory_bytes)
+        notes.append(f"training.gradient_checkpointing auto: {'on' if on else 'off'} on the {card.name}, as {why}")
+        shape, est = replace(shape, checkpointing=on), est.with_checkpointing(on)
+    elif asked == "auto":
+        notes.append("training.gradient_checkpointing auto: estimated without it; the worker turns it on only where "
+                     "the step does not fit its device (name the card in `gpu` to check one)")
     fit = None if card is None else fits(est.peak, card.memory_bytes)
     return MemoryPublic(
         dtype=DTYPE_NAMES[dtype], dtype_from=dtype_from, batch_size=shape.batch_size, seq_len=seq_len,

@@ -67,6 +67,8 @@ class JobPublic(BaseModel):
                                         "rate the probe chose (null until it has)")
     lr_probe: dict[str, Any] | None = Field(description="learning_rate \"auto\": the range test (the rate at "
                                             "each probe step and the smoothed loss) and the rate it chose")
+    trained_tokens: int | None = Field(description="non-padding input tokens trained so far (null until the first "
+                                       "step is recorded); the tokens per second are in the metrics (tokens_per_s)")
     error: str | None
     attempts: int
     eta_seconds: float | None = Field(description="estimated time to finish, from the step rate so far")
@@ -163,7 +165,8 @@ class MetricPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     step: int
-    values: dict[str, float] = Field(description="loss, lr, budget, orth_loss, grad_norm, eval_* ...")
+    values: dict[str, float] = Field(description="loss, lr, budget, orth_loss, grad_norm, tokens (trained so far), "
+                                     "tokens_per_s, eval_* ...")
 
 
 class MetricsPublic(BaseModel):

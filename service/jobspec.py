@@ -275,9 +275,6 @@ class Schedule(Strict):
         return steps_of(self.tinit, total_steps), steps_of(self.tfinal, total_steps)
 
 
-# Gradient checkpointing is on by default for generative models from this size: a 1B model at batch 16 and
-# 512 tokens holds tens of GB of activations, more than most single cards have beside the weights.
-CHECKPOINTING_ABOVE_PARAMS = 10**9
 # The worker's, not the training loop's.
 MEMORY_FIELDS = ("gradient_checkpointing", "base_dtype", "packing", "quantization")
 MAX_GRAD_ACCUM = 1024
@@ -313,10 +310,10 @@ class Training(Strict):
     packing: bool = Field(default=False, description="causal_lm prompt/completion and chat: join examples into "
                           "rows of max_seq_len tokens (fewer pad tokens, faster); attention and loss never cross "
                           "from one example into the next. Plain text is always packed into blocks")
-    gradient_checkpointing: bool | None = Field(
-        default=None, description="recompute activations in the backward pass: less memory, about a third more "
-                                  "compute. Default: on for causal_lm and seq2seq models above "
-                                  f"{CHECKPOINTING_ABOVE_PARAMS // 10**9} billion parameters")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        default="auto", description="recompute activations in the backward pass: less memory, about a third more "
+                                    "compute. auto: on only when the worker's estimate of the step's peak memory "
+                                    "does not fit its device without it")
     quantization: Literal["none", "nf4"] = Field(
         default="none", description="nf4: load the base's linear layers in 4-bit NF4 (bitsandbytes, as QLoRA) "
                                     "under fp32 adapters; base_dtype is then the compute dtype. The merged "
@@ -324,6 +321,11 @@ class Training(Strict):
     base_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="the frozen base model's weights; the adapters stay fp32. auto: bf16 on a "
                                     "GPU that supports it, else fp32")
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _null_is_auto(cls, value: object) -> object:
+        return "auto" if value is None else value  # specs stored before "auto" existed said null for the default
 
     @field_validator("base_dtype")
     @classmethod
@@ -502,12 +504,6 @@ class JobSpec(Strict):
                 raise ValueError(f"schedule: tinit + tfinal ({tinit} + {tfinal} steps) must be below "
                                  f"training.max_steps ({total}): lower tinit or tfinal, or train longer")
         return self
-
-    def gradient_checkpointing_for(self, parameters: int) -> bool:
-        """The spec's choice, or by default on for generative models above CHECKPOINTING_ABOVE_PARAMS."""
-        if self.training.gradient_checkpointing is not None:
-            return self.training.gradient_checkpointing
-        return self.task in ("causal_lm", "seq2seq") and parameters > CHECKPOINTING_ABOVE_PARAMS
 
     def checkpoint_source(self) -> tuple[str, int | None] | None:
         """(job id, step or None) of from_checkpoint."""

@@ -76,11 +76,13 @@ def add_events(session: Session, job_id: str, events: list[tuple[datetime, str, 
 
 
 def record_progress(session: Session, job_id: str, step: int, total_steps: int | None,
-                    budget: BudgetState = BudgetState(), lr_probe: dict | None = None) -> None:
+                    budget: BudgetState = BudgetState(), lr_probe: dict | None = None,
+                    trained_tokens: int | None = None) -> None:
     """The job row's progress fields and heartbeat; only while the run is active."""
     values: dict[str, Any] = {"step": step, "heartbeat_at": utcnow()}
     fields = {"total_steps": total_steps, "current_budget": budget.current, "adapter_params": budget.adapter_params,
-              "budget_unit": budget.unit, "budget_target": budget.target, "lr_probe": lr_probe}
+              "budget_unit": budget.unit, "budget_target": budget.target, "lr_probe": lr_probe,
+              "trained_tokens": trained_tokens}
     values.update({column: value for column, value in fields.items() if value is not None})
     session.execute(update(Job).where(Job.id == job_id, Job.status.in_(RUNNING_STATUSES)).values(**values)
                     .execution_options(synchronize_session=False))

@@ -136,6 +136,7 @@ class Job(Base):
     adapter_params: Mapped[int | None] = mapped_column(BigInteger)  # adapter parameters kept now
     # learning_rate "auto": the rate chosen and the range test (adalora_core.lr_probe.LrProbe.to_dict())
     lr_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger)  # non-padding input tokens trained so far
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

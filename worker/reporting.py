@@ -49,13 +49,14 @@ class Batch:
     total_steps: int | None
     budget: BudgetState
     lr_probe: dict | None = None
+    trained_tokens: int | None = None
 
     def write(self, session: Session, job_id: str) -> None:
         upsert_metrics(session, job_id, self.metrics)
         upsert_rank_snapshots(session, job_id, self.snapshots)
         upsert_checkpoints(session, job_id, self.checkpoints)
         add_events(session, job_id, self.events)
-        record_progress(session, job_id, self.step, self.total_steps, self.budget, self.lr_probe)
+        record_progress(session, job_id, self.step, self.total_steps, self.budget, self.lr_probe, self.trained_tokens)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class ProgressReporter:
     last_flush_time: float = field(default_factory=time.monotonic)
     last_poll_time: float = 0.0
     lr_probe: dict | None = None  # learning_rate "auto": the plan's range test
+    trained_tokens: int | None = None  # the loop's `tokens` metric: non-padding input tokens trained so far
     start_scores: dict[str, float] = field(default_factory=dict)  # the evaluation at step 0, before any update
     stop: bool = False          # the job was cancelled
     shutdown: bool = False      # this worker is shutting down: checkpoint, and the job runs again elsewhere
@@ -190,7 +192,7 @@ class ProgressReporter:
     def _take(self) -> Batch:
         with self._buffer_lock:
             batch = Batch(self.metrics, self.snapshots, self.checkpoints, self.events, self.step,
-                          self.total_steps, self.budget, self.lr_probe)
+                          self.total_steps, self.budget, self.lr_probe, self.trained_tokens)
             self.metrics, self.snapshots, self.checkpoints, self.events = {}, {}, {}, []
             self._flush_wanted = False
             self.last_flush_step, self.last_flush_time = self.step, time.monotonic()
@@ -261,6 +263,8 @@ class ProgressReporter:
                 kept = metrics.get("adapter_params")  # 0 when every rank was pruned: a count, not a missing value
                 self.budget = replace(self.budget, current=metrics["budget"],
                                       adapter_params=None if kept is None else int(kept))
+            if "tokens" in metrics:
+                self.trained_tokens = int(metrics["tokens"])
             self.metrics[step] = metrics
         self._progress_events(step, metrics)
         if self.step - self.last_flush_step >= self.flush_steps and not self._flush_wanted:

@@ -74,7 +74,10 @@ def set_up_run(job_id: str, spec: JobSpec, reporter, device) -> RunSetup:
     quantization = None if spec.training.quantization == "none" else spec.training.quantization
     model = build(spec, source, num_labels=data.num_labels, config_overrides=data.model_config_overrides(),
                   dtype=dtype, quantization=quantization, device=device)
-    report_memory_savers(reporter, spec, model, dtype)
+    if data.packed_from is not None and not core.keeps_packed_examples_apart(model):
+        raise JobError(f"model {spec.model!r}: its attention does not keep packed examples apart (its mask ignores "
+                       "position_ids): set training.packing to false")
+    report_memory_savers(reporter, spec, model, dtype, checkpointing_choice(spec, source, data, config, dtype, device))
     batch_order = length_grouped_order([len(e["input_ids"]) for e in data.train], args.batch_size, args.seed)
     return RunSetup(tokenizer, data, config, args, model, make_collate(tokenizer.pad_token_id), batch_order,
                     dtype, quantization, source)
@@ -112,21 +115,52 @@ def build(spec: JobSpec, source: str, **options):
         raise JobError(unknown_model_message(spec.model, e)) from e
 
 
-def report_memory_savers(reporter, spec: JobSpec, model, dtype) -> None:
-    """Turns gradient checkpointing on when asked (or by default), and says what the model runs with."""
+def checkpointing_choice(spec: JobSpec, source: str, data, config, dtype, device) -> tuple[bool, str]:
+    """(on, why) for gradient checkpointing: the spec's true or false, or for "auto" whether the step's estimated
+    peak memory (adalora_core.memory, the model traced on the meta device at this job's batch and longest row)
+    fits this process's device without it."""
+    setting = spec.training.gradient_checkpointing
+    if setting != "auto":
+        return setting, f"training.gradient_checkpointing is {str(setting).lower()}"
+    from adalora_core import build_model, inject_adalora
+    from adalora_core.memory import checkpointing_needed, estimate_training_memory
+
+    empty = build_model(source, spec.task, num_labels=data.num_labels, empty=True,
+                        config_overrides=data.model_config_overrides())
+    adapted = inject_adalora(empty, config)
+    longest = max(len(e["input_ids"]) for e in data.train)
+    estimate = estimate_training_memory(adapted, spec.task, batch_size=spec.training.batch_size // spec.resources.gpus,
+                                        seq_len=longest, dtype=dtype, checkpointing=False,
+                                        quantized=spec.training.quantization == "nf4", device=device.type)
+    on, why = checkpointing_needed(estimate, device_memory_bytes(device))
+    return on, f"auto: {why}"
+
+
+def device_memory_bytes(device) -> int:
+    """What a training step may fill: the GPU's memory, or on the CPU the host's."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def report_memory_savers(reporter, spec: JobSpec, model, dtype, checkpointing: tuple[bool, str]) -> None:
+    """Turns gradient checkpointing on when chosen (checkpointing_choice), and says what the model runs with."""
     from adalora_core import enable_gradient_checkpointing, parameter_count
 
-    parameters = parameter_count(model)
-    checkpointing = spec.gradient_checkpointing_for(parameters)
-    if checkpointing and not enable_gradient_checkpointing(model):
+    on, why = checkpointing
+    if on and not enable_gradient_checkpointing(model):
         reporter.event("warning", f"{spec.model!r} does not support gradient checkpointing: training without it")
-        checkpointing = False
+        on, why = False, "the model does not support it"
     attention = getattr(model.config, "_attn_implementation", None) or "eager"
     weights = str(dtype).removeprefix("torch.")
     if spec.training.quantization == "nf4":
         weights = f"4-bit NF4 (computing in {weights})"
-    reporter.event("info", f"model: {parameters:,} parameters in {weights}, attention {attention}, gradient "
-                           f"checkpointing {'on' if checkpointing else 'off'}")
+    reporter.event("info", f"model: {parameter_count(model):,} parameters in {weights}, attention {attention}, "
+                           f"gradient checkpointing {'on' if on else 'off'} ({why})")
 
 
 def tokenized_cache_dir() -> Path:

@@ -152,6 +152,15 @@ def learning_rate(job) -> str | None:
     return "auto (probed when the run starts)" if given == "auto" else (None if given is None else f"{given:g}")
 
 
+def trained_tokens(job) -> str | None:
+    """`12,345 (2,100 tokens/s at step 40)`: the count, and the throughput of the latest step that reported one."""
+    if job.trained_tokens is None:
+        return None
+    latest = job.latest_metrics
+    rate = latest.values.get("tokens_per_s") if latest else None
+    return f"{job.trained_tokens:,}" + (f" ({rate:,.0f} tokens/s at step {latest.step})" if rate is not None else "")
+
+
 def jobs_get(client: Client, args) -> int:
     job = client.jobs.retrieve(args.job_id)
 
@@ -161,6 +170,7 @@ def jobs_get(client: Client, args) -> int:
                 ("task", job.task), ("step", f"{job.step}/{job.total_steps or '?'}"),
                 ("budget", f"{number(job.current_budget)} → {number(job.budget_target)} {job.budget_unit or ''}"),
                 ("adapter params", number(job.adapter_params)),
+                ("trained tokens", trained_tokens(job)),
                 ("learning rate", learning_rate(job)),
                 ("latest metrics", ", ".join(f"{k} {v:.4g}" for k, v in latest.values.items()) if latest else None),
                 ("created", when(job.created_at)), ("started", when(job.started_at)),

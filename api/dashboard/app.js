@@ -482,6 +482,8 @@ function jobPage(view, jobId) {
     const stat = (label, value, id) => h("div", { class: "stat" }, h("div", { class: "label", text: label }), h("div", { class: "value", id, text: value }));
     stats.replaceChildren(stat("step", `${job.step} / ${job.total_steps ?? "?"}`, "job-step"),
       stat("ETA", FINISHED.includes(job.status) ? "–" : duration(job.eta_seconds), "job-eta"),
+      stat("trained tokens", int(job.trained_tokens), "job-tokens"),
+      stat("tokens/s", int(job.latest_metrics?.values.tokens_per_s), "job-tokens-per-s"),
       stat("model", job.model), stat("task", job.task),
       stat("budget now", job.current_budget == null ? "–" : `${int(job.current_budget)} ${job.budget_unit}`),
       stat("budget target", job.budget_target == null ? "–" : `${int(job.budget_target)} ${job.budget_unit}`),

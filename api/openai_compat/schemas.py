@@ -81,7 +81,8 @@ class FineTuningJob(BaseModel):
     result_files: list[str]
     seed: int
     status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
-    trained_tokens: int | None
+    trained_tokens: int | None = Field(description="non-padding input tokens trained so far (it grows while the job "
+                                       "runs); null until the first step is recorded")
     training_file: str
     validation_file: str | None
     estimated_finish: int | None

@@ -168,7 +168,7 @@ def present_job(job: Job, eta_seconds: float | None = None) -> FineTuningJob:
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": n_epochs, "batch_size": training.get("batch_size", DEFAULT_BATCH_SIZE),
             "learning_rate_multiplier": multiplier}}},
-        result_files=[], seed=training.get("seed", 0), trained_tokens=None,
+        result_files=[], seed=training.get("seed", 0), trained_tokens=job.trained_tokens,
         training_file=dataset.get("file_id") or f"{dataset['source']}:{dataset.get('path')}",
         validation_file=dataset.get("validation_file_id"),
         estimated_finish=int(datetime.now(timezone.utc).timestamp() + eta_seconds) if eta_seconds is not None else None,

@@ -167,12 +167,14 @@ def test_memory_estimate_parts_add_up_and_checkpointing_lowers_the_peak(client, 
     # max_seq_len defaults to 128, but the tiny BERT has 64 positions: no row is longer.
     assert (memory["batch_size"], memory["seq_len"]) == (spec["training"]["batch_size"], 64)
     assert memory["notes"] == ["training.max_seq_len 128 is above the 64 positions of 'tiny-bert': estimated at "
-                               "64 tokens. Rows longer than that do not fit the model; lower max_seq_len to 64"]
+                               "64 tokens. Rows longer than that do not fit the model; lower max_seq_len to 64",
+                               "training.gradient_checkpointing auto: estimated without it; the worker turns it on "
+                               "only where the step does not fit its device (name the card in `gpu` to check one)"]
     trainable = 4 * PER_RANK + CLASSIFIER  # at the initial budget: fp32 value, gradient, AdamW's two moments
     assert (memory["trainable_bytes"], memory["gradients_bytes"], memory["optimizer_bytes"]) == \
         (4 * trainable, 4 * trainable, 8 * trainable)
     assert memory["allocator_bytes"] == 8 * 4 * PER_RANK
-    # A classifier trains without checkpointing by default; with it, the peak is lower.
+    # Without a card, "auto" is estimated without checkpointing; with it, the peak is lower.
     assert memory["gradient_checkpointing"] is False and memory["peak_bytes"] == memory["peak_checkpointing_off_bytes"]
     assert memory["peak_checkpointing_on_bytes"] < memory["peak_checkpointing_off_bytes"]
     assert memory["card"] is None and memory["fits"] is None and memory["advice"] == []
@@ -194,7 +196,8 @@ def test_base_dtype_auto_follows_the_card(client, alice):
 
 def test_a_job_too_large_for_the_card_is_told_which_knobs_fit_it(client, alice):
     spec = tiny_spec()
-    spec["training"] = {**spec["training"], "batch_size": 4096, "max_seq_len": 64, "base_dtype": "fp32"}
+    spec["training"] = {**spec["training"], "batch_size": 4096, "max_seq_len": 64, "base_dtype": "fp32",
+                        "gradient_checkpointing": False}
     response = client.post("/v1/jobs", json={**spec, "dry_run": True, "gpu": "1GB"}, headers=alice)
     assert response.status_code == 200, response.text
     memory = response.json()["memory"]
@@ -254,3 +257,21 @@ def test_learning_rate_auto_is_a_valid_spec_and_anything_else_not_a_number_is_re
     assert dry_run(client, alice, {**spec, "training": {**spec["training"], "learning_rate": "auto"}})["dry_run"]
     found = problems(client, alice, {**spec, "training": {**spec["training"], "learning_rate": "fast"}})
     assert any(field.startswith("training.learning_rate") for field in found), found
+
+
+def test_checkpointing_auto_turns_on_only_for_a_card_the_step_does_not_fit(client, alice):
+    def memory(gpu):
+        spec = tiny_spec()
+        spec["training"] = {**spec["training"], "batch_size": 4096, "max_seq_len": 64, "base_dtype": "fp32"}
+        response = client.post("/v1/jobs", json={**spec, "dry_run": True, "gpu": gpu}, headers=alice)
+        assert response.status_code == 200, response.text
+        return response.json()["memory"]
+
+    small, large = memory("1GB"), memory("h100 80gb")
+    assert small["gradient_checkpointing"] is True and small["peak_bytes"] == small["peak_checkpointing_on_bytes"]
+    assert any(n.startswith("training.gradient_checkpointing auto: on on the 1GB, as the step's estimated peak of ")
+               and "exceeds the device's 1.0 GiB without it" in n for n in small["notes"]), small["notes"]
+    assert not any(a.startswith("training.gradient_checkpointing") for a in small["advice"])  # already on
+    assert large["gradient_checkpointing"] is False and large["peak_bytes"] == large["peak_checkpointing_off_bytes"]
+    assert any(n.startswith("training.gradient_checkpointing auto: off on the H100-80GB, as the step's estimated peak")
+               and "fits the device's" in n for n in large["notes"]), large["notes"]

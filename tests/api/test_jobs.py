@@ -64,6 +64,15 @@ def test_get_running_job_shows_progress_latest_metrics_and_eta(client, alice, se
     assert 3 * elapsed[0] - 0.01 <= job["eta_seconds"] <= 3 * elapsed[1] + 0.01
 
 
+def test_the_tokens_a_job_trained_show_on_rest_and_the_openai_surface_null_until_counted(client, alice, seed_job):
+    counted = seed_job(alice, "running", started_at=utcnow(), step=3, total_steps=10, trained_tokens=4321)
+    fresh = seed_job(alice, "running", started_at=utcnow())
+    for path in ("/v1/jobs/{}", "/openai/v1/fine_tuning/jobs/{}"):
+        assert client.get(path.format(counted), headers=alice).json()["trained_tokens"] == 4321
+        assert client.get(path.format(fresh), headers=alice).json()["trained_tokens"] is None
+    assert client.get("/v1/jobs", headers=alice).json()["data"][1]["trained_tokens"] == 4321  # newest first
+
+
 def test_queued_job_has_no_eta_or_metrics(client, alice, seed_job):
     job = client.get(f"/v1/jobs/{seed_job(alice)}", headers=alice).json()
     assert job["eta_seconds"] is None and job["latest_metrics"] is None

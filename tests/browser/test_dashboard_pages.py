@@ -404,6 +404,21 @@ def test_the_eval_chart_starts_at_step_0_and_the_page_shows_the_rate_auto_chose(
     assert xs[0] == 0 and xs[1:] == [50, 100, 150]  # the score before training, then every evaluation
 
 
+# -- issue 25: tokens counted ---------------------------------------------------------------------------------
+
+def test_the_job_page_shows_the_tokens_trained_and_the_latest_rate(server, page, key, tenant_id):
+    from service.tables import Metric
+
+    job_id = seed_job(tenant_id)
+    with session_scope() as session:
+        session.get(Job, job_id).trained_tokens = 123_456
+        last = session.scalar(select(Metric).where(Metric.job_id == job_id, Metric.step == 150))
+        last.values = {**last.values, "tokens": 123_456.0, "tokens_per_s": 2345.6}
+    open_dashboard(page, server, key, f"#/jobs/{job_id}")
+    wait_until_settled(page)
+    assert (page.inner_text("#job-tokens"), page.inner_text("#job-tokens-per-s")) == ("123,456", "2,346")
+
+
 def test_the_new_job_form_asks_for_an_auto_learning_rate_and_a_scaling_rule(server, page, key, rest):
     open_dashboard(page, server, key, "#/new")
     page.wait_for_selector("#model option[value='tiny-bert']", state="attached")

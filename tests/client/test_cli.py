@@ -73,8 +73,10 @@ def test_a_job_from_a_yaml_spec_followed_to_the_end(cli_env, tmp_path, tiny_mode
 
     job = adalora_json(cli_env, "jobs", "get", job_id)
     assert (job["status"], job["name"], job["step"]) == ("succeeded", "from-yaml", 24)
-    shown = adalora(cli_env, "jobs", "get", job_id).stdout
-    assert f"learning rate {job['spec']['training']['learning_rate']:g}" in " ".join(shown.split())
+    shown = " ".join(adalora(cli_env, "jobs", "get", job_id).stdout.split())
+    assert f"learning rate {job['spec']['training']['learning_rate']:g}" in shown
+    assert job["trained_tokens"] > 0 and f"trained tokens {job['trained_tokens']:,} (" in shown
+    assert "tokens/s at step 24)" in shown
     assert job_id in adalora(cli_env, "jobs", "list", "--status", "succeeded").stdout
     events = adalora(cli_env, "jobs", "events", job_id).stdout
     assert "job queued" in events and "succeeded" in events

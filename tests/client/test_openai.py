@@ -89,7 +89,9 @@ def test_a_chat_job_from_create_to_download(oa, succeeded_job, live_service, api
     assert job.method.type == "supervised" and job.hyperparameters.n_epochs == "auto"
 
     with httpx.Client(base_url=live_service.url, headers={"Authorization": f"Bearer {api_key}"}) as ours:
-        spec = ours.get(f"/v1/jobs/{job.id}").json()["spec"]
+        ours_job = ours.get(f"/v1/jobs/{job.id}").json()
+        assert job.trained_tokens == ours_job["trained_tokens"] > 0
+        spec = ours_job["spec"]
         assert (spec["budget"]["init_r"], spec["budget"]["target_r"], spec["training"]["max_steps"]) == (4, 2, 24)
         assert spec["training"]["learning_rate"] == pytest.approx(2e-3) and spec["task"] == "causal_lm"
         assert spec["dataset"]["messages_column"] == "messages"

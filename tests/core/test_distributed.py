@@ -40,7 +40,7 @@ def args(folder: str | None = None, **changes) -> TrainArgs:
 def outcome(result) -> dict:
     return {"ranks": {name: sum(kept) for name, kept in result.rank_pattern.items()},
             "weights": {n: p.detach().clone() for n, p in result.adapted.model.named_parameters() if p.requires_grad},
-            "loss": result.metrics["loss"], "step": result.step}
+            "loss": result.metrics["loss"], "tokens": result.metrics["tokens"], "step": result.step}
 
 
 def process(rank: int, size: int, init: str, out: str, folder: str | None, resume: str | None) -> None:
@@ -74,6 +74,7 @@ def test_two_processes_with_half_batches_train_the_one_process_run(tmp_path):
     # The same run as one process with the whole batch, up to the order of float additions.
     assert_same_run(first, alone, atol=1e-6)  # measured: 1.2e-7
     assert first["loss"] == pytest.approx(alone["loss"], rel=1e-6)
+    assert first["tokens"] == alone["tokens"] == STEPS * BATCH * 8  # each process's half, summed: 8 tokens a row
     assert len(set(alone["ranks"].values())) > 1  # the allocator really moved ranks between modules
 
 

@@ -105,3 +105,57 @@ def test_unload_with_merge_gives_plain_model_with_same_outputs():
     plain = unload(adapted, merge=True)
     assert not any(isinstance(m, SVDLinear) for m in plain.modules())
     torch.testing.assert_close(plain(input_ids=x).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def reference_forward(layer: SVDLinear, x: torch.Tensor) -> torch.Tensor:
+    """The textbook update, in fp32: W x + b + scale · B (A ⊙ E) x."""
+    base = layer.base(x).float()
+    return base + (x.float() @ (layer.lora_A * layer.lora_E).T @ layer.lora_B.T) * layer.scaling
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (2, 3, 16)])
+def test_the_fused_forward_equals_the_textbook_update(shape):
+    torch.manual_seed(0)
+    layer = SVDLinear(nn.Linear(16, 24), r=4, scaling=1.7, init="gaussian")
+    with torch.no_grad():
+        layer.lora_E.normal_()
+    x = torch.randn(*shape, 16)
+    torch.testing.assert_close(layer(x), reference_forward(layer, x), rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the GPU path: bf16 GEMMs, the add inside the last one
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference_forward(layer, x), rtol=3e-2, atol=3e-2)
+    layer.base.to(torch.bfloat16)  # a bf16 base outside autocast: the fp32 adapter's product is cast back
+    out = layer(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference_forward(layer, x.to(torch.bfloat16)), rtol=3e-2, atol=3e-2)
+
+
+def test_a_module_pruned_to_nothing_skips_its_adapter_once_the_mask_is_final():
+    from adalora_core import RankAllocator
+
+    torch.manual_seed(0)
+    modules = {"kept": SVDLinear(nn.Linear(8, 8), 2, scaling=1), "gone": SVDLinear(nn.Linear(8, 8), 2, scaling=1)}
+    config = AdaLoraConfig(init_r=2, target_r=1, tinit=0, tfinal=1, delta_t=1)
+    allocator = RankAllocator(modules, config, 3)
+    x = torch.randn(4, 8)
+    for step in range(3):
+        for name, module in modules.items():
+            module.zero_grad(set_to_none=True)
+            if not module.pruned:
+                # "kept" has the larger gradients, so the final budget of 2 ranks goes to it alone.
+                (module(x).sum() * (10.0 if name == "kept" else 1e-3)).backward()
+        assert not any(m.pruned for m in modules.values()), "only a final mask prunes a module away"
+        allocator.update(step) if step < 2 else None
+    allocation = allocator.update(2)
+    assert allocation.final and allocation.ranks == {"kept": 2, "gone": 0}
+    gone = modules["gone"]
+    assert gone.pruned and not modules["kept"].pruned
+    gone.zero_grad(set_to_none=True)
+    out = gone(x)
+    assert torch.equal(out, gone.base(x))
+    out.sum().backward()
+    assert gone.lora_A.grad is None and gone.lora_E.grad is None and gone.lora_B.grad is None
+    resumed = {n: SVDLinear(nn.Linear(8, 8), 2, scaling=1) for n in modules}  # a resumed run knows it too
+    RankAllocator(resumed, config, 3).load_state_dict(allocator.state_dict())
+    assert resumed["gone"].pruned and not resumed["kept"].pruned

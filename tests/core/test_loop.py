@@ -68,6 +68,58 @@ def test_callbacks_see_every_step_and_a_budget_falling_from_init_to_target(bert_
     # The mask freezes at 0-based step T - tfinal (PEFT's convention), reported 1-based.
     assert rec.allocations[-1][3] and rec.allocations[-1][0] == 16 - 3 + 1
     assert result.step == 16 and not result.stopped
+    # No attention mask: every input token is trained, 8 rows of 8 per step.
+    assert [m["tokens"] for _, m in rec.metrics] == [64.0 * step for step in range(1, 17)]
+    assert all(m["tokens_per_s"] > 0 for _, m in rec.metrics)
+
+
+def ragged_data() -> list[dict]:
+    """classification_data with rows of 2 to 8 tokens: padded batches, and a different count in every one."""
+    return [{**row, "input_ids": row["input_ids"][:2 + i % 7]} for i, row in enumerate(classification_data())]
+
+
+def pad_and_count(seen: list[int]):
+    """A collate that pads to the longest row with an attention mask, recording each batch's real tokens."""
+    def collate_padded(rows):
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r["input_ids"])], mask[i, :len(r["input_ids"])] = r["input_ids"], 1
+        seen.append(sum(len(r["input_ids"]) for r in rows))
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.stack([r["labels"] for r in rows])}
+    return collate_padded
+
+
+def run_ragged(bert_dir, seen, callbacks=None, resume_from=None, **overrides):
+    args = {"max_steps": 16, "batch_size": 8, "learning_rate": 5e-2, "seed": 3, **overrides}
+    return train(build_model(bert_dir, "sequence_classification"), CONFIG, TrainArgs(**args), ragged_data(),
+                 pad_and_count(seen), callbacks=callbacks, resume_from=resume_from)
+
+
+def test_tokens_count_the_non_padding_tokens_of_every_micro_batch(bert_dir):
+    seen, rec = [], Recorder()
+    run_ragged(bert_dir, seen, rec, grad_accum=2, batch_size=4, max_steps=12)
+    # Two micro-batches a step, of different counts, in the order collated (a loader may collate a few ahead).
+    assert len(seen) >= 24 and len(set(seen[:24])) > 1
+    per_step = [seen[i] + seen[i + 1] for i in range(0, 24, 2)]
+    assert [m["tokens"] for _, m in rec.metrics] == [float(sum(per_step[:k])) for k in range(1, 13)]
+
+
+def test_a_resumed_run_continues_the_token_count_exactly(bert_dir, tmp_path):
+    full = Recorder()
+    run_ragged(bert_dir, [], full, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=6)
+    counts = [m["tokens"] for _, m in full.metrics]
+    resumed = Recorder()
+    run_ragged(bert_dir, [], resumed, resume_from=full.checkpoints[0][1])
+    assert [m["tokens"] for _, m in resumed.metrics] == counts[6:]
+    # A checkpoint written before tokens were counted still resumes; its count starts at the resume.
+    old = torch.load(full.checkpoints[0][1], weights_only=False)
+    del old["tokens"]
+    torch.save(old, tmp_path / "old.pt")
+    again = Recorder()
+    run_ragged(bert_dir, [], again, resume_from=str(tmp_path / "old.pt"))
+    assert [m["tokens"] for _, m in again.metrics] == [c - counts[5] for c in counts[6:]]
 
 
 def test_the_run_reports_its_length_and_plan_once_before_the_first_step(bert_dir):

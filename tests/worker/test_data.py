@@ -158,6 +158,23 @@ def test_classification_eval_reports_accuracy_and_loss(data_dir, tokenizer, tiny
     assert make_eval_fn("sequence_classification", [], collate, 4) is None
 
 
+def test_causal_lm_eval_hands_the_model_no_mask_and_scores_as_with_it():
+    from tests.core.tiny import tiny_gpt2
+
+    model = tiny_gpt2()
+    seen = []
+    g = torch.Generator().manual_seed(0)
+    examples = [{"input_ids": (ids := torch.randint(1, 100, (n,), generator=g).tolist()), "labels": ids}
+                for n in (3, 9, 5, 12, 7, 4)]
+    collate = make_collate(0)
+    with torch.no_grad():
+        want = sum(model(**collate([e])).loss * (len(e["input_ids"]) - 1) for e in examples)  # each alone
+        model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+        scores = make_eval_fn("causal_lm", examples, collate, 4)(model)
+    assert scores["loss"] == pytest.approx(float(want) / sum(len(e["input_ids"]) - 1 for e in examples), rel=1e-5)
+    assert len(seen) == 2 and all("attention_mask" not in kwargs for kwargs in seen)  # two padded batches
+
+
 def test_a_named_validation_file_replaces_the_hold_out(data_dir, tiny_dataset_file):
     (data_dir / "train.csv").write_text(tiny_dataset_file.read_text())
     (data_dir / "dev.csv").write_text("sentence,label\ngood film,positive\n")

@@ -1,5 +1,5 @@
 """Memory knobs of a job, on real runs: a bf16 base with fp32 adapters and head, gradient checkpointing (the
-same losses as without it), the default that turns it on for big generative models, fp16 refused with the
+same losses as without it), "auto" that turns it on only where the step does not fit, fp16 refused with the
 reason, and an out-of-memory failure that names the knobs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select
 
 from service.db import session_scope
-from service.jobspec import CHECKPOINTING_ABOVE_PARAMS, JobSpec
+from service.jobspec import JobSpec
 from service.tables import Metric
 from tests.conftest import sentiment_rows, sqlite_only_database_url
 from tests.helpers import new_job
@@ -54,17 +54,32 @@ def test_gradient_checkpointing_gives_the_same_losses(engine, data_dir, tiny_cha
     assert runs[True] == pytest.approx(runs[False], rel=1e-4)  # recomputation changes memory, not the math
 
 
-def test_checkpointing_defaults_on_only_for_big_generative_models():
-    def job(task: str, **training) -> JobSpec:
-        return JobSpec.model_validate({"model": "org/name", "task": task, "dataset": {"source": "hub", "path": "o/d"},
-                                       "training": training})
-    big, small = CHECKPOINTING_ABOVE_PARAMS + 1, CHECKPOINTING_ABOVE_PARAMS
-    assert job("causal_lm").gradient_checkpointing_for(big)
-    assert job("seq2seq").gradient_checkpointing_for(big)
-    assert not job("causal_lm").gradient_checkpointing_for(small)
-    assert not job("sequence_classification").gradient_checkpointing_for(big)
-    assert not job("causal_lm", gradient_checkpointing=False).gradient_checkpointing_for(big)
-    assert job("sequence_classification", gradient_checkpointing=True).gradient_checkpointing_for(small)
+def test_checkpointing_auto_is_on_only_where_the_step_does_not_fit(tiny_llama_dir):
+    """The rule on a real estimate: the tiny Llama's step fits this host without recomputation, not a 1 MiB card."""
+    from adalora_core import AdaLoraConfig, build_model, inject_adalora
+    from adalora_core.memory import checkpointing_needed, estimate_training_memory
+
+    adapted = inject_adalora(build_model(str(tiny_llama_dir), "causal_lm", empty=True), AdaLoraConfig(init_r=4))
+    estimate = estimate_training_memory(adapted, "causal_lm", batch_size=8, seq_len=64, dtype=torch.float32,
+                                        checkpointing=False, device="cpu")
+    off = estimate.with_checkpointing(False).peak
+    assert checkpointing_needed(estimate, 64 * 2**30) == (
+        False, f"the step's estimated peak of {off / 2**30:.2f} GiB fits the device's 64.0 GiB without it")
+    on, why = checkpointing_needed(estimate, 2**20)
+    assert on and why.startswith("the step's estimated peak") and "exceeds the device's 0.0 GiB without it" in why
+    stored = JobSpec.model_validate({"model": "org/name", "task": "causal_lm",
+                                     "dataset": {"source": "hub", "path": "o/d"},
+                                     "training": {"gradient_checkpointing": None}})
+    assert stored.training.gradient_checkpointing == "auto", "a spec stored before auto existed (null) reads as auto"
+
+
+def test_an_auto_job_says_why_checkpointing_is_off(engine, data_dir, tiny_llama_dir):
+    rows = [{"text": "the movie was good and the plot was great " * 3} for _ in range(16)]
+    job_id = new_job(spec("causal_lm", write_jsonl(data_dir, rows), model="tiny-llama", max_steps=12, max_seq_len=32))
+    succeeded(job_id)
+    model_event = next(e for e in finished(job_id)[1] if e.startswith("model: "))
+    assert "gradient checkpointing off (auto: the step's estimated peak of " in model_event, model_event
+    assert "GiB without it)" in model_event
 
 
 def test_fp16_is_refused_with_the_reason():

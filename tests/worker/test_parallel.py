@@ -36,6 +36,12 @@ def test_a_two_process_job_trains_and_exports_once(engine):
     assert steps == list(range(0, 25))  # rank 0 alone reports: every step once
     assert kinds == ["adapter", "lora", "lora-serving", "merged"]
     assert any(e.startswith("training data-parallel on 2 processes") for e in events), events
+    # The tokens are the one-process run's: each process counts its half of every batch, padded apart, and rank 0
+    # reports the sum.
+    alone = new_job(tiny_job_spec(max_steps=24))
+    assert claim_and_run(alone) == "succeeded"
+    with session_scope() as session:
+        assert job.trained_tokens == session.get(Job, alone).trained_tokens > 0
 
 
 def test_a_peer_that_dies_fails_the_job_naming_it(engine):

@@ -10,6 +10,7 @@ from service.settings import get_settings
 from service.tables import Artifact, Job, JobEvent, Metric, RankSnapshot
 from tests.conftest import tiny_job_spec
 from tests.helpers import new_job
+from tests.worker.helpers import succeeded
 from worker.runner import claim_and_run
 
 
@@ -46,6 +47,18 @@ def test_progress_is_written_in_batches_not_per_step(engine, step_driven_flushes
     assert commits[0] <= 30 // 5 + 10, commits[0]
     assert snapshots[0].step == 0 and snapshots[-1].final
     assert sorted(kinds) == ["adapter", "lora", "lora-serving", "merged"]
+
+
+def test_the_job_records_the_tokens_its_run_trained(engine):
+    job_id = new_job(tiny_job_spec(max_steps=12))
+    succeeded(job_id)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        metrics = dict(session.execute(select(Metric.step, Metric.values).where(Metric.job_id == job_id)).all())
+    assert "tokens" not in metrics[0]  # step 0: the evaluation before training
+    counts = [metrics[step]["tokens"] for step in range(1, 13)]
+    assert 0 < counts[0] and counts == sorted(set(counts))  # every step adds its batch's tokens
+    assert job.trained_tokens == counts[-1] and all(metrics[step]["tokens_per_s"] > 0 for step in range(1, 13))
 
 
 def test_unreadable_labels_fail_with_a_message_naming_the_column(engine, tiny_dataset_file):

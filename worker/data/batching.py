@@ -16,7 +16,9 @@ GROUP_WINDOW_BATCHES = 32
 
 def make_collate(pad_token_id: int) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """Pads each key of a batch to its own longest row (sources and targets differ in seq2seq), and
-    builds the attention mask from the input lengths."""
+    builds the 2-D attention mask from the input lengths. Packed rows get the same mask (it counts their
+    real tokens): their position_ids keep attention inside each example once adalora_core.model_inputs
+    hands them to the model without it. Pad positions are 0, so each pad token is an example of its own."""
     pads = {"input_ids": pad_token_id, "token_type_ids": 0, "labels": IGNORE_INDEX, "position_ids": 0}
 
     def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -30,8 +32,6 @@ def make_collate(pad_token_id: int) -> Callable[[list[dict]], dict[str, torch.Te
             batch[key] = torch.tensor([v + [pads[key]] * (width - len(v)) for v in values])
         lengths = torch.tensor([len(e["input_ids"]) for e in examples])
         batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1]) < lengths[:, None]).long()
-        if "position_ids" in batch:  # packed rows: attention stays inside each example
-            batch["attention_mask"] = packed_attention_mask(batch["position_ids"], batch["attention_mask"])
         return batch
 
     return collate
@@ -39,7 +39,7 @@ def make_collate(pad_token_id: int) -> Callable[[list[dict]], dict[str, torch.Te
 
 def pack_examples(examples: list[dict], max_len: int) -> list[dict]:
     """Consecutive examples joined into rows of at most `max_len` tokens, in order. Each row's position_ids
-    restart at 0 where an example starts (the collate turns them into a block-diagonal causal mask), and an
+    restart at 0 where an example starts (from them the model keeps attention inside each example), and an
     example's first label is ignored: it would be predicted from the previous example's last token."""
     rows: list[dict] = []
     for example in examples:
@@ -52,17 +52,6 @@ def pack_examples(examples: list[dict], max_len: int) -> list[dict]:
         row["labels"] += [IGNORE_INDEX, *labels[1:]]
         row["position_ids"] += range(len(ids))
     return rows
-
-
-def packed_attention_mask(position_ids: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    """(batch, 1, len, len) booleans: a token sees the earlier tokens of its own example only. An example
-    starts where position_ids return to 0; padding sees only itself (a query that sees nothing gives NaN)."""
-    starts = (position_ids == 0) & padding.bool()
-    example = torch.cumsum(starts.long(), dim=1).masked_fill(~padding.bool(), -1)
-    width = position_ids.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same = example[:, :, None] == example[:, None, :]
-    return ((same & causal) | torch.eye(width, dtype=torch.bool))[:, None]
 
 
 def length_grouped_order(lengths: list[int], batch_size: int, seed: int) -> Callable[[int], list[list[int]]]:

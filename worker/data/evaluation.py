@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adalora_core.model_inputs import model_inputs
 from worker.data import metrics
 from worker.data.encoding import IGNORE_INDEX
 
@@ -57,11 +58,11 @@ def _token_loss(model: nn.Module, batches: list[dict], shifted: bool) -> dict[st
     device = next(model.parameters()).device
     loss_sum, tokens = 0.0, 0
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch["labels"][:, 1:] if shifted else batch["labels"]  # causal LMs predict the next token
         n = int((labels != IGNORE_INDEX).sum())
         if n:
-            loss_sum, tokens = loss_sum + model(**batch).loss.item() * n, tokens + n
+            loss = model(**model_inputs(model, batch, device)).loss
+            loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
     loss = loss_sum / max(1, tokens)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
