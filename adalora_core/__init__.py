@@ -20,7 +20,7 @@ _EXPORTS = {
     "SVDLinear": "layer",
     "keeps_packed_examples_apart": "model_inputs", "model_inputs": "model_inputs",
     "SERVING_RANKS": "lora_format", "save_lora_adapter": "lora_format", "save_serving_adapter": "lora_format",
-    "TrainCallbacks": "loop", "TrainingDiverged": "loop", "TrainResult": "loop", "save_checkpoint": "loop",
+    "TrainCallbacks": "loop", "TrainingDiverged": "step_metrics", "TrainResult": "loop", "save_checkpoint": "loop",
     "save_warm_start": "loop", "train": "loop",
     "plan_run": "plan",
     "orthogonal_penalty": "regularizer",
@@ -47,8 +47,9 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from .hf import base_dtype, build_model, enable_gradient_checkpointing, parameter_count
     from .inject import Adapted, inject_adalora, unload
     from .layer import SVDLinear
-    from .loop import TrainCallbacks, TrainingDiverged, TrainResult, save_checkpoint, save_warm_start, train
+    from .loop import TrainCallbacks, TrainResult, save_checkpoint, save_warm_start, train
     from .lora_format import SERVING_RANKS, save_lora_adapter, save_serving_adapter
     from .model_inputs import keeps_packed_examples_apart, model_inputs
     from .plan import plan_run
     from .regularizer import orthogonal_penalty
+    from .step_metrics import TrainingDiverged

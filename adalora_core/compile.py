@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .config import COMPILE_AUTO_MIN_STEPS
 from .layer import is_quantized
 from .memory import checkpoint_layers
-
-# "auto" compiles runs of at least this many optimizer steps: compilation takes about a minute for a 1B-class
-# decoder layer's graphs, and a faster step repays it only over a few hundred steps.
-COMPILE_AUTO_MIN_STEPS = 300
 
 
 def compile_choice(setting: bool | str, device_type: str, total_steps: int, model: nn.Module) -> tuple[bool, str]:

@@ -190,6 +190,9 @@ def default_target_modules(model_type: str) -> list[str]:
 
 
 METRICS_EVERY_ON_ACCELERATORS = 10
+# compile "auto" compiles runs of at least this many optimizer steps (adalora_core.compile): compiling takes about
+# a minute for a 1B-class decoder layer's graphs, and a faster step repays it only over a few hundred steps.
+COMPILE_AUTO_MIN_STEPS = 300
 
 
 @dataclass

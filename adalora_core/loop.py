@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .allocator import Allocation, RankAllocator
+from .compile import compile_choice, compile_layers
 from .config import AdaLoraConfig, ConfigError, TrainArgs
 from .distributed import (
     accumulating,
@@ -35,11 +36,9 @@ from .inject import Adapted, inject_adalora
 from .lr_probe import LrProbe, probe_steps, range_test
 from .model_inputs import model_inputs
 from .plan import describe_plan
+from .prefetch import prefetched
 from .regularizer import orthogonal_penalty
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being a finite number: every later step would only spread NaNs through the weights."""
+from .step_metrics import StepMetrics, metrics_every
 
 
 class TrainCallbacks:
@@ -104,6 +103,9 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     seed_everything(args.seed)
     adapted = inject_adalora(model, config)
     model.to(device)
+    compiling, compile_why = compile_choice(args.compile, device.type, total, model)
+    if compiling:
+        compile_layers(model)
     allocator = RankAllocator(adapted.modules, config, total, skip_pruned_modules=size == 1)
     if warm_start and not resume_from:  # before the probe and on_start, so that the plan shows the carried pattern
         _load_warm_start(warm_start, adapted, allocator)
@@ -124,80 +126,84 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
         callbacks.on_event("warning", warning)
     if probe is not None:
         callbacks.on_event("info", probe.summary())
+    if compiling or args.compile is True:  # "auto" that stays off is the default and goes unsaid
+        callbacks.on_event("info" if compiling else "warning",
+                           f"torch.compile {'on for each decoder layer' if compiling else 'off'} ({compile_why})")
     if resume_from:
         start, tokens = _load_checkpoint(resume_from, adapted, optimizer, scheduler, allocator, config)
         callbacks.on_event("info", f"resumed from step {start}")
     modules = list(adapted.modules.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    batches = micro_batches(train_data, collate, args, start * args.grad_accum, batch_order, rank, size)
     result = TrainResult(adapted, allocator, config, start, stopped=False, lr_probe=probe)
     checkpoint_due = _checkpoint_timer(args, start, clock)
     net = data_parallel(model, device, size)
+    pending = StepMetrics(metrics_every(args, device), size, tokens)
 
     if rank == 0 and eval_fn is not None and start == 0:
         # Where the run starts (the base model, or the warm start): every later score reads as a gain over it.
-        result.metrics = {f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()}
+        result.metrics = {f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn, device, bf16).items()}
         callbacks.on_metrics(0, result.metrics)
     model.train()
-    for step in range(start, total):
-        if rank0_says(callbacks.should_stop(), device, size):
-            result.stopped = True
-            callbacks.on_event("info", f"stopped at step {step} of {total}")
-            if rank == 0 and args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
-                # At a step boundary the state (RNG included) is exactly what a periodic checkpoint holds.
-                path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator, config,
-                                       tokens)
-                callbacks.on_checkpoint(step, path)
-            break
-        # The step's own time for tokens_per_s (evaluation and checkpoints fall outside it); a real clock, as `clock`
-        # may be a test's fake.
-        began = time.perf_counter()
-        losses = torch.zeros(2, device=device)  # task loss, orth loss: read once per step (one device sync)
-        step_tokens = 0  # this process's, counted on the CPU before the batch moves: no device sync
-        for micro in range(args.grad_accum):
-            cpu_batch = next(batches)
-            step_tokens += input_tokens(cpu_batch)
-            batch = model_inputs(model, cpu_batch, device)
-            with accumulating(net, last=micro == args.grad_accum - 1):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = net(**batch).loss
-                orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
-                        else loss.new_zeros(()))
-                ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
-            losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
-        # One reduction per step: losses and tokens summed over processes (float64 holds any count exactly). The
-        # count goes in as a fill, not a copy from the CPU, which would wait for the device.
-        count = losses.new_full((1,), step_tokens, dtype=torch.float64)
-        sums = sum_over_processes(torch.cat([losses.double(), count]), size)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
-        optimizer.step()
-        scheduler.step()
-        allocation = allocator.update(step)
-        optimizer.zero_grad(set_to_none=True)
+    batches = prefetched(micro_batches(train_data, collate, args, start * args.grad_accum, batch_order, rank, size),
+                         pin=device.type == "cuda")
+    try:
+        for step in range(start, total):
+            # Asked once per read interval: under DDP the answer is a broadcast, which waits for the device. The
+            # same steps on every process, or the broadcast would not pair up.
+            if (step - start) % pending.every == 0 and rank0_says(callbacks.should_stop(), device, size):
+                _report_metrics(pending, result, callbacks)  # the steps taken so far
+                result.stopped = True
+                callbacks.on_event("info", f"stopped at step {step} of {total}")
+                if rank == 0 and args.checkpoint_dir and step > start and callbacks.checkpoint_on_stop():
+                    # At a step boundary the state (RNG included) is exactly what a periodic checkpoint holds.
+                    path = save_checkpoint(args.checkpoint_dir, step, adapted, optimizer, scheduler, allocator,
+                                           config, pending.tokens)
+                    callbacks.on_checkpoint(step, path)
+                break
+            pending.begin_step()
+            losses = torch.zeros(2, device=device)  # task loss, orth loss
+            step_tokens = 0  # this process's, counted on the CPU before the batch moves: no device sync
+            for micro in range(args.grad_accum):
+                cpu_batch = next(batches)
+                step_tokens += input_tokens(cpu_batch)
+                batch = model_inputs(model, cpu_batch, device)
+                with accumulating(net, last=micro == args.grad_accum - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        loss = net(**batch).loss
+                    orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
+                            else loss.new_zeros(()))
+                    ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
+                losses += torch.stack([loss.detach().float(), orth.detach().float()]) / args.grad_accum
+            # One reduction per step: losses and tokens summed over processes (float64 holds any count exactly).
+            # The count goes in as a fill, not a copy from the CPU, which would wait for the device.
+            count = losses.new_full((1,), step_tokens, dtype=torch.float64)
+            sums = sum_over_processes(torch.cat([losses.double(), count]), size)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm or math.inf)
+            optimizer.step()
+            scheduler.step()
+            allocation = allocator.update(step)
+            optimizer.zero_grad(set_to_none=True)
 
-        done = step + 1
-        if allocation is not None:
-            _report_allocation(allocation, callbacks)
-        task_loss, orth_loss, all_tokens, grad_norm = torch.cat([sums, grad_norm.view(1).double()]).tolist()
-        task_loss, orth_loss = task_loss / size, orth_loss / size  # means over processes
-        tokens += int(all_tokens)
-        tokens_per_s = all_tokens / (time.perf_counter() - began)
-        if not math.isfinite(task_loss):
-            raise TrainingDiverged(f"the training loss became {task_loss} at step {done}: the run diverged; "
-                                   "lower the learning rate, or clip gradients (max_grad_norm)")
-        metrics = {"loss": task_loss, "lr": scheduler.get_last_lr()[0], "orth_loss": orth_loss,
-                   "grad_norm": grad_norm, "budget": float(allocator.current_budget),
-                   "adapter_params": float(allocator.kept_params()), "tokens": float(tokens),
-                   "tokens_per_s": tokens_per_s}
-        if rank == 0 and eval_fn is not None and (done == total or (args.eval_every and done % args.eval_every == 0)):
-            metrics.update({f"eval_{k}": float(v) for k, v in _evaluate(model, eval_fn).items()})
-        callbacks.on_metrics(done, metrics)
-        result.step, result.metrics = done, metrics
-        if rank == 0 and done < total and checkpoint_due(done):
-            assert args.checkpoint_dir is not None, "TrainArgs requires it with checkpoint_every(_seconds)"
-            path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config,
-                                   tokens)
-            callbacks.on_checkpoint(done, path)
+            done = step + 1
+            if allocation is not None:
+                _report_allocation(allocation, callbacks)
+            pending.add(done, torch.cat([sums, grad_norm.view(1).double()]),
+                        {"lr": float(scheduler.get_last_lr()[0]), "budget": float(allocator.current_budget),
+                         "adapter_params": float(allocator.kept_params())})
+            evaluate = None
+            if rank == 0 and eval_fn is not None and (done == total or (args.eval_every
+                                                                        and done % args.eval_every == 0)):
+                evaluate = partial(_evaluate, model, eval_fn, device, bf16)
+            if done == total or evaluate is not None or pending.due:
+                _report_metrics(pending, result, callbacks, evaluate)
+            if rank == 0 and done < total and checkpoint_due(done):
+                _report_metrics(pending, result, callbacks)  # the checkpoint holds the token count up to its step
+                assert args.checkpoint_dir is not None, "TrainArgs requires it with checkpoint_every(_seconds)"
+                path = save_checkpoint(args.checkpoint_dir, done, adapted, optimizer, scheduler, allocator, config,
+                                       pending.tokens)
+                callbacks.on_checkpoint(done, path)
+    finally:
+        batches.close()
     return result
 
 
@@ -242,6 +248,17 @@ def _checkpoint_timer(args: TrainArgs, start: int, clock: Callable[[], float]) -
     return due
 
 
+def _report_metrics(pending: StepMetrics, result: TrainResult, callbacks: TrainCallbacks,
+                    evaluate: Callable[[], dict[str, float]] | None = None) -> None:
+    """Reads the waiting steps and reports each; `evaluate` scores the last of them."""
+    read = pending.read()
+    for at, metrics in read:
+        if evaluate is not None and at == read[-1][0]:
+            metrics.update({f"eval_{k}": float(v) for k, v in evaluate().items()})
+        callbacks.on_metrics(at, metrics)
+        result.step, result.metrics = at, metrics
+
+
 def _report_allocation(allocation: Allocation, callbacks: TrainCallbacks) -> None:
     if allocation.warning:
         warnings.warn(allocation.warning, RuntimeWarning, stacklevel=3)
@@ -250,10 +267,12 @@ def _report_allocation(allocation: Allocation, callbacks: TrainCallbacks) -> Non
                             allocation.params)
 
 
-def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+def _evaluate(model: nn.Module, eval_fn: Callable[[nn.Module], dict[str, float]], device: torch.device,
+              bf16: bool) -> dict[str, float]:
+    """eval_fn under the training step's autocast: the same numerics as training, at bf16's speed on a GPU."""
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return eval_fn(model)
     finally:
         model.train()
@@ -269,7 +288,9 @@ def _optimizer(adapted: Adapted, config: AdaLoraConfig, args: TrainArgs) -> torc
         {"params": [p for p in trainable if id(p) in e_params],
          "lr": args.learning_rate * config.e_lr_multiplier},
     ]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay)
+    # One fused kernel for all parameters on a GPU; the foreach default elsewhere (fused needs CUDA or MPS).
+    fused = next(iter(adapted.modules.values())).lora_A.device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=args.weight_decay, fused=fused)
 
 
 def lr_lambda(args: TrainArgs, total: int) -> Callable[[int], float]:

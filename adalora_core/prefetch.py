@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import torch
 
@@ -23,7 +23,7 @@ class _Failure:
 
 
 def prefetched(batches: Iterator[dict[str, torch.Tensor]], pin: bool,
-               depth: int = PREFETCH_DEPTH) -> Iterator[dict[str, torch.Tensor]]:
+               depth: int = PREFETCH_DEPTH) -> Generator[dict[str, torch.Tensor], None, None]:
     """`batches`, read ahead by up to `depth` on a daemon thread; an error in the source is raised here, at the
     batch where it happened. Pinned (page-locked) memory lets the copy to a GPU run asynchronously. Closing the
     returned generator (or dropping it) stops the thread."""

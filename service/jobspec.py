@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 # The core's settings module is torch-free: its defaults and rules are the spec's, written once.
-from adalora_core.config import AdaLoraConfig, TrainArgs, default_target_r, steps_of
+from adalora_core.config import COMPILE_AUTO_MIN_STEPS, AdaLoraConfig, TrainArgs, default_target_r, steps_of
 from service.dataset import DataError
 from service.dataset.formats import SUFFIX_FORMATS
 from service.model_problems import WEIGHT_FILES, has_weights, some_model_folders
@@ -314,6 +314,10 @@ class Training(Strict):
         default="auto", description="recompute activations in the backward pass: less memory, about a third more "
                                     "compute. auto: on only when the worker's estimate of the step's peak memory "
                                     "does not fit its device without it")
+    compile: bool | Literal["auto"] = Field(
+        default=TrainArgs.compile, description="torch.compile each decoder layer: faster steps after a compile of "
+                                               "a minute or so. auto: on a GPU, for runs of at least "
+                                               f"{COMPILE_AUTO_MIN_STEPS} steps, on weights that are not 4-bit")
     quantization: Literal["none", "nf4"] = Field(
         default="none", description="nf4: load the base's linear layers in 4-bit NF4 (bitsandbytes, as QLoRA) "
                                     "under fp32 adapters; base_dtype is then the compute dtype. The merged "

@@ -285,3 +285,71 @@ def test_learning_rate_auto_resumes_with_the_probed_rate(bert_dir, tmp_path):
 def test_a_learning_rate_must_be_positive_or_auto(value):
     with pytest.raises(ConfigError, match="learning_rate"):
         TrainArgs(learning_rate=value)
+
+
+def test_metrics_read_every_few_steps_are_every_steps_own_and_resume_exactly(bert_dir, tmp_path):
+    """metrics_every (a GPU's default is 10) defers the device reads, not the figures: every step is reported
+    with its own values, evaluations and checkpoints read what is waiting first, and a stop still lands on a
+    checkpoint that resumes bitwise."""
+    every_step, batched = Recorder(), Recorder()
+    reference = run(bert_dir, every_step, eval_every=5, metrics_every=1)
+    run(bert_dir, batched, eval_every=5, metrics_every=4, checkpoint_dir=str(tmp_path / "a"), checkpoint_every=6)
+    assert [s for s, _ in batched.metrics] == list(range(1, 17))
+    for (step, ours), (_, theirs) in zip(batched.metrics, every_step.metrics):
+        assert {k: v for k, v in ours.items() if k != "tokens_per_s"} == \
+            {k: v for k, v in theirs.items() if k != "tokens_per_s"}, step
+    assert [s for s, _ in batched.checkpoints] == [6, 12]
+    stopped = Recorder(stop_at=5)  # asked at steps 0, 4 and 8 only: the stop lands at step 8
+    result = run(bert_dir, stopped, metrics_every=4, checkpoint_dir=str(tmp_path / "b"))
+    assert result.stopped and result.step == 8 and [s for s, _ in stopped.metrics] == list(range(1, 9))
+    assert_same_training(run(bert_dir, resume_from=batched.checkpoints[0][1], metrics_every=4), reference)
+
+
+def test_evaluation_runs_under_the_training_autocast(bert_dir):
+    seen = []
+
+    def eval_fn(model):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return {"accuracy": 0.5}
+
+    model = build_model(bert_dir, "sequence_classification")
+    train(model, CONFIG, TrainArgs(max_steps=6, batch_size=8, bf16=True, device="cpu"), classification_data(), collate,
+          eval_fn=eval_fn)
+    assert seen == [True, True]  # step 0 and the end
+
+
+@pytest.mark.slow  # inductor compiles C++ for the CPU: minutes on two cores
+def test_compile_true_compiles_each_layer_and_trains_to_the_same_losses(bert_dir):
+    def losses(compile_layers: bool) -> tuple[list[float], Recorder, object]:
+        rec = Recorder()
+        model = build_model(bert_dir, "sequence_classification")
+        for module in model.modules():  # compiled dropout draws its own random numbers: compare without it
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        result = train(model, AdaLoraConfig(init_r=4, target_r=2, tinit=1, tfinal=1, delta_t=1),
+                       TrainArgs(max_steps=4, batch_size=8, learning_rate=5e-2, compile=compile_layers),
+                       classification_data(), collate, callbacks=rec)
+        return [m["loss"] for _, m in rec.metrics], rec, result
+
+    eager, eager_rec, _ = losses(False)
+    compiled, compiled_rec, result = losses(True)
+    assert ("info", "torch.compile on for each decoder layer (compile is true)") in compiled_rec.events
+    assert all(layer._compiled_call_impl is not None for layer in result.adapted.model.bert.encoder.layer)
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert not any("torch.compile" in message for _, message in eager_rec.events)
+
+
+def test_compile_auto_is_off_on_the_cpu_and_for_short_or_4bit_runs(bert_dir):
+    from adalora_core.compile import compile_choice
+    from adalora_core.config import COMPILE_AUTO_MIN_STEPS
+
+    model = build_model(bert_dir, "sequence_classification")
+    assert compile_choice("auto", "cpu", 10_000, model) == (False, "auto: compiling pays off on a GPU only")
+    assert compile_choice("auto", "cuda", 100, model) == (
+        False, f"auto: 100 steps are too few to repay compiling (it needs {COMPILE_AUTO_MIN_STEPS})")
+    assert compile_choice("auto", "cuda", 1000, model) == (True, "auto: a GPU run of 1000 steps")
+    assert compile_choice(False, "cuda", 1000, model) == (False, "compile is false")
+    assert compile_choice(True, "cpu", 10, torch.nn.Linear(2, 2)) == (
+        False, "the model has no repeated layers to compile")
+    with pytest.raises(ConfigError, match="compile must be"):
+        TrainArgs(compile="yes")

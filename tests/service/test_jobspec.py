@@ -144,3 +144,13 @@ def test_a_spec_without_a_budget_gets_the_documented_one():
     assert (budget.init_r, budget.target_r, budget.target_params, budget.unit) == (12, 8.0, None, "params")
     assert JobSpec.model_validate({**spec, "budget": {"init_r": 3}}).budget.target_r == 2.0
     assert JobSpec.model_validate({**spec, "budget": {"init_r": 1}}).budget.target_r == 1.0
+
+
+def test_compile_and_checkpointing_take_true_false_or_auto():
+    default = JobSpec.model_validate(tiny_job_spec())
+    assert (default.training.compile, default.training.gradient_checkpointing) == ("auto", "auto")
+    assert default.to_train_kwargs()["compile"] == "auto"
+    asked = JobSpec.model_validate(with_changes(training={"compile": True, "gradient_checkpointing": False}))
+    assert asked.to_train_kwargs()["compile"] is True and "gradient_checkpointing" not in asked.to_train_kwargs()
+    for field in ("compile", "gradient_checkpointing"):
+        assert any(loc[:2] == ("training", field) for loc, _ in errors(with_changes(training={field: "sometimes"})))
