@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from .allocator import Allocation, RankAllocator
 from .compile import compile_choice, compile_layers
@@ -35,6 +36,7 @@ from .distributed import (
 from .inject import Adapted, inject_adalora
 from .lr_probe import LrProbe, probe_steps, range_test
 from .model_inputs import model_inputs
+from .objective import TrainingLoss, enable_lean_loss, task_loss
 from .plan import describe_plan
 from .prefetch import prefetched
 from .regularizer import orthogonal_penalty
@@ -103,6 +105,8 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     seed_everything(args.seed)
     adapted = inject_adalora(model, config)
     model.to(device)
+    if isinstance(model, PreTrainedModel):
+        enable_lean_loss(model)  # before compiling: its check runs a tiny batch through the model
     compiling, compile_why = compile_choice(args.compile, device.type, total, model)
     if compiling:
         compile_layers(model)
@@ -136,7 +140,7 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
     trainable = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult(adapted, allocator, config, start, stopped=False, lr_probe=probe)
     checkpoint_due = _checkpoint_timer(args, start, clock)
-    net = data_parallel(model, device, size)
+    net = data_parallel(TrainingLoss(model), device, size)
     pending = StepMetrics(metrics_every(args, device), size, tokens)
 
     if rank == 0 and eval_fn is not None and start == 0:
@@ -166,10 +170,10 @@ def train(model: nn.Module, config: AdaLoraConfig, args: TrainArgs, train_data: 
             for micro in range(args.grad_accum):
                 cpu_batch = next(batches)
                 step_tokens += input_tokens(cpu_batch)
-                batch = model_inputs(model, cpu_batch, device)
+                batch = model_inputs(model, cpu_batch, device, label_index=True)
                 with accumulating(net, last=micro == args.grad_accum - 1):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        loss = net(**batch).loss
+                        loss = net(**batch)
                     orth = (orthogonal_penalty(modules, config.orth_target) if config.orth_reg_weight > 0
                             else loss.new_zeros(()))
                     ((loss + config.orth_reg_weight * orth) / args.grad_accum).backward()
@@ -216,7 +220,7 @@ def _probe_learning_rate(model: nn.Module, adapted: Adapted, config: AdaLoraConf
 
     def step_loss(batch: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**model_inputs(model, batch, device)).loss
+            loss = task_loss(model, model_inputs(model, batch, device, label_index=True))
         if config.orth_reg_weight > 0:
             loss = loss + config.orth_reg_weight * orthogonal_penalty(modules, config.orth_target)
         return loss

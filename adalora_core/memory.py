@@ -12,7 +12,8 @@ kernel keeps it (query, key, value, output and the softmax's log-sum-exp, no seq
 on a GPU. Gradient checkpointing keeps only each layer's input and recomputes one layer at a time in the
 backward pass, so with it the activations are what is saved outside the layers, plus every layer's input,
 plus the largest layer's own. The backward pass holds, beyond the saved tensors, the gradient of the largest
-of them at once (for a language model, the fp32 logits' gradient).
+of them at once. A causal LM is traced through the training loss (adalora_core.objective: logits only at labelled
+positions, a chunk of rows at a time), whose backward pass holds one chunk's fp32 logits and their gradient.
 
 Approximations, stated: the trace runs the whole model in the compute dtype, as autocast would (adapters and
 heads are bf16 in the trace under a bf16 base; their fp32 copies are in the fixed part). Batches are full
@@ -31,6 +32,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .inject import Adapted
+from .objective import assume_lean_loss, chunk_rows, task_loss
 
 GIB = 1024 ** 3
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 * (1 + 4 / 256)  # 4 bits; an 8-bit scale per 64 weights, fp32 per 256 scales
@@ -120,13 +122,20 @@ def estimate_training_memory(adapted: Adapted, task: str, *, batch_size: int, se
     adapters, heads = _trainable(adapted)
     trainable = sum(p.numel() for p in adapters) + sum(p.numel() for p in heads)
     weights = base_weight_bytes(adapted, dtype, quantized)
-    trace = trace_saved_tensors(adapted.model.to(dtype), meta_batch(adapted.model, task, batch_size, seq_len),
-                                fused_dropout=device != "cpu")
+    batch = meta_batch(adapted.model, task, batch_size, seq_len)
+    backward_logits = 0
+    if task == "causal_lm" and assume_lean_loss(adapted.model):
+        # The training loss (adalora_core.objective): labelled positions only, one chunk of fp32 logits at a time;
+        # the backward pass recomputes a chunk's logits and holds them with their gradient.
+        batch["label_index"] = torch.arange(batch_size * (seq_len - 1), device="meta")
+        vocabulary = adapted.model.get_output_embeddings().weight.shape[0]  # type: ignore[operator]
+        backward_logits = 2 * 4 * min(chunk_rows(vocabulary), batch_size * (seq_len - 1)) * vocabulary
+    trace = trace_saved_tensors(adapted.model.to(dtype), batch, fused_dropout=device != "cpu")
     return MemoryEstimate(
         weights=weights, trainable=4 * trainable, gradients=4 * trainable, optimizer=8 * trainable,
         allocator=8 * sum(p.numel() for p in adapters),
         activations=trace.checkpointed if checkpointing and trace.layers else trace.total,
-        backward=trace.largest, gradient_checkpointing=checkpointing and bool(trace.layers),
+        backward=max(trace.largest, backward_logits), gradient_checkpointing=checkpointing and bool(trace.layers),
         activations_checkpointing_off=trace.total,
         activations_checkpointing_on=trace.checkpointed if trace.layers else None)
 
@@ -194,8 +203,9 @@ class SavedTensors:
 
 
 def trace_saved_tensors(model: nn.Module, batch: dict[str, torch.Tensor], fused_dropout: bool = True) -> SavedTensors:
-    """Runs `model(**batch)` on meta tensors and counts what autograd saves, by layer. `fused_dropout`: whether
-    the attention kernels fuse attention dropout (CUDA's do; the CPU's fall back to the math path)."""
+    """Runs the training loss of `batch` (objective.task_loss) on meta tensors and counts what autograd saves, by
+    layer. `fused_dropout`: whether the attention kernels fuse attention dropout (CUDA's do; the CPU's fall back to
+    the math path)."""
     layers = checkpoint_layers(model)
     # Weights autograd keeps (a linear layer saves its weight for the input's gradient) are already counted
     # in the fixed part: they are the model's own storage, not new memory.
@@ -237,7 +247,7 @@ def trace_saved_tensors(model: nn.Module, batch: dict[str, torch.Tensor], fused_
         was_training = model.training
         model.train()
         try:
-            model(**batch)
+            task_loss(model, batch)
         finally:
             model.train(was_training)
     per_layer = [0] * len(layers)

@@ -19,19 +19,28 @@ from transformers import GenerationMixin, PreTrainedModel
 IGNORE_INDEX = -100  # the label that transformers' losses skip
 
 
-def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, Any]:
+def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device | str,
+                 label_index: bool = False) -> dict[str, Any]:
     """`batch` (as collated, on the CPU: read here without a device sync) as keyword arguments of `model`'s forward,
     on `device`. For a decoder-only causal LM: no KV cache (training has no use for one, and transformers looks
     for packed rows only without one) and no attention mask where it is redundant (see the module). Every other
-    model and batch goes through unchanged."""
+    model and batch goes through unchanged. `label_index`: for adalora_core.objective.task_loss, add the labelled
+    positions of a causal LM's batch, found here on the CPU."""
     inputs: dict[str, Any] = dict(batch)
-    if _decoder_only_lm(model):
+    if decoder_only_lm(model):
         inputs["use_cache"] = False
         if _mask_is_redundant(batch):
             del inputs["attention_mask"]
             if "position_ids" in inputs and "flash" in (getattr(model.config, "_attn_implementation", None) or ""):
                 inputs = _one_row(inputs)
+        if label_index and "labels" in inputs:
+            inputs["label_index"] = labelled_positions(inputs["labels"])
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Flat indices into (rows x (length - 1)) of the positions whose next token has a label, from CPU labels."""
+    return (labels[:, 1:] != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
 
 
 def keeps_packed_examples_apart(model: PreTrainedModel) -> bool:
@@ -50,7 +59,7 @@ def keeps_packed_examples_apart(model: PreTrainedModel) -> bool:
     return bool((grad[0, :2] == 0).all() and (grad[1, :3] == 0).all())
 
 
-def _decoder_only_lm(model: nn.Module) -> bool:
+def decoder_only_lm(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     return (isinstance(model, GenerationMixin) and not getattr(config, "is_encoder_decoder", False)
             and getattr(config, "is_causal", True))  # is_causal False: a decoder made bidirectional

@@ -69,6 +69,8 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from adalora_core import AdaLoraConfig, RankAllocator, TrainArgs, TrainCallbacks, inject_adalora, orthogonal_penalty
 from adalora_core import train as core_train
 from adalora_core.model_inputs import model_inputs
+from adalora_core.objective import enable_lean_loss
+from adalora_core.objective import task_loss as objective_loss
 from worker.data.batching import pack_examples
 from worker.data.encoding import IGNORE_INDEX
 
@@ -253,7 +255,7 @@ class Contender:
     def task_loss(self, batch: dict) -> torch.Tensor:
         device_type = next(self.model.parameters()).device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(**batch).loss
+            return objective_loss(self.model, batch)  # the model's own loss unless the batch has a label_index
 
     def penalty(self) -> torch.Tensor:
         assert self.modules is not None
@@ -333,9 +335,12 @@ def measure_step(method: str, plan: Plan, batch: int, seq: int, layout: str, com
     memory = Memory(plan.device)
     model = build_model(plan)
     attention = model.config._attn_implementation
-    batches = [model_inputs(model, collate(chunk), plan.device) for chunk in chunks]  # what our loop hands a model
     memory.start()
     c = contender(method, model, plan.bf16)
+    # What our loop hands a model; ours also computes its loss as the loop does (adalora_core.objective), PEFT's
+    # contenders take the model's own loss.
+    lean = method == "ours-step" and enable_lean_loss(model)
+    batches = [model_inputs(model, collate(chunk), plan.device, label_index=lean) for chunk in chunks]
     if compiled:
         compile_layers(model, plan.backend)
     for k in range(plan.warmup):

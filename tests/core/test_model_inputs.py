@@ -9,14 +9,7 @@ import transformers
 
 from adalora_core import AdaLoraConfig, TrainArgs, inject_adalora, train
 from adalora_core.model_inputs import IGNORE_INDEX, keeps_packed_examples_apart, model_inputs
-from tests.core.tiny import tiny_bert, tiny_gpt2
-
-
-def tiny_llama(seed: int = 0) -> transformers.LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
-    return transformers.LlamaForCausalLM(config).eval()
+from tests.core.tiny import tiny_bert, tiny_gpt2, tiny_llama
 
 
 def tiny_opt(seed: int = 0) -> transformers.OPTForCausalLM:
@@ -121,10 +114,11 @@ def test_the_packing_check_tells_models_that_ignore_position_ids():
 def test_the_loop_and_its_lr_probe_hand_the_model_no_mask_for_right_padded_rows():
     seen = []
     model = tiny_gpt2()
-    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    # The backbone: the loop's lean loss (adalora_core.objective) calls it and applies the head itself.
+    model.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
     lengths = list(range(4, 12)) * 4  # each batch right-padded to its longest row
     train(model, AdaLoraConfig(init_r=4, target_r=2, tinit=1, tfinal=1, delta_t=1),
           TrainArgs(max_steps=3, batch_size=4, learning_rate="auto", device="cpu"), lengths,
           lambda rows: padded_batch(rows, width=max(rows)))
     assert len(seen) > 3  # the probe's steps, then the run's
-    assert all("attention_mask" not in kwargs and kwargs["use_cache"] is False for kwargs in seen)
+    assert all(kwargs.get("attention_mask") is None and kwargs["use_cache"] is False for kwargs in seen)

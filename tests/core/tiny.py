@@ -23,6 +23,13 @@ def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:
     return transformers.GPT2LMHeadModel(config).eval()
 
 
+def tiny_llama(seed: int = 0) -> transformers.LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
 def classification_data(n: int = 64, length: int = 8, seed: int = 0) -> list[dict]:
     """Label = whether token 7 occurs: learnable, so training measurably moves the logits."""
     g = torch.Generator().manual_seed(seed)

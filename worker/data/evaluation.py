@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from adalora_core.model_inputs import model_inputs
+from adalora_core.objective import task_loss
 from worker.data import metrics
 from worker.data.encoding import IGNORE_INDEX
 
@@ -54,16 +55,17 @@ def _by_length(examples: list[dict]) -> list[dict]:
 
 
 def _token_loss(model: nn.Module, batches: list[dict], shifted: bool) -> dict[str, float]:
-    """The model's mean loss per target token over the whole set (batches weighted by their tokens)."""
+    """The model's mean loss per target token over the whole set (batches weighted by their tokens), summed on the
+    device and read once: a read per batch would wait for the device every time."""
     device = next(model.parameters()).device
-    loss_sum, tokens = 0.0, 0
+    loss_sum, tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in batches:
         labels = batch["labels"][:, 1:] if shifted else batch["labels"]  # causal LMs predict the next token
-        n = int((labels != IGNORE_INDEX).sum())
+        n = int((labels != IGNORE_INDEX).sum())  # on the CPU
         if n:
-            loss = model(**model_inputs(model, batch, device)).loss
-            loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
-    loss = loss_sum / max(1, tokens)
+            loss_sum += task_loss(model, model_inputs(model, batch, device, label_index=True)).double() * n
+            tokens += n
+    loss = loss_sum.item() / max(1, tokens)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
@@ -81,15 +83,14 @@ def _rouge(model: nn.Module, sources: list[dict], references: list[str], max_new
 
 def _label_scores(model: nn.Module, batches: list[dict], kind: str, num_labels: int | None) -> dict[str, float]:
     device = next(model.parameters()).device
-    loss_sum, outputs, golds = 0.0, [], []
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(**batch)
-        loss_sum += out.loss.item() * batch["labels"].shape[0]
-        outputs.append(out.logits.float().cpu())
-        golds.append(batch["labels"].cpu())
-    logits, gold = torch.cat(outputs), torch.cat(golds).numpy()
-    scores = {"loss": loss_sum / len(gold)}
+    losses, outputs, golds = [], [], []
+    for batch in batches:  # kept on the device and read once at the end
+        out = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()})
+        losses.append(out.loss.float() * batch["labels"].shape[0])
+        outputs.append(out.logits.float())
+        golds.append(batch["labels"])
+    logits, gold = torch.cat(outputs).cpu(), torch.cat(golds).numpy()
+    scores = {"loss": float(torch.stack(losses).sum()) / len(gold)}
     if kind == "regression":
         predicted = logits.squeeze(-1).numpy().astype(np.float64)
         return {**scores, "pearson": metrics.pearson(predicted, gold.astype(np.float64)),
