@@ -57,7 +57,13 @@ def test_a_job_from_a_yaml_spec_followed_to_the_end(cli_env, tmp_path, tiny_mode
     plan = adalora(cli_env, "jobs", "create", str(spec), "--dry-run").stdout
     assert "adapter params" in plan and "nothing is queued" not in plan and "a dry run only plans" in plan
     assert "peak memory" in plan and "checkpointing off" in plan
-    on_a_card = adalora(cli_env, "jobs", "create", str(spec), "--dry-run", "--gpu", "1GB",
+    auto = adalora(cli_env, "jobs", "create", str(spec), "--dry-run", "--gpu", "1GB", "--batch-size", "4096").stdout
+    assert "checkpointing on" in auto and "auto: on on the 1GB" in auto and "does not fit" not in auto, auto
+    without = tmp_path / "without-checkpointing.yaml"
+    spec_without = tiny_job_spec()
+    spec_without["training"] = {**spec_without["training"], "gradient_checkpointing": False}
+    without.write_text(yaml.safe_dump(spec_without))
+    on_a_card = adalora(cli_env, "jobs", "create", str(without), "--dry-run", "--gpu", "1GB",
                         "--batch-size", "4096").stdout
     assert "1GB" in on_a_card and "does not fit" in on_a_card and "training.gradient_checkpointing true" in on_a_card
     assert "--dry-run" in adalora(cli_env, "jobs", "create", str(spec), "--gpu", "T4", check=2).stderr
